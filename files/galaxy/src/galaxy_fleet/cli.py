@@ -1,0 +1,278 @@
+"""The `galaxy` command.
+
+Exit codes: 0 success (an order ended ``done``), 1 an order ended otherwise or a
+check failed, 2 bad input or configuration, 3 a wait gave up, 4 no such order.
+Start-up stays light: each subcommand imports what it needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any, Callable
+
+EXIT_OK, EXIT_NOT_DONE, EXIT_INPUT, EXIT_WAIT, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_INPUT):
+        super().__init__(message)
+        self.code = code
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from galaxy_fleet.config import ConfigError, load
+
+    try:
+        return load(args.config)
+    except ConfigError as exc:
+        raise CliError(f"config: {exc}") from None
+
+
+def _emit(args: argparse.Namespace, obj: Any, text: str) -> None:
+    print(json.dumps(obj, ensure_ascii=False) if args.json else text)
+
+
+def _node(args: argparse.Namespace) -> Any:
+    from galaxy_fleet.nodeapi import Node
+
+    return Node(_config(args))
+
+
+def _state_exit(status: dict[str, Any]) -> int:
+    return EXIT_OK if status.get("state") == "done" else EXIT_NOT_DONE
+
+
+# -- galaxy version ---------------------------------------------------------
+def cmd_version(args: argparse.Namespace) -> int:
+    from galaxy_fleet import __version__
+
+    _emit(args, {"version": __version__}, f"galaxy {__version__}")
+    return EXIT_OK
+
+
+# -- galaxy worker ----------------------------------------------------------
+def cmd_worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from galaxy_fleet.worker import Worker
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return Worker(_config(args), runners=args.runners).serve_forever()
+
+
+# -- galaxy order ... -------------------------------------------------------
+def _read_payload(text: str) -> str:
+    if text == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CliError(f"payload on stdin is not valid UTF-8 (byte {exc.start})") from None
+    return text
+
+
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--option expects KEY=VALUE, got {pair!r}")
+        options[key] = {"true": True, "false": False}.get(value, value)
+    return options
+
+
+def _print_status(args: argparse.Namespace, status: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False))
+        return
+    if "response" in status:
+        print(status["response"].rstrip())
+    else:
+        extra = f" ({status['error']})" if status.get("error") else ""
+        print(f"{status.get('id')}: {status.get('state')}{extra}")
+
+
+def cmd_order_submit(args: argparse.Namespace) -> int:
+    from galaxy_fleet.nodeapi import new_order
+    from galaxy_fleet.order import OrderError
+    from galaxy_fleet.spool import SpoolFull
+
+    node = _node(args)
+    fields = {"from": args.sender, "target": args.target or node.config.host, "executor": args.executor,
+              "timeout": args.timeout, "session": args.session, "priority": args.priority,
+              "command": args.command, "options": _parse_options(args.option) or None}
+    if args.id:
+        fields["id"] = args.id
+    try:
+        order = node.submit(new_order(_read_payload(args.payload), fields))
+    except OrderError as exc:
+        raise CliError(f"order rejected: {exc}") from None
+    except SpoolFull as exc:
+        raise CliError(f"order not queued: {exc}", EXIT_NOT_DONE) from None
+    if not args.wait:
+        _emit(args, {"id": order.id, "state": "queued"}, order.id)
+        return EXIT_OK
+    return _wait(args, node, order.id)
+
+
+def _wait(args: argparse.Namespace, node: Any, order_id: str) -> int:
+    from galaxy_fleet.nodeapi import NotFound
+
+    try:
+        status = node.wait(order_id, timeout=args.wait_timeout)
+    except TimeoutError as exc:
+        raise CliError(str(exc), EXIT_WAIT) from None
+    except NotFound as exc:
+        raise CliError(str(exc), EXIT_NOT_FOUND) from None
+    _print_status(args, status)
+    return _state_exit(status)
+
+
+def cmd_order_wait(args: argparse.Namespace) -> int:
+    return _wait(args, _node(args), _checked_id(args.order_id))
+
+
+def _checked_id(order_id: str) -> str:
+    from galaxy_fleet.order import OrderError, check_name
+
+    try:
+        return check_name("order id", order_id)
+    except OrderError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_order_status(args: argparse.Namespace) -> int:
+    from galaxy_fleet.nodeapi import NotFound
+
+    try:
+        status = _node(args).status(_checked_id(args.order_id), with_response=args.response)
+    except NotFound as exc:
+        raise CliError(str(exc), EXIT_NOT_FOUND) from None
+    _print_status(args, status)
+    return EXIT_OK
+
+
+def cmd_order_list(args: argparse.Namespace) -> int:
+    orders = _node(args).list(limit=args.limit, state=args.state)
+    if args.json:
+        print(json.dumps(orders, ensure_ascii=False))
+    else:
+        for st in orders:
+            print(f"{st.get('id')}  {st.get('state', '?'):<11} {st.get('updated', '')}  {st.get('error') or ''}")
+    return EXIT_OK
+
+
+def cmd_order_cancel(args: argparse.Namespace) -> int:
+    from galaxy_fleet.nodeapi import NotFound
+
+    try:
+        status = _node(args).cancel(_checked_id(args.order_id), user=args.sender)
+    except NotFound as exc:
+        raise CliError(str(exc), EXIT_NOT_FOUND) from None
+    _print_status(args, status)
+    return EXIT_OK if status.get("state") in ("cancelled", "timed_out", "interrupted") else EXIT_NOT_DONE
+
+
+# -- galaxy audit -----------------------------------------------------------
+def cmd_audit(args: argparse.Namespace) -> int:
+    from galaxy_fleet import audit
+
+    config = None if getattr(args, "file", None) else _config(args)
+    return audit.run(args, config)
+
+
+# -- galaxy config check ----------------------------------------------------
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from galaxy_fleet.config import ConfigError, load
+    from galaxy_fleet.executors import ExecutorError, build
+
+    try:
+        cfg = load(args.path)
+        for name, spec in cfg.executors.items():
+            build(name, spec, cfg)
+    except (ConfigError, ExecutorError) as exc:
+        raise CliError(f"invalid config: {exc}") from None
+    _emit(args, {"ok": True, "path": str(args.path), "host": cfg.host},
+          f"{args.path}: OK (host {cfg.host}, {len(cfg.executors)} executors)")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="galaxy", description="Galaxy: run a fleet of machines from a phone.")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $GALAXY_CONFIG or /etc/galaxy/config.yml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
+
+    def add(parent: Any, name: str, func: Callable[[argparse.Namespace], int], help: str,
+            json_flag: bool = True) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    add(sub, "version", cmd_version, "print the version")
+    p = add(sub, "worker", cmd_worker, "run the order worker (the galaxy-worker service)", json_flag=False)
+    p.add_argument("--runners", type=int, help="concurrent orders (default: worker.runners in the config)")
+
+    order = sub.add_parser("order", help="submit and follow orders on this node").add_subparsers(
+        dest="order_cmd", metavar="ACTION", required=True)
+    p = add(order, "submit", cmd_order_submit, "queue an order on this node")
+    p.add_argument("payload", help="the order text, or - to read it from stdin")
+    p.add_argument("--target", help="target name recorded in the order (default: this host)")
+    p.add_argument("--executor", help="executor name (default: worker.default_executor)")
+    p.add_argument("--timeout", type=float, help="seconds before the order is stopped")
+    p.add_argument("--session", help="session key (continue an agent session)")
+    p.add_argument("--priority", type=int, help="-100..100, higher runs first (default 0)")
+    p.add_argument("--from", dest="sender", help="who sent it (recorded in the audit trail)")
+    p.add_argument("--command", help="the order's command field (default: general)")
+    p.add_argument("--id", help="order id (default: a new time-sortable id)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="executor option, e.g. agent=build, project=web (repeatable)")
+    p.add_argument("--wait", action="store_true", help="wait for the answer and print it")
+    p.add_argument("--wait-timeout", type=float, help="give up waiting after this many seconds (exit 3)")
+    p = add(order, "wait", cmd_order_wait, "wait for an order to finish and print its answer")
+    p.add_argument("order_id")
+    p.add_argument("--wait-timeout", type=float, help="give up after this many seconds (exit 3)")
+    p = add(order, "status", cmd_order_status, "show an order's state")
+    p.add_argument("order_id")
+    p.add_argument("--response", action="store_true", help="include the answer when finished")
+    p = add(order, "list", cmd_order_list, "recent orders, newest first")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--state", help="only orders in this state")
+    p = add(order, "cancel", cmd_order_cancel, "cancel a queued or running order")
+    p.add_argument("order_id")
+    p.add_argument("--from", dest="sender", help="who cancels it (recorded in the audit trail)")
+
+    from galaxy_fleet import audit
+
+    p = add(sub, "audit", cmd_audit, "query and verify the audit trail", json_flag=False)
+    audit.add_arguments(p)
+
+    cfg = sub.add_parser("config", help="configuration tools").add_subparsers(
+        dest="config_cmd", metavar="ACTION", required=True)
+    p = add(cfg, "check", cmd_config_check, "validate a config file (exit 2 if invalid)")
+    p.add_argument("path")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CliError as exc:
+        print(f"galaxy: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The node's order API: submit, status, wait, list, cancel.
+
+`galaxy order ...` on the node and `galaxy remote` (the control plane's SSH
+entry point) both call these; nobody else writes into the spool.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from galaxy_fleet.audit import AuditLog
+from galaxy_fleet.config import Config
+from galaxy_fleet.executors import Result
+from galaxy_fleet.order import (
+    CANCELLED, QUEUED, TERMINAL, Order, OrderError, from_dict, new_id, utcnow,
+)
+from galaxy_fleet.spool import Spool, read_json
+
+
+class NotFound(LookupError):
+    """No order with that id on this node."""
+
+
+class Node:
+    def __init__(self, config: Config, audit: AuditLog | None = None):
+        self.config = config
+        self.spool = Spool(config.spool_dir).ensure()
+        self._audit = audit
+
+    @property
+    def audit(self) -> AuditLog:
+        if self._audit is None:
+            from galaxy_fleet.worker import open_audit
+
+            self._audit = open_audit(self.config)
+        return self._audit
+
+    # -- submit ----------------------------------------------------------
+    def build_order(self, data: dict[str, Any]) -> Order:
+        """Validate an order as submitted (raises OrderError with the reason)."""
+        return from_dict(data, max_payload_bytes=self.config.worker.max_payload_bytes,
+                         executors=self.config.executors)
+
+    def submit(self, data: dict[str, Any]) -> Order:
+        """Validate and queue an order durably. Duplicate ids are accepted once.
+
+        Returns the order; a resubmitted id that is already known returns the
+        original without queueing it again (at-least-once delivery made
+        exactly-once).
+        """
+        try:
+            order = self.build_order(data)
+        except OrderError as exc:
+            self.audit.append("order_rejected", severity="error", message=str(exc),
+                              user=data.get("from") if isinstance(data, dict) and isinstance(data.get("from"), str) else None)
+            raise
+        if not order.id_assigned and self.known(order.id):
+            return order
+        order.extra["acknowledged"] = False
+        user = order.sender or None
+        self.audit.append("order_received", order_id=order.id, user=user, target=order.target,
+                          executor=order.executor or self.config.worker.default_executor,
+                          message=order.payload[:200])
+        self.spool.write_json(self.spool.state_path(order.id),
+                              {"id": order.id, "state": QUEUED, "updated": utcnow(), "host": self.config.host})
+        self.spool.write(self.spool.orders / f"{order.id}.json", order.to_json())
+        self.audit.append("order_queued", order_id=order.id, user=user)
+        return order
+
+    def known(self, order_id: str) -> bool:
+        sp = self.spool
+        return any(p.exists() for p in (sp.state_path(order_id), sp.orders / f"{order_id}.json",
+                                        sp.processing / f"{order_id}.json", sp.responses / f"{order_id}.json"))
+
+    # -- status ----------------------------------------------------------
+    def status(self, order_id: str, *, with_response: bool = False) -> dict[str, Any]:
+        sp = self.spool
+        try:
+            sidecar = read_json(sp.responses / f"{order_id}.json")
+        except FileNotFoundError:
+            sidecar = None
+        except (OSError, ValueError):
+            sidecar = None
+        if sidecar is not None:
+            if with_response:
+                try:
+                    sidecar["response"] = (sp.responses / f"{order_id}.md").read_text(encoding="utf-8")
+                except OSError:
+                    sidecar["response"] = ""
+            return sidecar
+        state = sp.read_state(order_id)
+        if state is None:
+            if (sp.orders / f"{order_id}.json").exists():
+                state = {"id": order_id, "state": QUEUED}
+            else:
+                raise NotFound(f"no order {order_id!r} on {self.config.host}")
+        return state
+
+    def wait(self, order_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the order is finished (inotify on responses/); returns its status.
+
+        Raises TimeoutError if ``timeout`` passes first.
+        """
+        status = self.status(order_id, with_response=True)
+        if status.get("state") in TERMINAL:
+            return status
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        done = threading.Event()
+        target = f"{order_id}.json"
+
+        class Handler(FileSystemEventHandler):
+            def dispatch(self, event: Any) -> None:
+                path = event.dest_path if event.event_type == "moved" else event.src_path
+                if os.path.basename(os.fsdecode(path)) == target:
+                    done.set()
+
+        observer = Observer()
+        observer.schedule(Handler(), str(self.spool.responses), recursive=False)
+        observer.start()
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while True:
+                status = self.status(order_id, with_response=True)
+                if status.get("state") in TERMINAL:
+                    return status
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise TimeoutError(f"order {order_id} is still {status.get('state')} after {timeout:g} s")
+                # The event wakes us at once; the cap guards against a missed event.
+                done.wait(1.0 if left is None else min(left, 1.0))
+                done.clear()
+        finally:
+            observer.stop()
+            observer.join(2)
+
+    def list(self, *, limit: int = 20, state: str | None = None) -> list[dict[str, Any]]:
+        """Most recent orders first, from the per-order state files."""
+        names = sorted((n for n in os.listdir(self.spool.state)
+                        if n.endswith(".json") and n != "heartbeat.json"), reverse=True)
+        out: list[dict[str, Any]] = []
+        for name in names:
+            st = self.spool.read_state(name[:-5])
+            if st is None or (state and st.get("state") != state):
+                continue
+            out.append(st)
+            if len(out) >= limit:
+                break
+        return out
+
+    # -- cancel ----------------------------------------------------------
+    def cancel(self, order_id: str, *, user: str | None = None, wait: float = 3.0) -> dict[str, Any]:
+        """Cancel a queued or running order; returns its status afterwards.
+
+        A queued order is claimed and finished here; a running one is signalled
+        through state/cancel/<id> (the worker stops it within about a second).
+        """
+        from galaxy_fleet.order import check_name
+        from galaxy_fleet.worker import finish
+
+        check_name("order id", order_id)
+        status = self.status(order_id)
+        if status.get("state") in TERMINAL:
+            return status
+        self.audit.append("order_cancel_requested", severity="warning", order_id=order_id, user=user)
+        self.spool.request_cancel(order_id)
+        queued = self.spool.orders / f"{order_id}.json"
+        claim = self.spool.claim(queued, order_id)
+        if claim is not None:
+            try:
+                try:
+                    order = from_dict(read_json(claim.path), max_payload_bytes=1 << 30)
+                except (OSError, ValueError):
+                    order = Order(id=order_id, payload="(unreadable)")
+                finish(self.spool, self.audit, self.config.host, claim.path, order,
+                       order.executor or self.config.worker.default_executor,
+                       Result(CANCELLED, error=f"cancelled before it ran{f' by {user}' if user else ''}"),
+                       {"received": order.timestamp, "run_s": 0.0})
+            finally:
+                claim.release()
+        try:
+            return self.wait(order_id, timeout=wait)
+        except TimeoutError:
+            return self.status(order_id)
+
+
+def new_order(payload: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The JSON of a fresh order, as `galaxy order submit` builds it (None fields left out)."""
+    data = {"type": "galaxy_order", "id": new_id(), "payload": payload, "timestamp": utcnow(),
+            "acknowledged": False}
+    data.update({k: v for k, v in fields.items() if v is not None})
+    return data

@@ -1,0 +1,230 @@
+"""The order: its JSON form, ids, validation and life-cycle states.
+
+An order is a superset of the seed guide's JSON::
+
+    {"type": "galaxy_order", "id": ..., "from": ..., "target": ..., "command": ...,
+     "payload": ..., "timestamp": ..., "acknowledged": false}
+
+with optional ``timeout``, ``executor``, ``session``, ``priority`` and
+``options``. Unknown fields are kept as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+ORDER_TYPE = "galaxy_order"
+
+RECEIVED = "received"
+QUEUED = "queued"
+DELIVERED = "delivered"
+RUNNING = "running"
+DONE = "done"
+FAILED = "failed"
+CANCELLED = "cancelled"
+TIMED_OUT = "timed_out"
+INTERRUPTED = "interrupted"
+
+STATES = (RECEIVED, QUEUED, DELIVERED, RUNNING, DONE, FAILED, CANCELLED, TIMED_OUT, INTERRUPTED)
+TERMINAL = frozenset({DONE, FAILED, CANCELLED, TIMED_OUT, INTERRUPTED})
+
+# Ids and targets end up in file names and SSH routing: a strict alphabet
+# rules out path traversal, hidden files and shell metacharacters at once.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class OrderError(ValueError):
+    """An order that cannot be accepted; the message says why."""
+
+
+_id_lock = threading.Lock()
+_id_last = 0
+
+
+def new_id() -> str:
+    """A unique, time-sortable order id: ``20261128T192749.123456Z-3f9a1c2e``.
+
+    The time part is strictly increasing within a process, so ids sort in
+    submission order even when two are made in the same microsecond.
+    """
+    global _id_last
+    with _id_lock:
+        now = time.time_ns() // 1000
+        if now <= _id_last:
+            now = _id_last + 1
+        _id_last = now
+    secs, micros = divmod(now, 1_000_000)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(secs))
+    return f"{stamp}.{micros:06d}Z-{secrets.token_hex(4)}"
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def valid_name(value: Any) -> bool:
+    return isinstance(value, str) and bool(_NAME_RE.match(value)) and ".." not in value
+
+
+def check_name(kind: str, value: Any) -> str:
+    if not valid_name(value):
+        raise OrderError(
+            f"{kind} {value!r} is not valid: use 1-128 letters, digits and . _ @ : - "
+            "(no leading dot, no '..', no slashes)"
+        )
+    return value
+
+
+@dataclass
+class Order:
+    id: str
+    payload: str
+    target: str = ""
+    sender: str = ""
+    command: str = "general"
+    timestamp: str = ""
+    executor: str | None = None
+    timeout: float | None = None
+    session: str | None = None
+    priority: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    id_assigned: bool = False  # the id was given by Galaxy (seed-format order)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = dict(self.extra)
+        d.update({
+            "type": ORDER_TYPE,
+            "id": self.id,
+            "from": self.sender,
+            "target": self.target,
+            "command": self.command,
+            "payload": self.payload,
+            "timestamp": self.timestamp,
+            "acknowledged": bool(self.extra.get("acknowledged", False)),
+        })
+        for key in ("executor", "timeout", "session"):
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = value
+        if self.priority:
+            d["priority"] = self.priority
+        if self.options:
+            d["options"] = self.options
+        return d
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _opt_str(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise OrderError(f"field {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def from_dict(data: Any, *, max_payload_bytes: int = 64 * 1024, executors: Any = None) -> Order:
+    """Validate a decoded order. Raises OrderError with a reason a user can act on."""
+    if not isinstance(data, dict):
+        raise OrderError(f"an order must be a JSON object, got {type(data).__name__}")
+    kind = data.get("type", ORDER_TYPE)
+    if kind != ORDER_TYPE:
+        raise OrderError(f"field 'type' must be {ORDER_TYPE!r}, got {kind!r}")
+    payload = data.get("payload")
+    if not isinstance(payload, str):
+        raise OrderError("field 'payload' is required and must be a string"
+                         if payload is None else
+                         f"field 'payload' must be a string, got {type(payload).__name__}")
+    if not payload.strip():
+        raise OrderError("field 'payload' is empty")
+    size = len(payload.encode("utf-8", "surrogatepass"))
+    if size > max_payload_bytes:
+        raise OrderError(f"payload is {size} bytes, over the limit of {max_payload_bytes}")
+    if _CONTROL_RE.search(payload):
+        raise OrderError("payload contains control characters")
+    for key in ("from", "target", "command", "timestamp"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise OrderError(f"field {key!r} must be a string, got {type(value).__name__}")
+        if isinstance(value, str) and _CONTROL_RE.search(value):
+            raise OrderError(f"field {key!r} contains control characters")
+    target = data.get("target") or ""
+    if target:
+        check_name("target", target)
+    assigned = False
+    oid = data.get("id")
+    if oid is None:
+        oid, assigned = new_id(), True
+    else:
+        check_name("order id", oid)
+    executor = _opt_str(data, "executor")
+    if executor is not None:
+        check_name("executor", executor)
+        if executors is not None and executor not in executors:
+            raise OrderError(f"unknown executor {executor!r}; this node has: {', '.join(sorted(executors))}")
+    session = _opt_str(data, "session")
+    if session is not None:
+        check_name("session", session)
+    timeout = data.get("timeout")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise OrderError(f"field 'timeout' must be a positive number of seconds, got {timeout!r}")
+        timeout = float(timeout)
+    priority = data.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not -100 <= priority <= 100:
+        raise OrderError(f"field 'priority' must be an integer from -100 to 100, got {priority!r}")
+    options = data.get("options") or {}
+    if not isinstance(options, dict):
+        raise OrderError("field 'options' must be an object")
+    ack = data.get("acknowledged", False)
+    if not isinstance(ack, bool):
+        raise OrderError("field 'acknowledged' must be true or false")
+    known = {"type", "id", "from", "target", "command", "payload", "timestamp",
+             "executor", "timeout", "session", "priority", "options"}
+    extra = {k: v for k, v in data.items() if k not in known}
+    return Order(
+        id=oid, payload=payload, target=target, sender=data.get("from") or "",
+        command=data.get("command") or "general", timestamp=data.get("timestamp") or utcnow(),
+        executor=executor, timeout=timeout, session=session, priority=priority,
+        options=options, extra=extra, id_assigned=assigned,
+    )
+
+
+def parse(raw: bytes, **kw: Any) -> Order:
+    """Decode and validate the bytes of an order file or message."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise OrderError(f"order is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OrderError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return from_dict(data, **kw)
+
+
+def sort_key(order: Order) -> tuple[int, str]:
+    """Higher priority first, then first come first served (ids sort by time)."""
+    return (-order.priority, order.id)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

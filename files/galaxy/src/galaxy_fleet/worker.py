@@ -1,0 +1,448 @@
+"""The order worker: watches orders/, claims, runs through an executor, answers.
+
+Data flows one way: spool (orders/) → claim (processing/) → executor →
+response (responses/) → archive, with an audit event for every transition and
+an outbox alert for every order that did not end ``done``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from galaxy_fleet import __version__, outbox, sdnotify
+from galaxy_fleet.audit import AuditLog
+from galaxy_fleet.config import Config
+from galaxy_fleet.executors import Executor, ExecutorError, Result, RunContext, build
+from galaxy_fleet.order import (
+    CANCELLED, DELIVERED, DONE, FAILED, INTERRUPTED, QUEUED, RECEIVED, RUNNING, TERMINAL,
+    Order, OrderError, from_dict, parse, sort_key, utcnow,
+)
+from galaxy_fleet.spool import Claim, Spool, SpoolFull, read_json
+
+log = logging.getLogger("galaxy.worker")
+
+SEVERITY = {DONE: "info", CANCELLED: "warning", FAILED: "error", INTERRUPTED: "error"}
+PROGRESS_EVERY = 1.0  # seconds between progress events per order (the latest line wins)
+SETTLE_AFTER = 2.0  # a half-written order file gets this long before it counts as malformed
+
+
+def open_audit(config: Config) -> AuditLog:
+    return AuditLog(config.audit.path, config.host, rotate_bytes=config.audit.rotate_bytes)
+
+
+def render_response(order: Order, state: str, result: Result, sidecar: dict[str, Any]) -> str:
+    """The Markdown answer, in the spirit of the seed's galaxy-order-response-*.md."""
+    t = sidecar["timings"]
+    lines = [
+        f"# Order {order.id}: {state}",
+        "",
+        f"- **Host:** {sidecar['host']}",
+        f"- **From:** {order.sender or '-'}",
+        f"- **Executor:** {sidecar['executor']}",
+        f"- **Exit code:** {'-' if result.exit_code is None else result.exit_code}",
+        f"- **Duration:** {t.get('run_s', 0):.3f} s",
+    ]
+    if result.error:
+        lines.append(f"- **Error:** {result.error}")
+    lines += ["", "## Order", "", order.payload, "", "## Response", "", result.output or "(no output)", ""]
+    return "\n".join(lines)
+
+
+def finish(spool: Spool, audit: AuditLog, host: str, proc_path: Path, order: Order, executor: str,
+           result: Result, timings: dict[str, Any]) -> dict[str, Any]:
+    """Write the response and sidecar, audit, alert if needed, archive the order file.
+
+    Order matters for crash safety: the durable response comes first, so a
+    crash after it is completed by recovery instead of being re-reported.
+    """
+    state = result.status
+    timings = dict(timings, finished=utcnow())
+    sidecar: dict[str, Any] = {
+        "id": order.id, "state": state, "host": host, "target": order.target, "from": order.sender,
+        "executor": executor, "exit_code": result.exit_code, "error": result.error,
+        "bytes_out": result.bytes_out, "truncated": result.truncated, "session": order.session,
+        "timings": timings, "details": result.details,
+    }
+    spool.write(spool.responses / f"{order.id}.md", render_response(order, state, result, sidecar).encode())
+    spool.write_json(spool.responses / f"{order.id}.json", sidecar)
+    figures = {k: result.details[k] for k in ("tokens_in", "tokens_out", "cost", "model", "agent")
+               if k in result.details}
+    audit.append(f"order_{state}", severity=SEVERITY.get(state, "error"), order_id=order.id,
+                 user=order.sender or None, message=result.error or "ok", executor=executor,
+                 exit_code=result.exit_code, run_s=timings.get("run_s"), bytes_out=result.bytes_out,
+                 **figures)
+    if state != DONE:
+        outbox.post(spool, host, f"order_{state}", f"Order {order.id} {state}: {result.error or state}",
+                    severity=SEVERITY.get(state, "error"), order_id=order.id, user=order.sender or None,
+                    target=order.target, retry=state in (INTERRUPTED, FAILED))
+    try:
+        spool.move(proc_path, spool.archive / f"{order.id}.json")
+    except FileNotFoundError:
+        pass
+    spool.write_json(spool.state_path(order.id), {"id": order.id, "state": state, "updated": utcnow(),
+                                                  "host": host, "error": result.error})
+    spool.clear_cancel(order.id)
+    return sidecar
+
+
+class _Deadlines(threading.Thread):
+    """One thread that cancels runs whose deadline has passed (no timer per order)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="galaxy-deadlines", daemon=True)
+        self._cv = threading.Condition()
+        self._heap: list[tuple[float, int, RunContext]] = []
+        self._active: set[int] = set()
+        self._count = itertools.count()
+        self._stop = False
+
+    def add(self, ctx: RunContext) -> None:
+        with self._cv:
+            self._active.add(id(ctx))
+            heapq.heappush(self._heap, (ctx.deadline, next(self._count), ctx))
+            self._cv.notify()
+
+    def remove(self, ctx: RunContext) -> None:
+        with self._cv:
+            self._active.discard(id(ctx))
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+
+    def run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop:
+                    while self._heap and id(self._heap[0][2]) not in self._active:
+                        heapq.heappop(self._heap)
+                    if not self._heap:
+                        self._cv.wait()
+                        continue
+                    delay = self._heap[0][0] - time.monotonic()
+                    if delay <= 0:
+                        break
+                    self._cv.wait(delay)
+                if self._stop:
+                    return
+                _, _, ctx = heapq.heappop(self._heap)
+                self._active.discard(id(ctx))
+            ctx.cancel("timeout")
+
+
+class Worker:
+    def __init__(self, config: Config, *, runners: int | None = None):
+        self.config = config
+        self.host = config.host
+        self.spool = Spool(config.spool_dir).ensure()
+        self.audit = open_audit(config)
+        self.runners = runners or config.worker.runners
+        self.shutdown_grace = float(config.section("worker").get("shutdown_grace", 20))
+        self._executors: dict[str, Executor] = {}
+        self._exec_lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._heap: list[tuple[tuple[int, str], int, Path, Order]] = []
+        self._queued: set[Path] = set()
+        self._seq = 0
+        self._running: dict[str, RunContext] = {}
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._deadlines = _Deadlines()
+        self._observer: Any = None
+
+    # -- intake ----------------------------------------------------------
+    def offer(self, path: Path, settled: bool = True) -> None:
+        """Consider a file that appeared in orders/: queue it or quarantine it."""
+        name = path.name
+        if not name.endswith(".json") or name.startswith("."):
+            return
+        with self._cv:
+            if path in self._queued:
+                return
+        try:
+            raw = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return
+        except OSError as exc:
+            log.warning("cannot read %s: %s", path, exc)
+            return
+        try:
+            order = parse(raw, max_payload_bytes=self.config.worker.max_payload_bytes)
+        except OrderError as exc:
+            if not settled:
+                # Someone may still be writing it (cat > orders/x.json): the close
+                # event or the settle timer decides.
+                timer = threading.Timer(SETTLE_AFTER, self.offer, (path, True))
+                timer.daemon = True
+                timer.start()
+                return
+            self.reject(path, str(exc))
+            return
+        with self._cv:
+            if path in self._queued or self._stopping.is_set():
+                return
+            self._queued.add(path)
+            self._seq += 1
+            heapq.heappush(self._heap, (sort_key(order), self._seq, path, order))
+            self._cv.notify()
+
+    def reject(self, path: Path, reason: str) -> None:
+        try:
+            dst = self.spool.quarantine_file(path, reason)
+        except SpoolFull:
+            log.error("spool full: cannot quarantine %s (%s)", path.name, reason)
+            return
+        if dst is None:
+            return  # another worker got there first
+        log.warning("quarantined %s: %s", path.name, reason)
+        self.audit.append("order_quarantined", severity="error", message=reason, file=path.name,
+                          quarantine=dst.name)
+        outbox.post(self.spool, self.host, "order_quarantined", f"Order file {path.name} rejected: {reason}",
+                    file=path.name)
+
+    def scan(self) -> None:
+        for path in sorted(self.spool.pending()):
+            self.offer(path, settled=True)
+
+    # -- cancellation ----------------------------------------------------
+    def cancel(self, order_id: str, reason: str = "cancel") -> bool:
+        with self._cv:
+            ctx = self._running.get(order_id)
+        if ctx is None:
+            return False
+        ctx.cancel(reason)
+        return True
+
+    # -- execution -------------------------------------------------------
+    def executor(self, name: str) -> Executor:
+        with self._exec_lock:
+            ex = self._executors.get(name)
+            if ex is None:
+                spec = self.config.executors.get(name)
+                if spec is None:
+                    raise ExecutorError(f"unknown executor {name!r}; this node has: "
+                                        f"{', '.join(sorted(self.config.executors))}")
+                ex = self._executors[name] = build(name, spec, self.config)
+            return ex
+
+    def _runner(self) -> None:
+        while True:
+            with self._cv:
+                while not self._heap and not self._stopping.is_set():
+                    self._cv.wait()
+                if self._stopping.is_set():
+                    return
+                _, _, path, order = heapq.heappop(self._heap)
+                self._queued.discard(path)
+            claim = self.spool.claim(path, order.id)
+            if claim is None:
+                continue
+            try:
+                self._execute(claim, order, canonical=path.name == f"{order.id}.json")
+            except SpoolFull as exc:
+                log.error("spool full while running %s: %s", order.id, exc)
+            except Exception:  # never let one order take the runner down
+                log.exception("internal error running order %s", order.id)
+            finally:
+                claim.release()
+
+    def _execute(self, claim: Claim, order: Order, canonical: bool) -> None:
+        spool, audit = self.spool, self.audit
+        user = order.sender or None
+        claimed = utcnow()
+        if not canonical:  # dropped straight into orders/: nobody has audited it yet
+            audit.append("order_received", order_id=order.id, user=user, message="order file found in spool",
+                         target=order.target, executor=order.executor, assigned_id=order.id_assigned)
+            audit.append("order_queued", order_id=order.id, user=user)
+        audit.append("order_delivered", order_id=order.id, user=user, worker=os.getpid())
+        name = order.executor or self.config.worker.default_executor
+        timings: dict[str, Any] = {"received": order.timestamp, "claimed": claimed}
+        t0 = time.monotonic()
+
+        def fail(message: str) -> None:
+            timings["run_s"] = 0.0
+            finish(spool, audit, self.host, claim.path, order, name, Result(FAILED, error=message), timings)
+
+        try:
+            executor = self.executor(name)
+        except ExecutorError as exc:
+            return fail(str(exc))
+        workdir = None
+        project = order.options.get("project")
+        if project is not None:
+            workdir = self.config.projects.get(project) if isinstance(project, str) else None
+            if workdir is None:
+                return fail(f"unknown project {project!r}; this node has: "
+                            f"{', '.join(sorted(self.config.projects)) or '(none)'}")
+        timeout = order.timeout or self.config.worker.default_timeout
+        last = {"t": 0.0, "line": ""}
+
+        def progress(line: str) -> None:
+            now = time.monotonic()
+            last["line"] = line
+            if now - last["t"] >= PROGRESS_EVERY:
+                last["t"] = now
+                audit.append("order_progress", severity="debug", order_id=order.id, message=line[:500])
+
+        state_dir = spool.state / "executors" / name
+        state_dir.mkdir(parents=True, exist_ok=True)
+        ctx = RunContext(order.id, deadline=t0 + timeout, max_output_bytes=self.config.worker.max_output_bytes,
+                         state_dir=state_dir, progress=progress, workdir=workdir)
+        with self._cv:
+            self._running[order.id] = ctx
+        if spool.cancel_requested(order.id):
+            ctx.cancel("cancel")
+        self._deadlines.add(ctx)
+        spool.write_json(spool.state_path(order.id), {"id": order.id, "state": RUNNING, "updated": claimed,
+                                                      "host": self.host, "executor": name, "pid": os.getpid()})
+        audit.append("order_running", order_id=order.id, user=user, executor=name, timeout=timeout)
+        try:
+            if ctx.cancelled.is_set():
+                result = Result(ctx.stopped_status(), error=f"stopped ({ctx.cancel_reason}) before it started")
+            else:
+                result = executor.run(order, ctx)
+        except Exception as exc:  # an executor bug is a failed order, not a dead worker
+            log.exception("executor %s crashed on %s", name, order.id)
+            result = Result(FAILED, error=f"executor {name} crashed: {type(exc).__name__}: {exc}")
+        finally:
+            self._deadlines.remove(ctx)
+            with self._cv:
+                self._running.pop(order.id, None)
+        if result.status not in TERMINAL:
+            result.status = FAILED
+        if result.status == DONE and ctx.cancelled.is_set():
+            result.status = ctx.stopped_status()
+        timings["run_s"] = round(time.monotonic() - t0, 6)
+        if last["line"]:
+            result.details.setdefault("last_progress", last["line"])
+        finish(spool, audit, self.host, claim.path, order, name, result, timings)
+
+    # -- recovery --------------------------------------------------------
+    def recover(self) -> int:
+        """Orders whose runner died become ``interrupted``, with a response; never re-run."""
+        count = 0
+        for claim in self.spool.orphans():
+            try:
+                self._recover_one(claim)
+                count += 1
+            except SpoolFull as exc:
+                log.error("spool full during recovery of %s: %s", claim.path.name, exc)
+            finally:
+                claim.release()
+        return count
+
+    def _recover_one(self, claim: Claim) -> None:
+        oid = claim.path.stem
+        sidecar = self.spool.responses / f"{oid}.json"
+        try:
+            done = read_json(sidecar).get("state") in TERMINAL
+        except (OSError, ValueError):
+            done = False
+        if done:  # it had finished; only the archive move was lost
+            self.spool.move(claim.path, self.spool.archive / claim.path.name)
+            return
+        try:
+            data = read_json(claim.path)
+            data["id"] = oid
+            order = from_dict(data, max_payload_bytes=1 << 30)
+        except (OSError, ValueError):
+            order = Order(id=oid, payload="(unreadable)")
+        state = self.spool.read_state(oid) or {}
+        message = ("the worker stopped while this order was running; it was not re-run "
+                   "(retry it to run it again)")
+        result = Result(INTERRUPTED, error=message, output=f"Interrupted: {message}.",
+                        details={"retry": True, "was": state.get("state", DELIVERED)})
+        finish(self.spool, self.audit, self.host, claim.path, order, state.get("executor") or "-", result,
+               {"received": order.timestamp, "run_s": 0.0})
+        log.warning("order %s interrupted (its runner was gone)", oid)
+
+    # -- life cycle ------------------------------------------------------
+    def heartbeat(self) -> None:
+        with self._cv:
+            running, queued = sorted(self._running), len(self._heap)
+        self.spool.write_json(self.spool.state / "heartbeat.json", {
+            "pid": os.getpid(), "host": self.host, "ts": utcnow(), "time": time.time(),
+            "running": running, "queued": queued, "runners": self.runners, "version": __version__,
+        })
+        sdnotify.notify("WATCHDOG=1")
+
+    def start(self) -> None:
+        from watchdog.observers import Observer  # deferred: heavy, and only the worker needs it
+
+        from galaxy_fleet.watch import SpoolHandler
+
+        recovered = self.recover()
+        self.audit.append("worker_started", message=f"galaxy {__version__}, {self.runners} runner(s)",
+                          pid=os.getpid(), runners=self.runners, recovered=recovered)
+        self._deadlines.start()
+        self._observer = Observer()
+        handler = SpoolHandler(self)
+        self._observer.schedule(handler, str(self.spool.orders), recursive=False)
+        self._observer.schedule(handler, str(self.spool.cancel_dir), recursive=False)
+        self._observer.start()
+        self.scan()  # after the watch is in place, so nothing slips between the two
+        for name in os.listdir(self.spool.cancel_dir):
+            self.cancel(name)
+        for i in range(self.runners):
+            t = threading.Thread(target=self._runner, name=f"galaxy-runner-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.heartbeat()
+        sdnotify.notify(f"READY=1\nSTATUS=serving {self.spool.root} with {self.runners} runner(s)")
+
+    def stop(self) -> None:
+        """Stop taking orders; let running ones finish for shutdown_grace, then interrupt them."""
+        sdnotify.notify("STOPPING=1")
+        if self._observer is not None:
+            self._observer.stop()
+        with self._cv:
+            self._stopping.set()
+            self._heap.clear()
+            self._queued.clear()
+            self._cv.notify_all()
+        deadline = time.monotonic() + self.shutdown_grace
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self._cv:
+            leftover = list(self._running.values())
+        for ctx in leftover:
+            ctx.cancel("shutdown")
+        for t in self._threads:
+            t.join(10)
+        self._deadlines.stop()
+        if self._observer is not None:
+            self._observer.join(5)
+        for ex in self._executors.values():
+            ex.close()
+        self.audit.append("worker_stopped", message="clean shutdown", pid=os.getpid(),
+                          interrupted=len(leftover))
+        self.audit.close()
+
+    def serve_forever(self) -> int:
+        stop = threading.Event()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("signal %d: stopping", signum)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        self.start()
+        interval = min(self.config.worker.heartbeat_interval, sdnotify.watchdog_interval() or 1e9)
+        log.info("worker ready on %s (%d runner(s))", self.spool.root, self.runners)
+        while not stop.wait(interval):
+            try:
+                self.heartbeat()
+            except OSError as exc:  # a full disk must not kill the worker
+                log.error("heartbeat failed: %s", exc)
+        self.stop()
+        return 0
