@@ -98,7 +98,6 @@ def _print_status(args: argparse.Namespace, status: dict[str, Any]) -> None:
 def cmd_order_submit(args: argparse.Namespace) -> int:
     from galaxy_fleet.nodeapi import new_order
     from galaxy_fleet.order import OrderError
-    from galaxy_fleet.spool import SpoolFull
 
     node = _node(args)
     fields = {"from": args.sender, "target": args.target or node.config.host, "executor": args.executor,
@@ -110,8 +109,8 @@ def cmd_order_submit(args: argparse.Namespace) -> int:
         order = node.submit(new_order(_read_payload(args.payload), fields))
     except OrderError as exc:
         raise CliError(f"order rejected: {exc}") from None
-    except SpoolFull as exc:
-        raise CliError(f"order not queued: {exc}", EXIT_NOT_DONE) from None
+    except OSError as exc:  # a full disk, a read-only spool, ...
+        raise CliError(f"order not queued: {exc.strerror or exc}", EXIT_NOT_DONE) from None
     if not args.wait:
         _emit(args, {"id": order.id, "state": "queued"}, order.id)
         return EXIT_OK
@@ -184,6 +183,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return audit.run(args, config)
 
 
+# -- galaxy health ----------------------------------------------------------
+def cmd_health(args: argparse.Namespace) -> int:
+    from galaxy_fleet.health import main_health
+
+    return main_health(_config(args), as_json=args.json, record_run=not args.no_record)
+
+
 # -- galaxy config check ----------------------------------------------------
 def cmd_config_check(args: argparse.Namespace) -> int:
     from galaxy_fleet.config import ConfigError, load
@@ -252,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(sub, "audit", cmd_audit, "query and verify the audit trail", json_flag=False)
     audit.add_arguments(p)
+
+    p = add(sub, "health", cmd_health, "check this node's health (exit 0 only when healthy)")
+    p.add_argument("--no-record", action="store_true", help="do not write an audit event or alerts")
 
     cfg = sub.add_parser("config", help="configuration tools").add_subparsers(
         dest="config_cmd", metavar="ACTION", required=True)

@@ -47,7 +47,8 @@ class WorkerConfig:
     max_output_bytes: int = 1 * MiB
     heartbeat_interval: float = 5.0
     default_executor: str = "opencode"
-    cancel_grace: float = 1.0
+    cancel_grace: float = 1.0  # seconds between SIGTERM and SIGKILL of a cancelled command
+    shutdown_grace: float = 20.0  # on SIGTERM, how long running orders may finish before interruption
 
 
 @dataclass
@@ -116,7 +117,8 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         raise ConfigError("worker: expected a mapping")
     _fill(cfg.worker, "worker", worker,
           {"runners": 1, "default_timeout": 0.1, "max_payload_bytes": 1,
-           "max_output_bytes": 1024, "heartbeat_interval": 0.1, "cancel_grace": 0})
+           "max_output_bytes": 1024, "heartbeat_interval": 0.1, "cancel_grace": 0,
+           "shutdown_grace": 0})
     audit = data.get("audit") or {}
     if not isinstance(audit, dict):
         raise ConfigError("audit: expected a mapping")

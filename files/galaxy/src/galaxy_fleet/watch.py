@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
+
+log = logging.getLogger("galaxy.worker")
 
 if TYPE_CHECKING:
     from galaxy_fleet.worker import Worker
@@ -27,8 +30,11 @@ class SpoolHandler(FileSystemEventHandler):
             return
         path = os.fsdecode(event.dest_path if kind == "moved" else event.src_path)
         parent, name = os.path.split(path)
-        if parent == self.orders:
-            # "created" may be a file still being written; "moved"/"closed" are complete.
-            self.worker.offer(Path(path), settled=kind != "created")
-        elif parent == self.cancels and not name.startswith("."):
-            self.worker.cancel(name)
+        try:
+            if parent == self.orders:
+                # "created" may be a file still being written; "moved"/"closed" are complete.
+                self.worker.offer(Path(path), settled=kind != "created")
+            elif parent == self.cancels and not name.startswith("."):
+                self.worker.cancel(name)
+        except Exception:  # the observer thread must survive anything (a full disk, ...)
+            log.exception("cannot handle %s event for %s", kind, path)

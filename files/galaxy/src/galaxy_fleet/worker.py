@@ -146,7 +146,7 @@ class Worker:
         self.spool = Spool(config.spool_dir).ensure()
         self.audit = open_audit(config)
         self.runners = runners or config.worker.runners
-        self.shutdown_grace = float(config.section("worker").get("shutdown_grace", 20))
+        self.shutdown_grace = config.worker.shutdown_grace
         self._executors: dict[str, Executor] = {}
         self._exec_lock = threading.Lock()
         self._cv = threading.Condition()
@@ -248,8 +248,10 @@ class Worker:
                 continue
             try:
                 self._execute(claim, order, canonical=path.name == f"{order.id}.json")
-            except SpoolFull as exc:
-                log.error("spool full while running %s: %s", order.id, exc)
+            except OSError as exc:
+                # A full disk or similar: the order stays in processing/ and the
+                # heartbeat's recovery pass reports it once it can write again.
+                log.error("cannot complete order %s: %s", order.id, exc)
             except Exception:  # never let one order take the runner down
                 log.exception("internal error running order %s", order.id)
             finally:
@@ -259,13 +261,16 @@ class Worker:
         spool, audit = self.spool, self.audit
         user = order.sender or None
         claimed = utcnow()
+        # pickup latency: from the order file's last write to this claim
+        pickup_s = max(0.0, time.time() - os.fstat(claim.fd).st_mtime)
         if not canonical:  # dropped straight into orders/: nobody has audited it yet
             audit.append("order_received", order_id=order.id, user=user, message="order file found in spool",
                          target=order.target, executor=order.executor, assigned_id=order.id_assigned)
             audit.append("order_queued", order_id=order.id, user=user)
         audit.append("order_delivered", order_id=order.id, user=user, worker=os.getpid())
         name = order.executor or self.config.worker.default_executor
-        timings: dict[str, Any] = {"received": order.timestamp, "claimed": claimed}
+        timings: dict[str, Any] = {"received": order.timestamp, "claimed": claimed,
+                                   "pickup_s": round(pickup_s, 6)}
         t0 = time.monotonic()
 
         def fail(message: str) -> None:
@@ -291,7 +296,8 @@ class Worker:
             last["line"] = line
             if now - last["t"] >= PROGRESS_EVERY:
                 last["t"] = now
-                audit.append("order_progress", severity="debug", order_id=order.id, message=line[:500])
+                audit.append("order_progress", severity="debug", order_id=order.id, user=user,
+                             message=line[:500])
 
         state_dir = spool.state / "executors" / name
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -334,8 +340,8 @@ class Worker:
             try:
                 self._recover_one(claim)
                 count += 1
-            except SpoolFull as exc:
-                log.error("spool full during recovery of %s: %s", claim.path.name, exc)
+            except OSError as exc:  # e.g. a full disk: the next heartbeat tries again
+                log.error("cannot recover %s yet: %s", claim.path.name, exc)
             finally:
                 claim.release()
         return count
@@ -444,5 +450,6 @@ class Worker:
                 self.heartbeat()
             except OSError as exc:  # a full disk must not kill the worker
                 log.error("heartbeat failed: %s", exc)
+            self.recover()
         self.stop()
         return 0

@@ -1,0 +1,233 @@
+"""`galaxy health`: is this node able to take orders?
+
+Checks: the worker (process alive, heartbeat fresh), `opencode serve` (when the
+node uses it), disk space and inodes of the spool and audit file systems,
+orders stuck in processing/, queue backlog, the audit trail writable, memory.
+Each run is an audit event; a change between healthy and failing puts one
+alert into the outbox (not one per run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from galaxy_fleet.config import Config
+from galaxy_fleet.order import utcnow
+from galaxy_fleet.spool import Spool, read_json
+
+DEFAULTS: dict[str, Any] = {
+    "disk_max_percent": 90,
+    "inodes_max_percent": 90,
+    "backlog_max": 100,
+    "memory_min_mb": 64,
+    "heartbeat_max_age": None,  # default: 3 heartbeat intervals, at least 15 s
+    "opencode": None,  # None: check it when the default executor is opencode
+    "opencode_timeout": 3.0,
+}
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    host: str
+    ts: str
+    checks: list[Check]
+
+    @property
+    def healthy(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "ts": self.ts, "healthy": self.healthy,
+                "checks": [asdict(c) for c in self.checks]}
+
+    def text(self) -> str:
+        stamp = f"[{self.ts}]"
+        lines = [f"{stamp} === Galaxy Health Check ({self.host}) ==="]
+        lines += [f"{stamp} {'✓' if c.ok else '✗'} {c.message}" for c in self.checks]
+        lines.append(f"{stamp} === Health Check {'PASSED' if self.healthy else 'FAILED'} ===")
+        return "\n".join(lines)
+
+
+def _settings(config: Config) -> dict[str, Any]:
+    return {**DEFAULTS, **config.section("health")}
+
+
+def check_worker(config: Config, spool: Spool, s: dict[str, Any]) -> Check:
+    max_age = s["heartbeat_max_age"] or max(15.0, 3 * config.worker.heartbeat_interval)
+    try:
+        hb = read_json(spool.state / "heartbeat.json")
+    except (OSError, ValueError):
+        return Check("worker", False, "worker has never reported (no heartbeat)")
+    age = time.time() - float(hb.get("time", 0))
+    pid = int(hb.get("pid", 0))
+    alive = pid > 0 and Path(f"/proc/{pid}").exists()
+    data = {"pid": pid, "heartbeat_age_s": round(age, 1), "running": hb.get("running", []),
+            "queued": hb.get("queued", 0)}
+    if not alive:
+        return Check("worker", False, f"worker is not running (pid {pid} gone)", data)
+    if age > max_age:
+        return Check("worker", False, f"worker heartbeat is stale ({age:.0f}s old, limit {max_age:.0f}s)", data)
+    return Check("worker", True, f"worker is running (pid {pid}, heartbeat {age:.0f}s ago)", data)
+
+
+def check_opencode(config: Config, s: dict[str, Any]) -> Check | None:
+    enabled = s["opencode"]
+    if enabled is None:
+        enabled = config.worker.default_executor == "opencode"
+    if not enabled:
+        return None
+    import base64
+    import urllib.error
+    import urllib.request
+
+    from galaxy_fleet.config import secret
+
+    url = str(config.executors.get("opencode", {}).get("url", "http://127.0.0.1:4096")).rstrip("/")
+    req = urllib.request.Request(url + "/global/health")
+    password = secret("opencode_password", "OPENCODE_SERVER_PASSWORD")
+    if password:
+        token = base64.b64encode(f"opencode:{password}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    t0 = time.monotonic()
+    try:
+        with urllib.request.urlopen(req, timeout=float(s["opencode_timeout"])) as resp:
+            body = resp.read(4096)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Check("opencode", False, f"opencode serve is not healthy: {reason}", {"url": url})
+    ms = (time.monotonic() - t0) * 1000
+    try:
+        healthy = bool(json.loads(body).get("healthy", True))
+    except ValueError:
+        healthy = False
+    if not healthy:
+        return Check("opencode", False, "opencode serve reports unhealthy", {"url": url})
+    return Check("opencode", True, f"opencode serve is healthy ({ms:.0f} ms)", {"url": url, "ms": round(ms, 1)})
+
+
+def check_disk(paths: dict[str, Path], s: dict[str, Any]) -> list[Check]:
+    checks = []
+    seen: set[int] = set()
+    for label, path in paths.items():
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        st = os.statvfs(path)
+        dev = os.stat(path).st_dev
+        if dev in seen:
+            continue
+        seen.add(dev)
+        used = 100.0 * (1 - st.f_bavail / st.f_blocks) if st.f_blocks else 0.0
+        ok = used < s["disk_max_percent"]
+        checks.append(Check(f"disk_{label}", ok,
+                            f"Disk space {'OK' if ok else 'LOW'} for {label} ({used:.0f}% used)",
+                            {"path": str(path), "used_percent": round(used, 1)}))
+        if st.f_files:
+            iused = 100.0 * (1 - st.f_favail / st.f_files)
+            iok = iused < s["inodes_max_percent"]
+            checks.append(Check(f"inodes_{label}", iok,
+                                f"Inodes {'OK' if iok else 'LOW'} for {label} ({iused:.0f}% used)",
+                                {"path": str(path), "used_percent": round(iused, 1)}))
+    return checks
+
+
+def check_stuck(config: Config, spool: Spool) -> Check:
+    now = time.time()
+    stuck = []
+    for path in spool.processing.glob("*.json"):
+        try:
+            order = read_json(path)
+            limit = float(order.get("timeout") or config.worker.default_timeout)
+            age = now - path.stat().st_mtime
+        except (OSError, ValueError, TypeError):
+            continue
+        # The claim keeps the file's mtime, so its age is at least the run time.
+        if age > limit + 60:
+            stuck.append(path.stem)
+    if stuck:
+        return Check("stuck", False, f"{len(stuck)} order(s) stuck past their timeout: {', '.join(stuck[:5])}",
+                     {"orders": stuck})
+    return Check("stuck", True, "No orders stuck in processing")
+
+
+def check_backlog(spool: Spool, s: dict[str, Any]) -> Check:
+    n = sum(1 for _ in spool.pending())
+    ok = n <= s["backlog_max"]
+    return Check("backlog", ok, f"Queue backlog {'OK' if ok else 'HIGH'} ({n} waiting)", {"queued": n})
+
+
+def check_memory(s: dict[str, Any]) -> Check:
+    avail = None
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                avail = int(line.split()[1]) // 1024
+                break
+    if avail is None:
+        return Check("memory", True, "Memory: MemAvailable unknown")
+    ok = avail >= s["memory_min_mb"]
+    return Check("memory", ok, f"Memory {'OK' if ok else 'LOW'} ({avail} MB available)", {"available_mb": avail})
+
+
+def run_checks(config: Config) -> Report:
+    s = _settings(config)
+    spool = Spool(config.spool_dir)
+    checks = [check_worker(config, spool, s)]
+    oc = check_opencode(config, s)
+    if oc is not None:
+        checks.append(oc)
+    checks += check_disk({"spool": config.spool_dir, "audit": config.audit.path.parent}, s)
+    checks += [check_stuck(config, spool), check_backlog(spool, s), check_memory(s)]
+    return Report(config.host, utcnow(), checks)
+
+
+def record(config: Config, report: Report) -> Check:
+    """Audit the run, and alert when the node's state changed since the last run."""
+    from galaxy_fleet import outbox
+    from galaxy_fleet.worker import open_audit
+
+    spool = Spool(config.spool_dir)
+    failing = [c.name for c in report.checks if not c.ok]
+    try:
+        audit = open_audit(config)
+        audit.append("health_check", severity="info" if report.healthy else "error",
+                     message="healthy" if report.healthy else f"failing: {', '.join(failing)}",
+                     healthy=report.healthy, failing=failing)
+        audit.close()
+    except OSError as exc:
+        return Check("audit", False, f"Audit trail is not writable: {exc.strerror or exc}")
+    state_file = spool.state / "health.json"
+    try:
+        before = read_json(state_file)
+    except (OSError, ValueError):
+        before = {"healthy": True, "failing": []}
+    if bool(before.get("healthy")) != report.healthy:
+        if report.healthy:
+            outbox.post(spool, config.host, "health_recovered", f"{config.host} is healthy again",
+                        severity="info", recovered=before.get("failing", []))
+        else:
+            msgs = "; ".join(c.message for c in report.checks if not c.ok)
+            outbox.post(spool, config.host, "health_failing", f"{config.host} health check failed: {msgs}",
+                        severity="error", failing=failing)
+    spool.write_json(state_file, {"healthy": report.healthy, "failing": failing, "ts": report.ts})
+    return Check("audit", True, "Audit trail is writable")
+
+
+def main_health(config: Config, *, as_json: bool, record_run: bool = True) -> int:
+    report = run_checks(config)
+    if record_run:
+        report.checks.append(record(config, report))
+    print(json.dumps(report.to_dict(), ensure_ascii=False) if as_json else report.text())
+    return 0 if report.healthy else 1
