@@ -22,9 +22,18 @@ options:
       - Configuration file passed to C(galaxy --config).
       - When omitted the command uses C($GALAXY_CONFIG) or C(/etc/galaxy/config.yml).
     type: path
+  run_as:
+    description:
+      - Account to run the command as, so that what it writes (orders, audit events) belongs to the
+        account the Galaxy services run as. The module must run as root (C(become: true)) to switch,
+        or already as that account.
+      - Set to an empty string to run as whatever user the module runs as.
+    type: str
+    default: galaxy
 requirements:
   - The C(galaxy) command of the C(galaxy-fleet) Python package on the target host
     (deployed by the P(galaxy_protocol.fleet.node#role) role).
+  - C(setpriv) (util-linux) on the target host when O(run_as) names another account.
 notes:
   - The module runs the C(galaxy) command on the target host and parses its JSON output;
     it never reads the node's spool or audit files directly.

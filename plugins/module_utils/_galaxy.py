@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 
 # Exit codes of the galaxy CLI (see ``galaxy --help``).
 EXIT_OK = 0
@@ -24,6 +25,7 @@ def common_argument_spec():
     return dict(
         path=dict(type='path', default='/opt/galaxy/bin/galaxy'),
         config=dict(type='path'),
+        run_as=dict(type='str', default='galaxy'),
     )
 
 
@@ -40,10 +42,34 @@ class GalaxyCLI:
             self.module.fail_json(
                 msg='galaxy command not found at %s: deploy the galaxy_protocol.fleet.node role '
                     'first, or set the path option' % self.path)
-        argv = [self.path]
+        argv = self.drop_privileges() + [self.path]
         if self.config:
             argv += ['--config', self.config]
         return argv + list(args)
+
+    def drop_privileges(self):
+        """The setpriv prefix that runs the command as ``run_as`` (empty when already that user).
+
+        Files the command writes (orders, audit events) must belong to the
+        account the worker runs as, not to root.
+        """
+        user = self.module.params.get('run_as')
+        if not user:
+            return []
+        try:
+            account = pwd.getpwnam(user)
+        except KeyError:
+            self.module.fail_json(msg='run_as user %s does not exist on this host: set run_as to the account '
+                                      'the galaxy services run as (galaxy_node_user)' % user)
+        euid = os.geteuid()
+        if euid == account.pw_uid:
+            return []
+        if euid != 0:
+            self.module.fail_json(msg='running as uid %d cannot switch to %s: use become: true, or connect as %s'
+                                      % (euid, user, user))
+        setpriv = self.module.get_bin_path('setpriv', required=True)
+        return [setpriv, '--reuid=%d' % account.pw_uid, '--regid=%d' % account.pw_gid, '--init-groups',
+                '--reset-env', '--']
 
     def run(self, args, data=None):
         """Run ``galaxy ARGS``; return (rc, stdout, stderr). Never raises for a non-zero rc."""

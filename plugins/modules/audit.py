@@ -75,6 +75,14 @@ events:
   elements: dict
   sample:
     - {"seq": 41, "ts": "2026-11-28T19:27:49.123Z", "event": "order.done", "order": "20261128T192749.123456Z-3f9a1c2e"}
+lines:
+  description:
+    - The same events as the exact JSON lines the node wrote, for stores that keep them verbatim
+      (each line carries its hash-chain link, which re-serialising would break).
+  returned: always
+  type: list
+  elements: str
+  sample: ['{"ts":"2026-11-28T19:27:49.123Z","seq":41,"host":"web1","type":"order_done","prev":"...","hash":"..."}']
 count:
   description: Number of events returned.
   returned: always
@@ -142,7 +150,8 @@ def main():
     for event in events:
         if isinstance(event, dict) and isinstance(event.get('seq'), int):
             cursor = max(cursor, event['seq'])
-    result.update(events=events, count=len(events), cursor=cursor, rc=rc)
+    lines = [line for line in out.splitlines() if line.strip()]
+    result.update(events=events, lines=lines, count=len(events), cursor=cursor, rc=rc)
     module.exit_json(**result)
 
 

@@ -8,12 +8,7 @@ run_command are the real ones.
 
 from __future__ import annotations
 
-import json
 import os
-import stat
-import sys
-import textwrap
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -21,6 +16,7 @@ from unittest import mock
 import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
+from galaxy_fake import FakeGalaxy, make_fake
 
 
 class ExitJson(Exception):
@@ -46,54 +42,9 @@ def _fail_json(self: basic.AnsibleModule, msg: str = "", **kwargs: Any) -> None:
     raise FailJson(kwargs)
 
 
-_FAKE = textwrap.dedent(
-    """\
-    #!{python}
-    # A stand-in for the galaxy CLI: records the call, answers as scripted.
-    import json, sys
-    here = {here!r}
-    with open(here + "/calls.jsonl", "a") as log:
-        log.write(json.dumps({{"argv": sys.argv[1:], "stdin": sys.stdin.read()}}) + "\\n")
-    with open(here + "/answer.json") as f:
-        answer = json.load(f)
-    sys.stdout.write(answer.get("stdout", ""))
-    sys.stderr.write(answer.get("stderr", ""))
-    sys.exit(answer.get("rc", 0))
-    """
-)
-
-
-@dataclass
-class FakeGalaxy:
-    """The fake galaxy command: set ``answer(...)``, read ``calls`` afterwards."""
-
-    dir: Path
-
-    @property
-    def path(self) -> str:
-        return str(self.dir / "galaxy")
-
-    def answer(self, rc: int = 0, stdout: Any = "", stderr: str = "") -> None:
-        if not isinstance(stdout, str):
-            stdout = json.dumps(stdout) + "\n"
-        (self.dir / "answer.json").write_text(json.dumps({"rc": rc, "stdout": stdout, "stderr": stderr}))
-
-    @property
-    def calls(self) -> list[dict[str, Any]]:
-        log = self.dir / "calls.jsonl"
-        if not log.exists():
-            return []
-        return [json.loads(line) for line in log.read_text().splitlines()]
-
-
 @pytest.fixture
 def galaxy(tmp_path: Path) -> FakeGalaxy:
-    fake = FakeGalaxy(tmp_path)
-    script = tmp_path / "galaxy"
-    script.write_text(_FAKE.format(python=sys.executable, here=str(tmp_path)))
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    fake.answer()
-    return fake
+    return make_fake(tmp_path)
 
 
 @pytest.fixture
@@ -101,6 +52,7 @@ def run_module():
     """run_module(module, args) -> (kind, result) where kind is "exit" or "fail"."""
 
     def run(module: Any, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        args = {"run_as": "", **args}  # the fake and the test worker run as the test's own user
         with patch_module_args(args), mock.patch.multiple(
             basic.AnsibleModule, exit_json=_exit_json, fail_json=_fail_json
         ):

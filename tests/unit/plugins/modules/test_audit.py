@@ -20,6 +20,7 @@ def test_events_after_a_cursor(galaxy, run_module):
     kind, result = run_module(audit, {"path": galaxy.path, "after": 6, "limit": 100})
     assert kind == "exit"
     assert result["events"] == EVENTS and result["count"] == 2 and result["cursor"] == 8
+    assert result["lines"] == [json.dumps(e) for e in EVENTS]
     assert result["changed"] is False and "verification" not in result
     assert galaxy.calls[0]["argv"] == ["audit", "--json", "--after", "6", "--limit", "100"]
 

@@ -124,3 +124,36 @@ def test_bad_arguments_never_reach_the_cli(galaxy, run_module):
         assert kind == "fail", args
         assert fragment in result["msg"], result["msg"]
     assert galaxy.calls == []
+
+
+def test_run_as_a_missing_account_is_explained(galaxy, run_module):
+    kind, result = run_module(order, {"path": galaxy.path, "payload": "uptime", "run_as": "no-such-user-xyz"})
+    assert kind == "fail"
+    assert "run_as user no-such-user-xyz does not exist" in result["msg"]
+    assert galaxy.calls == []
+
+
+def test_run_as_drops_root_to_the_service_account(run_module):
+    import os
+    import pwd
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from galaxy_fake import make_fake
+
+    assert os.geteuid() == 0, "this test needs root (make test runs as root)"
+    nobody = pwd.getpwnam("nobody")
+    shared = Path(tempfile.mkdtemp(prefix="galaxy-run-as-", dir="/tmp"))
+    try:
+        shared.chmod(0o777)  # the fake, running as nobody, logs its calls here
+        fake = make_fake(shared)
+        fake.answer(0, {"id": "x1", "state": "queued"})
+        for name in ("galaxy", "answer.json"):
+            (shared / name).chmod(0o755)
+        kind, result = run_module(order, {"path": fake.path, "payload": "uptime", "wait": False, "run_as": "nobody"})
+        assert kind == "exit", result
+        assert (shared / "uids.log").read_text().split() == [str(nobody.pw_uid)]
+        assert fake.calls[0]["stdin"] == "uptime"
+    finally:
+        shutil.rmtree(shared)
