@@ -475,10 +475,11 @@ def test_old_segments_removed_by_retention_still_verify(tmp_path: Path) -> None:
 def _cost_log(path: Path) -> None:
     a, b = AuditLog(path, "web1", durable=False), AuditLog(path, "gpu1", durable=False)
     a.append("order_finished", order_id="o1", tokens_in=1000, tokens_out=200, cost=0.25)
-    a.append("order_finished", order_id="o2", tokens_in=500, tokens_out=100, cost=0.5)
+    a.append("order_done", order_id="o2", tokens_in=500, tokens_out=100, cost=0.5)
+    a.append("order_progress", order_id="o2", tokens_in=7777, cost=9.0)  # not a final event
     b.append("order_finished", order_id="o3", tokens_in=10, tokens_out=1, cost=1.0)
     b.append("order_failed", severity="error", order_id="o4", message="boom\x1b[31m\nsecond line",
-             tokens_in=999999)
+             tokens_in=90, tokens_out=9, cost=0.125)
     a.close()
     b.close()
 
@@ -487,18 +488,18 @@ def test_cli_text_json_and_filters(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     _cost_log(path)
     text = cli("--file", str(path), check=True).stdout.splitlines()
-    assert len(text) == 4
-    assert text[-1].split()[1:5] == ["4", "error", "order_failed", "o4"]
+    assert len(text) == 5
+    assert text[-1].split()[1:5] == ["5", "error", "order_failed", "o4"]
     assert "\x1b" not in text[-1] and "boom\\x1b[31m\\nsecond line" in text[-1]  # one line, no escapes
     out = cli("--file", str(path), "--json", "--severity", "error", check=True).stdout.splitlines()
     assert [json.loads(x)["order_id"] for x in out] == ["o4"]
     out = cli("--file", str(path), "--json", "--limit", "2", "--host", "web1", check=True).stdout
-    assert [json.loads(x)["order_id"] for x in out.splitlines()] == ["o1", "o2"]
+    assert [json.loads(x)["seq"] for x in out.splitlines()] == [2, 3]
     out = cli("--file", str(path), "--json", "--after", "2", "--limit", "1", check=True).stdout
     assert [json.loads(x)["seq"] for x in out.splitlines()] == [3]
     out = cli("--file", str(path), "--json", "--order", "o2", "--since", "1h", "--until", "now",
               check=True).stdout
-    assert [json.loads(x)["seq"] for x in out.splitlines()] == [2]
+    assert [json.loads(x)["seq"] for x in out.splitlines()] == [2, 3]
     assert cli("--file", str(path), "--since", "2999-01-01", check=True).stdout == ""
     missing = cli("--file", str(tmp_path / "none.jsonl"))
     assert missing.returncode == 0 and missing.stdout == "" and "no audit log" in missing.stderr
@@ -509,12 +510,14 @@ def test_cli_sum_cost(tmp_path: Path) -> None:
     _cost_log(path)
     rows = [json.loads(x) for x in cli("--file", str(path), "--sum-cost", "node", "--json",
                                        check=True).stdout.splitlines()]
-    assert rows == [{"node": "gpu1", "orders": 1, "tokens_in": 10, "tokens_out": 1, "cost": 1.0},
+    assert rows == [{"node": "gpu1", "orders": 2, "tokens_in": 100, "tokens_out": 10, "cost": 1.125},
                     {"node": "web1", "orders": 2, "tokens_in": 1500, "tokens_out": 300, "cost": 0.75}]
     text = cli("--file", str(path), "--sum-cost", "day", check=True).stdout.splitlines()
     assert text[0].split() == ["day", "orders", "tokens_in", "tokens_out", "cost"]
-    assert text[-1].split() == ["TOTAL", "3", "1510", "301", "1.7500"]
-    assert re.match(r"\d{4}-\d\d-\d\d +3 +1510 +301 +1\.7500$", text[1])
+    assert text[-1].split() == ["TOTAL", "4", "1600", "310", "1.8750"]
+    assert re.match(r"\d{4}-\d\d-\d\d +4 +1600 +310 +1\.8750$", text[1])
+    only_web1 = cli("--file", str(path), "--sum-cost", "node", "--host", "web1", "--json", check=True).stdout
+    assert [json.loads(x)["node"] for x in only_web1.splitlines()] == ["web1"]
 
 
 def test_cli_verify(tmp_path: Path) -> None:

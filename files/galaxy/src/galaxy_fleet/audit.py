@@ -79,7 +79,11 @@ CORE_FIELDS = ("ts", "seq", "host", "type", "severity", "order_id", "user", "mes
 RESERVED = frozenset(CORE_FIELDS + ("prev", "hash"))
 ROTATED = "audit_rotated"
 REPAIRED = "audit_repaired"
-COST_TYPES = ("order_finished",)  # events whose tokens_in/tokens_out/cost --sum-cost adds up
+# Events whose tokens_in/tokens_out/cost --sum-cost adds up: an order's final
+# event (the worker writes order_<final state>; tokens spent on a failed or
+# cancelled order were spent all the same).
+COST_TYPES = ("order_finished", "order_done", "order_failed", "order_cancelled", "order_timed_out",
+              "order_interrupted")
 MAX_MESSAGE = 8192  # characters; longer messages are cut (data fields are not)
 
 _BLOCK = 64 * 1024  # first backward read; doubles up to _MAX_BLOCK
@@ -335,7 +339,6 @@ class AuditLog:
         self._seq = 0
         self._hash: str | None = None
         self._compressors: list[threading.Thread] = []
-        self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     # -- public --
@@ -360,8 +363,6 @@ class AuditLog:
             raise AuditError(f"data field names clash with event fields: {', '.join(sorted(bad))}")
         rotated = False
         with self._guard():
-            if self._closed:
-                raise AuditError(f"{self.path}: audit log is closed")
             self._flock()
             try:
                 fd = self._current()
@@ -383,9 +384,9 @@ class AuditLog:
         return json.loads(line)
 
     def close(self) -> None:
-        """Close the files and wait for a running segment compression."""
+        """Close the files and wait for a running segment compression (an
+        append after close() opens them again: events are never refused)."""
         with self._guard():
-            self._closed = True
             for fd in (self._fd, self._lock_fd):
                 if fd is not None:
                     os.close(fd)
@@ -454,6 +455,7 @@ class AuditLog:
         """Set _seq/_hash from the live file's last event, repairing a torn tail."""
         size = self._size
         torn = b""
+        tail: tuple[int, str] | None = None
         if size > 0:
             last_nl, block = -1, _BLOCK
             while True:
@@ -473,7 +475,7 @@ class AuditLog:
             tail = _last_event(fd, size)
             if tail is not None:
                 self._seq, self._hash = tail
-        if size == 0:
+        if size == 0 or tail is None:  # nothing to chain on in the live file
             self._seq, self._hash = 0, None
             segs = _segments(self._p)
             if segs:
@@ -1090,7 +1092,7 @@ def verify(path: Path) -> VerifyReport:
 # --------------------------------------------------------------- cost sums --
 
 def sum_cost(path: Path, by: str, **filters: Any) -> list[dict]:
-    """tokens_in, tokens_out and cost of order_finished events, per host or per day."""
+    """tokens_in, tokens_out and cost of finished orders (COST_TYPES), per host or per day."""
     if by not in ("node", "day"):
         raise AuditError(f"--sum-cost: expected node or day, got {by!r}")
     filters = {k: v for k, v in filters.items() if v is not None}
@@ -1174,7 +1176,8 @@ def add_arguments(parser: "argparse.ArgumentParser") -> None:
     parser.add_argument("--verify", action="store_true",
                         help="check the hash chain; exit 1 and show the first broken link if any")
     parser.add_argument("--sum-cost", choices=("node", "day"),
-                        help="sum tokens_in/tokens_out/cost of order_finished events per node or per day")
+                        help="sum tokens_in/tokens_out/cost of finished orders (order_done, order_failed, …)"
+                             " per node or per day")
     parser.add_argument("--file", metavar="PATH",
                         help="read this audit log instead of the configured one")
 
