@@ -175,6 +175,12 @@ def _split_line(line: bytes) -> tuple[int, str | None, str] | None:
 
 # ------------------------------------------------------------ segment files --
 
+def _sha256_func() -> Callable[[bytes], Any]:
+    from hashlib import sha256
+
+    return sha256
+
+
 def _sha256(data: bytes) -> Any:
     """hashlib.sha256, imported on first use (queries never need it)."""
     global _sha256
@@ -959,12 +965,17 @@ class _Verifier:
         self.broken: dict | None = None
         self.pending: dict | None = None  # a gap: deleted, unless the missing seq turns up soon
         self.lookahead = 0
+        self.next_seq_tag = b""  # '","seq":<last+1>,' as the next line must have it at offset 31
+        self.prev_tag = b""  # ',"prev":"<last hash>"' as the next line must end its body with it
 
     def feed(self, source: str, data: bytes, line_no: int, final: bool) -> int:
         """Check the lines of ``data`` (whole lines unless ``final``); returns the last line number."""
         pos, n = 0, len(data)
+        find = data.find
+        sha = _sha256_func()
+        seq_at = _SEQ_AT - len(_SEQ_TAG)
         while pos < n and self.broken is None:
-            nl = data.find(b"\n", pos)
+            nl = find(b"\n", pos)
             if nl < 0:  # only in the final chunk
                 if final and self.pending is None:
                     self._break(source, line_no + 1, (self.last_seq or 0) + 1, "torn")
@@ -974,6 +985,15 @@ class _Verifier:
             pos = nl + 1
             line_no += 1
             if self.pending is None:
+                # Fast path: the line carries the expected seq and prev, and its hash.
+                cut = len(line) - _SUFFIX
+                if (self.last_seq is not None and line.startswith(self.next_seq_tag, seq_at)
+                        and line.endswith(self.prev_tag, 0, cut) and line.endswith(b'"}')
+                        and line.startswith(_HASH_TAG, cut)):
+                    digest = sha(line[:cut] + b"}").hexdigest()
+                    if line[cut + len(_HASH_TAG):-2] == digest.encode():
+                        self._advance(source, line_no, self.last_seq + 1, digest)
+                        continue
                 self._check(source, line_no, line)
             elif _seq_of(line) == self.pending["expect"]:
                 self.pending["reason"] = "reordered"
@@ -1020,10 +1040,15 @@ class _Verifier:
                                 "expect": expect}
                 self.lookahead = 1000
             return
+        self._advance(source, line_no, seq, digest)
+
+    def _advance(self, source: str, line_no: int, seq: int, digest: str) -> None:
         self.count += 1
         self.last_seq = seq
         self.last_hash = digest
         self.last_at = (source, line_no)
+        self.next_seq_tag = b'","seq":%d,' % (seq + 1)
+        self.prev_tag = b',"prev":"' + digest.encode("ascii") + b'"'
 
     def _break(self, source: str, line_no: int, seq: int | None, reason: str,
                detail: str | None = None) -> None:
