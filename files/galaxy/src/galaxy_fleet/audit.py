@@ -57,7 +57,6 @@ Stdlib only, and imports stay small: ``galaxy audit`` must start fast.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -294,16 +293,20 @@ def compress_segments(path: str | os.PathLike[str]) -> list[str]:
                 continue
             gz = seg.path + ".gz"
             tmp = os.path.join(directory, "." + seg.name + ".gz.tmp")
-            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
             try:
-                comp = zlib.compressobj(6, zlib.DEFLATED, 31)
-                while chunk := os.read(fd, 1 << 20):
-                    _write_all(out, comp.compress(chunk))
-                _write_all(out, comp.flush())
-                os.fsync(out)
-            finally:
-                os.close(out)
-            os.rename(tmp, gz)
+                out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+                try:
+                    comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+                    while chunk := os.read(fd, 1 << 20):
+                        _write_all(out, comp.compress(chunk))
+                    _write_all(out, comp.flush())
+                    os.fsync(out)
+                finally:
+                    os.close(out)
+                os.rename(tmp, gz)
+            except OSError:
+                _unlink_quietly(tmp)
+                raise
             _fsync_dir(directory)
             os.unlink(seg.path)
             _fsync_dir(directory)
@@ -381,8 +384,7 @@ class AuditLog:
                 self._seq += 1
                 self._hash = digest
                 if self._size > self.rotate_bytes:
-                    self._rotate()
-                    rotated = True
+                    rotated = self._rotate()
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             if rotated:
@@ -529,40 +531,53 @@ class AuditLog:
             raise
         self._size = before + len(line)
 
-    def _rotate(self) -> None:
-        """Move the live file to a segment and start a new one (lock held)."""
+    def _rotate(self) -> bool:
+        """Move the live file to a segment and start a new one (lock held).
+
+        The event that triggered it is already written, so a failure here (a
+        full disk, say) is logged, not raised: the next append tries again.
+        Returns whether a segment was made.
+        """
         assert self._fd is not None
-        head = os.pread(self._fd, 256, 0)
-        first = _seq_of(head) or 1
+        first = _seq_of(os.pread(self._fd, 256, 0)) or 1
         last = self._seq
         name = _segment_name(self._p, first, last)
-        seg = os.path.join(self._dir, name)
         line, digest = _seal(_fields(_now(), last + 1, self.host, ROTATED, "info", None, None,
                                      f"rotated events {first}..{last} into {name}.gz",
                                      {"segment": name, "first_seq": first, "last_seq": last}),
                              self._hash)
         tmp = os.path.join(self._dir, f".{os.path.basename(self._p)}.rotate.tmp")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
         try:
-            _write_all(fd, line)
-            if self.durable:
-                os.fsync(fd)
-            os.rename(self._p, seg)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+            try:
+                _write_all(fd, line)
+                if self.durable:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(self._p, os.path.join(self._dir, name))
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            _warn(f"cannot rotate {self._p} (will retry): {exc}")
+            return False
+        os.close(self._fd)
+        self._fd, self._ident, self._size = None, None, -1
+        try:
             os.rename(tmp, self._p)
             if self.durable:
                 _fsync_dir(self._dir)
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(self._fd)
-        fd2 = os.open(self._p, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
-        os.close(fd)
-        self._fd = fd2
-        st = os.fstat(fd2)
+            self._fd = os.open(self._p, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except OSError as exc:
+            # The segment is in place; the next append starts a live file chained to it.
+            _unlink_quietly(tmp)
+            _warn(f"rotated {self._p} but could not start the new live file (will retry): {exc}")
+            return True
+        st = os.fstat(self._fd)
         self._ident = (st.st_dev, st.st_ino)
         self._size = st.st_size
         self._seq = last + 1
         self._hash = digest
+        return True
 
     def _compress_in_background(self) -> None:
         # Threads (and processes) compressing at once skip each other's
@@ -575,11 +590,24 @@ class AuditLog:
         worker.start()
 
 
+def _warn(message: str) -> None:
+    import logging
+
+    logging.getLogger("galaxy.audit").warning("%s", message)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def _compress_quietly(path: str) -> None:
     try:
         compress_segments(path)
     except OSError as exc:  # the raw segment stays readable; the next rotation retries
-        print(f"galaxy audit: cannot compress segments of {path}: {exc}", file=sys.stderr)
+        _warn(f"cannot compress the segments of {path} (will retry): {exc}")
 
 
 def _last_event(src: int | bytes, size: int) -> tuple[int, str] | None:
