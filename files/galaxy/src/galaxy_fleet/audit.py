@@ -327,6 +327,8 @@ def _write_all(fd: int, data: bytes) -> None:
 class AuditLog:
     """Appends events to one node's audit log; safe across threads and processes."""
 
+    rotate_retry_s = 30.0  # after a failed rotation, wait this long before trying again
+
     def __init__(self, path: Path, host: str, *, rotate_bytes: int = 64 * 1024 * 1024,
                  durable: bool = True) -> None:
         import threading
@@ -348,6 +350,7 @@ class AuditLog:
         self._seq = 0
         self._hash: str | None = None
         self._compressors: list[threading.Thread] = []
+        self._rotate_after = 0.0  # time.monotonic() before which no rotation is tried
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     # -- public --
@@ -383,7 +386,7 @@ class AuditLog:
                 self._write(fd, line)
                 self._seq += 1
                 self._hash = digest
-                if self._size > self.rotate_bytes:
+                if self._size > self.rotate_bytes and time.monotonic() >= self._rotate_after:
                     rotated = self._rotate()
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -558,7 +561,8 @@ class AuditLog:
             os.rename(self._p, os.path.join(self._dir, name))
         except OSError as exc:
             _unlink_quietly(tmp)
-            _warn(f"cannot rotate {self._p} (will retry): {exc}")
+            self._rotate_after = time.monotonic() + self.rotate_retry_s
+            _warn(f"cannot rotate {self._p} (will retry in {self.rotate_retry_s:.0f} s): {exc}")
             return False
         os.close(self._fd)
         self._fd, self._ident, self._size = None, None, -1
