@@ -1102,6 +1102,15 @@ def _type_of(line: bytes) -> str | None:
     return event.get("type") if isinstance(event, dict) else None
 
 
+def _verify_source(v: _Verifier, name: str, read: Callable[[int, int], bytes], size: int,
+                   live: bool) -> None:
+    line_no = 0
+    for chunk, last in _chunks_forward(read, size):
+        line_no = v.feed(name, chunk, line_no, last and live)
+        if v.broken is not None:
+            return
+
+
 def verify(path: Path) -> VerifyReport:
     """Check the hash chain over all segments and the live file.
 
@@ -1119,25 +1128,18 @@ def verify(path: Path) -> VerifyReport:
     v = _Verifier()
     try:
         live_first = _seq_of(os.pread(fd, 256, 0)) if fd is not None else None
-        sources: list[tuple[str, Callable[[int, int], bytes], int]] = []
-        for seg in segs:
-            if live_first is not None and seg.first >= live_first:
+        used_segments = 0
+        for seg in segs:  # one (decompressed) segment in memory at a time
+            if v.broken is not None or (live_first is not None and seg.first >= live_first):
                 continue
             data = _read_segment(seg)
             if data is None:
                 continue
-            sources.append((seg.name, lambda off, n, d=data: d[off:off + n], len(data)))
-        if fd is not None:
-            sources.append((live, lambda off, n: os.pread(fd, n, off), size))
-        used_segments = len(sources) - (1 if fd is not None else 0)
-        for name, read, n in sources:
-            line_no = 0
-            for chunk, last in _chunks_forward(read, n):
-                line_no = v.feed(name, chunk, line_no, last and name == live)
-                if v.broken is not None:
-                    break
-            if v.broken is not None:
-                break
+            used_segments += 1
+            _verify_source(v, seg.name, lambda off, n, d=data: d[off:off + n], len(data), False)
+            del data
+        if fd is not None and v.broken is None:
+            _verify_source(v, live, lambda off, n: os.pread(fd, n, off), size, True)
         v.finish()
     finally:
         if fd is not None:
