@@ -229,10 +229,14 @@ def up(lab: Lab, nodes: int | None, hold: int | None, keep_on_failure: bool = Fa
             state["phase"] = "up"
             lab.save(state)
         except BaseException as exc:
-            if keep_on_failure:
-                log(f"lab-up failed; leaving it as it is for inspection (`down` cleans up): {exc}")
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                exc_text = "stopped by a signal"
             else:
-                log(f"lab-up failed, tearing down: {exc}")
+                exc_text = str(exc)
+            if keep_on_failure:
+                log(f"lab-up failed; leaving it as it is for inspection (`down` cleans up): {exc_text}")
+            else:
+                log(f"lab-up failed, tearing down: {exc_text}")
                 _down(lab, state)
             raise
     log(f"{len(machines)} machines running; boot + sshd in {time.monotonic() - t_boot:.1f} s, "

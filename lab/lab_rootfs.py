@@ -17,6 +17,8 @@ import json
 import os
 import shlex
 import shutil
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Callable
@@ -247,6 +249,28 @@ def _in_use(path: Path) -> bool:
     return any(fstype == "overlay" and text in opts for _, fstype, opts in mountinfo())
 
 
+def _debootstrap(argv: list[str], env: dict[str, str], lock_fd: int, log_path: Path) -> str | None:
+    """Run debootstrap in a process group of its own; return None, or the tail of its log on failure.
+
+    Every process of the build inherits the cache lock, so even if this
+    program is killed, nobody removes or replaces the tree while an orphaned
+    debootstrap still writes into it. If this program is interrupted, it
+    kills the whole group before cleaning up.
+    """
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env=env, start_new_session=True, pass_fds=(lock_fd,))
+        try:
+            code = proc.wait(timeout=1800)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    if code == 0:
+        return None
+    return "\n".join(log_path.read_text(errors="replace").strip().splitlines()[-15:])
+
+
 def ensure_rootfs(cache: Path = DEFAULT_CACHE, log: Callable[[str], None] = print) -> Path:
     """Return the cached base root file system, building it first if its recipe is new."""
     rid = recipe_id()
@@ -255,7 +279,11 @@ def ensure_rootfs(cache: Path = DEFAULT_CACHE, log: Callable[[str], None] = prin
         return final
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"waiting for another build of the root file system in {cache}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
         if (final / "etc/galaxy-lab-recipe").is_file():  # built meanwhile by someone else
             return final
         for stale in cache.glob(".build-*"):
@@ -278,11 +306,9 @@ def ensure_rootfs(cache: Path = DEFAULT_CACHE, log: Callable[[str], None] = prin
             mirror,
         ]
         try:
-            cp = run(argv, check=False, timeout=1800, env=env)
-            (cache / "build.log").write_text(cp.stdout + cp.stderr)
-            if cp.returncode != 0:
-                tail = "\n".join((cp.stdout + cp.stderr).strip().splitlines()[-15:])
-                raise LabError(f"debootstrap failed (full log: {cache / 'build.log'}):\n{tail}")
+            out = _debootstrap(argv, env, lock.fileno(), cache / "build.log")
+            if out is not None:
+                raise LabError(f"debootstrap failed (full log: {cache / 'build.log'}):\n{out}")
             customize(tmp)
             (tmp / "etc/galaxy-lab-recipe").write_text(json.dumps(recipe(), indent=1) + "\n")
             if final.exists():  # a half tree without the recipe stamp cannot be trusted

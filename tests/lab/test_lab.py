@@ -155,18 +155,18 @@ def resources(lab_id: int, tmp_path: Path, state: dict) -> list[str]:
 
 
 def test_up_then_down_leaves_nothing_behind(tmp_path):
-    args = side_lab(7, tmp_path)
+    args = side_lab(250, tmp_path)
     started = time.monotonic()
     lab_tool(*args, "up", "--nodes", "1")
     boot = time.monotonic() - started
     state = json.loads((tmp_path / "state" / "state.json").read_text())
     info = json.loads(lab_tool(*args, "status", "--json").stdout)
     assert info["up"], info
-    assert info["hosts"] == {"control": "198.18.7.10", "web1": "198.18.7.11"}
-    assert ssh_banner("198.18.7.11").startswith(b"SSH-")
-    assert len(resources(7, tmp_path, state)) >= 2 + 1 + 2 + 2  # namespaces, link, mounts, processes
+    assert info["hosts"] == {"control": "198.18.250.10", "web1": "198.18.250.11"}
+    assert ssh_banner("198.18.250.11").startswith(b"SSH-")
+    assert len(resources(250, tmp_path, state)) >= 2 + 1 + 2 + 2  # namespaces, link, mounts, processes
     lab_tool(*args, "down")
-    assert resources(7, tmp_path, state) == []
+    assert resources(250, tmp_path, state) == []
     assert not (tmp_path / "hosts.yml").exists()
     assert not (tmp_path / "state" / "machines").exists()
     assert lab_tool(*args, "status", check=False).returncode == 3
@@ -174,7 +174,7 @@ def test_up_then_down_leaves_nothing_behind(tmp_path):
 
 
 def test_down_cleans_up_after_a_killed_up(tmp_path):
-    args = side_lab(8, tmp_path)
+    args = side_lab(251, tmp_path)
     state_file = tmp_path / "state" / "state.json"
     up = subprocess.Popen([sys.executable, str(REPO / "lab" / "galaxy_lab.py"), *args, "up", "--nodes", "1"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -193,7 +193,7 @@ def test_down_cleans_up_after_a_killed_up(tmp_path):
     up.wait()
     state = json.loads(state_file.read_text())
     assert state["phase"] == "starting"
-    assert resources(8, tmp_path, state)
+    assert resources(251, tmp_path, state)
     lab_tool(*args, "down")
-    assert resources(8, tmp_path, state) == []
+    assert resources(251, tmp_path, state) == []
     assert not state_file.exists()
