@@ -116,8 +116,9 @@ class NodeEnv:
         return json.loads((self.spool / "responses" / f"{order_id}.json").read_text())
 
     def wait_done(self, order_id: str, timeout: float = 20) -> dict[str, Any]:
-        path = self.spool / "responses" / f"{order_id}.json"
-        wait_for(path.exists, timeout, what=f"response of {order_id}")
+        # The order file reaches archive/ last, after response, audit event and alert.
+        path = self.spool / "archive" / f"{order_id}.json"
+        wait_for(path.exists, timeout, what=f"order {order_id} archived")
         return self.sidecar(order_id)
 
     def audit_events(self, order_id: str | None = None) -> list[dict[str, Any]]:

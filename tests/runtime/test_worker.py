@@ -55,8 +55,8 @@ def test_seed_format_order_dropped_into_spool(node):
         fh.flush()
         time.sleep(0.3)
         fh.write(text[10:])
-    resp = wait_for(lambda: list((node.spool / "responses").glob("*.json")), what="a response")
-    side = json.loads(resp[0].read_text())
+    archived = wait_for(lambda: list((node.spool / "archive").glob("*.json")), what="an archived order")
+    side = node.sidecar(archived[0].stem)
     assert side["state"] == "done" and side["from"] == "test"
     oid = side["id"]
     assert "Test: Echo hello world" in (node.spool / "responses" / f"{oid}.md").read_text()

@@ -64,8 +64,8 @@ class Node:
         self.audit.append("order_received", order_id=order.id, user=user, target=order.target,
                           executor=order.executor or self.config.worker.default_executor,
                           message=order.payload[:200])
-        self.spool.write_json(self.spool.state_path(order.id),
-                              {"id": order.id, "state": QUEUED, "updated": utcnow(), "host": self.config.host})
+        self.spool.write_state(order.id, {"id": order.id, "state": QUEUED, "updated": utcnow(),
+                                          "host": self.config.host})
         self.spool.write(self.spool.orders / f"{order.id}.json", order.to_json())
         self.audit.append("order_queued", order_id=order.id, user=user)
         return order
@@ -107,21 +107,18 @@ class Node:
         status = self.status(order_id, with_response=True)
         if status.get("state") in TERMINAL:
             return status
-        from watchdog.events import FileSystemEventHandler
-        from watchdog.observers import Observer
+        from galaxy_fleet.watch import IN_MOVED_TO, Watcher
 
         done = threading.Event()
         target = f"{order_id}.json"
 
-        class Handler(FileSystemEventHandler):
-            def dispatch(self, event: Any) -> None:
-                path = event.dest_path if event.event_type == "moved" else event.src_path
-                if os.path.basename(os.fsdecode(path)) == target:
-                    done.set()
+        def on_event(_directory: str, name: str | None, _kind: str) -> None:
+            if name is None or name == target:
+                done.set()
 
-        observer = Observer()
-        observer.schedule(Handler(), str(self.spool.responses), recursive=False)
-        observer.start()
+        watcher = Watcher(on_event, name="galaxy-wait")
+        watcher.add(self.spool.responses, IN_MOVED_TO)
+        watcher.start()
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
@@ -135,8 +132,7 @@ class Node:
                 done.wait(1.0 if left is None else min(left, 1.0))
                 done.clear()
         finally:
-            observer.stop()
-            observer.join(2)
+            watcher.stop()
 
     def list(self, *, limit: int = 20, state: str | None = None) -> list[dict[str, Any]]:
         """Most recent orders first, from the per-order state files."""

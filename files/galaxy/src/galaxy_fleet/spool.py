@@ -129,9 +129,22 @@ class Spool:
     def write_json(self, path: Path, obj: Any) -> None:
         write_json(path, obj, self.tmp, durable=self.durable)
 
-    def move(self, src: Path, dst: Path) -> None:
-        os.rename(src, dst)
+    def write_pair(self, files: list[tuple[Path, bytes]]) -> None:
+        """Write several files of one directory durably with a single directory sync."""
+        for path, data in files:
+            write_atomic(path, data, self.tmp, durable=False)
         if self.durable:
+            for path, _ in files:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            _fsync_dir(files[0][0].parent)
+
+    def move(self, src: Path, dst: Path, *, durable: bool | None = None) -> None:
+        os.rename(src, dst)
+        if self.durable if durable is None else durable:
             _fsync_dir(dst.parent)
             if src.parent != dst.parent:
                 _fsync_dir(src.parent)
@@ -224,7 +237,9 @@ class Spool:
             return None
 
     def write_state(self, order_id: str, state: dict[str, Any]) -> None:
-        self.write_json(self.state_path(order_id), state)
+        """Live state is a convenience copy (the response and audit trail are the
+        record), so it is written atomically but not fsynced."""
+        write_json(self.state_path(order_id), state, self.tmp, durable=False)
 
     def request_cancel(self, order_id: str) -> None:
         self.write(self.cancel_dir / order_id, b"cancel\n")

@@ -8,6 +8,7 @@ an outbox alert for every order that did not end ``done``.
 from __future__ import annotations
 
 import heapq
+import json
 import itertools
 import logging
 import os
@@ -25,7 +26,7 @@ from galaxy_fleet.order import (
     CANCELLED, DELIVERED, DONE, FAILED, INTERRUPTED, QUEUED, RECEIVED, RUNNING, TERMINAL,
     Order, OrderError, from_dict, parse, sort_key, utcnow,
 )
-from galaxy_fleet.spool import Claim, Spool, SpoolFull, read_json
+from galaxy_fleet.spool import Claim, Spool, SpoolFull, read_json, write_json
 
 log = logging.getLogger("galaxy.worker")
 
@@ -71,8 +72,11 @@ def finish(spool: Spool, audit: AuditLog, host: str, proc_path: Path, order: Ord
         "bytes_out": result.bytes_out, "truncated": result.truncated, "session": order.session,
         "timings": timings, "details": result.details,
     }
-    spool.write(spool.responses / f"{order.id}.md", render_response(order, state, result, sidecar).encode())
-    spool.write_json(spool.responses / f"{order.id}.json", sidecar)
+    # The .md first, the sidecar (which marks the order finished) second: both durable.
+    spool.write_pair([
+        (spool.responses / f"{order.id}.md", render_response(order, state, result, sidecar).encode()),
+        (spool.responses / f"{order.id}.json", json.dumps(sidecar, ensure_ascii=False, indent=1).encode() + b"\n"),
+    ])
     figures = {k: result.details[k] for k in ("tokens_in", "tokens_out", "cost", "model", "agent")
                if k in result.details}
     audit.append(f"order_{state}", severity=SEVERITY.get(state, "error"), order_id=order.id,
@@ -84,11 +88,12 @@ def finish(spool: Spool, audit: AuditLog, host: str, proc_path: Path, order: Ord
                     severity=SEVERITY.get(state, "error"), order_id=order.id, user=order.sender or None,
                     target=order.target, retry=state in (INTERRUPTED, FAILED))
     try:
-        spool.move(proc_path, spool.archive / f"{order.id}.json")
+        # Not synced: if this rename is lost, recovery finds the finished sidecar and redoes it.
+        spool.move(proc_path, spool.archive / f"{order.id}.json", durable=False)
     except FileNotFoundError:
         pass
-    spool.write_json(spool.state_path(order.id), {"id": order.id, "state": state, "updated": utcnow(),
-                                                  "host": host, "error": result.error})
+    spool.write_state(order.id, {"id": order.id, "state": state, "updated": utcnow(),
+                                 "host": host, "error": result.error})
     spool.clear_cancel(order.id)
     return sidecar
 
@@ -144,6 +149,7 @@ class Worker:
         self.config = config
         self.host = config.host
         self.spool = Spool(config.spool_dir).ensure()
+        self._orders_dir = os.fspath(self.spool.orders)
         self.audit = open_audit(config)
         self.runners = runners or config.worker.runners
         self.shutdown_grace = config.worker.shutdown_grace
@@ -157,7 +163,7 @@ class Worker:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._deadlines = _Deadlines()
-        self._observer: Any = None
+        self._watcher: Any = None
 
     # -- intake ----------------------------------------------------------
     def offer(self, path: Path, settled: bool = True) -> None:
@@ -212,6 +218,19 @@ class Worker:
     def scan(self) -> None:
         for path in sorted(self.spool.pending()):
             self.offer(path, settled=True)
+
+    def _on_event(self, directory: str, name: str | None, kind: str) -> None:
+        if directory == self._orders_dir:
+            if name is None:  # the kernel's queue overflowed: look at everything again
+                self.scan()
+            else:
+                # "created" may be a file still being written; "moved"/"closed" are complete.
+                self.offer(self.spool.orders / name, settled=kind != "created")
+        elif name is None:
+            for pending in os.listdir(self.spool.cancel_dir):
+                self.cancel(pending)
+        elif not name.startswith("."):
+            self.cancel(name)
 
     # -- cancellation ----------------------------------------------------
     def cancel(self, order_id: str, reason: str = "cancel") -> bool:
@@ -308,8 +327,8 @@ class Worker:
         if spool.cancel_requested(order.id):
             ctx.cancel("cancel")
         self._deadlines.add(ctx)
-        spool.write_json(spool.state_path(order.id), {"id": order.id, "state": RUNNING, "updated": claimed,
-                                                      "host": self.host, "executor": name, "pid": os.getpid()})
+        spool.write_state(order.id, {"id": order.id, "state": RUNNING, "updated": claimed,
+                                     "host": self.host, "executor": name, "pid": os.getpid()})
         audit.append("order_running", order_id=order.id, user=user, executor=name, timeout=timeout)
         try:
             if ctx.cancelled.is_set():
@@ -375,26 +394,22 @@ class Worker:
     def heartbeat(self) -> None:
         with self._cv:
             running, queued = sorted(self._running), len(self._heap)
-        self.spool.write_json(self.spool.state / "heartbeat.json", {
-            "pid": os.getpid(), "host": self.host, "ts": utcnow(), "time": time.time(),
-            "running": running, "queued": queued, "runners": self.runners, "version": __version__,
-        })
+        beat = {"pid": os.getpid(), "host": self.host, "ts": utcnow(), "time": time.time(),
+                "running": running, "queued": queued, "runners": self.runners, "version": __version__}
+        write_json(self.spool.state / "heartbeat.json", beat, self.spool.tmp, durable=False)
         sdnotify.notify("WATCHDOG=1")
 
     def start(self) -> None:
-        from watchdog.observers import Observer  # deferred: heavy, and only the worker needs it
-
-        from galaxy_fleet.watch import SpoolHandler
+        from galaxy_fleet.watch import Watcher
 
         recovered = self.recover()
         self.audit.append("worker_started", message=f"galaxy {__version__}, {self.runners} runner(s)",
                           pid=os.getpid(), runners=self.runners, recovered=recovered)
         self._deadlines.start()
-        self._observer = Observer()
-        handler = SpoolHandler(self)
-        self._observer.schedule(handler, str(self.spool.orders), recursive=False)
-        self._observer.schedule(handler, str(self.spool.cancel_dir), recursive=False)
-        self._observer.start()
+        self._watcher = Watcher(self._on_event, name="galaxy-spool-watch")
+        self._watcher.add(self.spool.orders)
+        self._watcher.add(self.spool.cancel_dir)
+        self._watcher.start()
         self.scan()  # after the watch is in place, so nothing slips between the two
         for name in os.listdir(self.spool.cancel_dir):
             self.cancel(name)
@@ -408,8 +423,8 @@ class Worker:
     def stop(self) -> None:
         """Stop taking orders; let running ones finish for shutdown_grace, then interrupt them."""
         sdnotify.notify("STOPPING=1")
-        if self._observer is not None:
-            self._observer.stop()
+        if self._watcher is not None:
+            self._watcher.stop()
         with self._cv:
             self._stopping.set()
             self._heap.clear()
@@ -425,8 +440,6 @@ class Worker:
         for t in self._threads:
             t.join(10)
         self._deadlines.stop()
-        if self._observer is not None:
-            self._observer.join(5)
         for ex in self._executors.values():
             ex.close()
         self.audit.append("worker_stopped", message="clean shutdown", pid=os.getpid(),
