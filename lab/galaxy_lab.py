@@ -265,6 +265,7 @@ def _healthy(lab: Lab, state: dict[str, Any]) -> bool:
 
 def _create(lab: Lab, state: dict[str, Any], machines: list[Machine], rootfs: Path) -> None:
     lab.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(lab.state_dir, 0o700)  # it holds the lab's private key and the machines' disks
     lab.machines_dir.mkdir(exist_ok=True)
     if not lab.key.exists():
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "galaxy-lab", "-f", str(lab.key)])
@@ -491,7 +492,7 @@ def _write_inventory(lab: Lab, machines: list[Machine]) -> None:
             if m.group == group:
                 lines += [f"        {m.name}:", f"          ansible_host: {m.addr}"]
     lab.inventory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = lab.inventory.with_suffix(".tmp")
+    tmp = lab.inventory.with_name(lab.inventory.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n")
     os.replace(tmp, lab.inventory)
 

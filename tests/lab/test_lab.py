@@ -114,6 +114,17 @@ def test_inventory_describes_the_lab(lab):
     assert cp.stdout.split() == ["1", "sudo"]
 
 
+def test_ansible_reaches_every_machine_through_the_inventory(lab):
+    ansible = Path(sys.executable).parent / "ansible"
+    cp = subprocess.run(
+        [str(ansible), "-i", str(lab.inventory), "all", "-m", "ansible.builtin.command", "-a", "hostname"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "ANSIBLE_DEPRECATION_WARNINGS": "False"},
+    )
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    for name in lab.hosts:
+        assert re.search(rf"^{name} \| CHANGED \| rc=0 >>\n{name}$", cp.stdout, re.M), cp.stdout
+
+
 def test_lab_state_is_private(lab):
     assert lab.key.stat().st_mode & 0o077 == 0
     assert (REPO / "lab-state").stat().st_mode & 0o077 == 0
