@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from conftest import wait_for
+from nodeenv import wait_for
 
 BAD_FILES = {
     "malformed.json": (b'{"type": "galaxy_order", "payload": ', "malformed JSON"),

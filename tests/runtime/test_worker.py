@@ -11,7 +11,7 @@ import sys
 import time
 from collections import Counter
 
-from conftest import wait_for
+from nodeenv import wait_for
 
 
 def test_life_cycle_through_cli(node):

@@ -190,6 +190,68 @@ def cmd_health(args: argparse.Namespace) -> int:
     return main_health(_config(args), as_json=args.json, record_run=not args.no_record)
 
 
+# -- galaxy remote ------------------------------------------------------------
+def cmd_remote(args: argparse.Namespace) -> int:
+    from galaxy_fleet.remote import main as remote_main
+
+    return remote_main(_config(args))
+
+
+# -- galaxy send (control node) ---------------------------------------------------
+def cmd_send(args: argparse.Namespace) -> int:
+    import time
+
+    from galaxy_fleet.control import Fleet, FleetEvent, TargetError
+    from galaxy_fleet.inventory import InventoryError
+
+    config = _config(args)
+    if args.inventory:
+        config.raw.setdefault("control", {})["inventory"] = args.inventory
+    try:
+        fleet = Fleet(config, passive=True)
+        names = fleet.resolve(args.target)
+    except (TargetError, InventoryError) as exc:
+        raise CliError(str(exc)) from None
+    except ValueError as exc:
+        raise CliError(f"config: {exc}") from None
+    payload = _read_payload(" ".join(args.text))
+    mine: set[str] = set()
+    t0 = time.monotonic()
+
+    def show(ev: FleetEvent) -> None:
+        rec = ev.record
+        if args.json or args.quiet or rec is None or rec.id not in mine:
+            return
+        line = f"[{time.monotonic() - t0:6.1f}s] {rec.host}: {rec.state}"
+        if rec.progress and rec.state == "running":
+            line += f" - {rec.progress[:100]}"
+        print(line, file=sys.stderr, flush=True)
+
+    fleet.subscribe(show)
+    fleet.start()
+    try:
+        fleet.wait_connected(fleet.settings.connect_timeout, names)
+        records = fleet.submit(args.target, payload, user=args.sender, executor=args.executor,
+                               options=_parse_options(args.option) or None, timeout=args.timeout)
+        mine.update(r.id for r in records)
+        final = fleet.wait([r.id for r in records], timeout=args.wait_timeout)
+    finally:
+        fleet.stop()
+    if args.json:
+        print(json.dumps([r.to_dict() for r in final], ensure_ascii=False, default=str))
+    else:
+        for rec in final:
+            if len(final) > 1:
+                print(f"=== {rec.host}: {rec.state}")
+            if rec.response:
+                print(rec.response.rstrip())
+            elif rec.error:
+                print(f"{rec.host}: {rec.state}: {rec.error}")
+    if any(not r.terminal for r in final):
+        return EXIT_WAIT
+    return EXIT_OK if all(r.state == "done" for r in final) else EXIT_NOT_DONE
+
+
 # -- galaxy config check ----------------------------------------------------
 def cmd_config_check(args: argparse.Namespace) -> int:
     from galaxy_fleet.config import ConfigError, load
@@ -261,6 +323,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(sub, "health", cmd_health, "check this node's health (exit 0 only when healthy)")
     p.add_argument("--no-record", action="store_true", help="do not write an audit event or alerts")
+
+    add(sub, "remote", cmd_remote, "speak the node protocol on stdin/stdout (the routing key's forced command)",
+        json_flag=False)
+
+    p = add(sub, "send", cmd_send, "send an order to fleet nodes and print the answers (control node)")
+    p.add_argument("target", help="a node, a group, all, or several joined by commas")
+    p.add_argument("text", nargs="+", help="the order text (- reads stdin)")
+    p.add_argument("--inventory", help="inventory file (default: control.inventory in the config)")
+    p.add_argument("--executor", help="executor name on the nodes")
+    p.add_argument("--timeout", type=float, help="order timeout in seconds")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="executor option")
+    p.add_argument("--from", dest="sender", default="cli", help="who sends it (audit trail)")
+    p.add_argument("--wait-timeout", type=float, help="stop waiting after this many seconds (exit 3)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
     cfg = sub.add_parser("config", help="configuration tools").add_subparsers(
         dest="config_cmd", metavar="ACTION", required=True)

@@ -23,6 +23,7 @@ from typing import Callable
 
 log = logging.getLogger("galaxy.watch")
 
+IN_MODIFY = 0x00000002
 IN_CLOSE_WRITE = 0x00000008
 IN_MOVED_TO = 0x00000080
 IN_CREATE = 0x00000100
@@ -114,7 +115,8 @@ class Watcher:
                 continue
             if mask & (IN_IGNORED | IN_ISDIR) or wd not in self._dirs:
                 continue
-            kind = "closed" if mask & IN_CLOSE_WRITE else "moved" if mask & IN_MOVED_TO else "created"
+            kind = ("closed" if mask & IN_CLOSE_WRITE else "moved" if mask & IN_MOVED_TO
+                    else "modified" if mask & IN_MODIFY else "created")
             self._call(self._dirs[wd], os.fsdecode(raw), kind)
 
     def _call(self, directory: str, name: str | None, kind: str) -> None:

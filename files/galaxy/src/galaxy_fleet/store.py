@@ -1,0 +1,309 @@
+"""The control node's store: one SQLite file in WAL mode.
+
+Holds orders (who, where, state, chat and message ids, timings, answers),
+every node's audit events (the central audit trail), alerts, event-stream
+cursors, chat sessions and node status, so that a restarted bot still
+delivers every answer and alert that was pending.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    id TEXT PRIMARY KEY, batch TEXT, host TEXT NOT NULL, target_spec TEXT, user TEXT,
+    chat_id INTEGER, message_id INTEGER, payload TEXT NOT NULL, executor TEXT, session_key TEXT,
+    options TEXT, state TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
+    started REAL, finished REAL, progress TEXT, error TEXT, response TEXT, details TEXT,
+    delivered INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS orders_created ON orders(created);
+CREATE INDEX IF NOT EXISTS orders_undelivered ON orders(delivered, state);
+CREATE TABLE IF NOT EXISTS events (
+    host TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, type TEXT NOT NULL,
+    severity TEXT NOT NULL, order_id TEXT, user TEXT, message TEXT, hash TEXT, prev TEXT,
+    data TEXT NOT NULL, PRIMARY KEY (host, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS events_order ON events(order_id);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY, host TEXT NOT NULL, kind TEXT NOT NULL, severity TEXT, message TEXT,
+    ts TEXT, data TEXT, received REAL NOT NULL, delivered INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS cursors (host TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT);
+CREATE TABLE IF NOT EXISTS sessions (
+    chat_id INTEGER NOT NULL, host TEXT NOT NULL, session_key TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (chat_id, host)
+);
+CREATE TABLE IF NOT EXISTS nodes (
+    name TEXT PRIMARY KEY, connected INTEGER NOT NULL DEFAULT 0, last_seen REAL, error TEXT,
+    hello TEXT, health TEXT, health_ts REAL
+);
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+TERMINAL = ("done", "failed", "cancelled", "timed_out", "interrupted")
+# A state may only move forward; a terminal state is final unless a later,
+# more precise terminal report arrives for an order we had given up on ("lost").
+RANK = {"received": 0, "queued": 1, "delivered": 2, "running": 3}
+
+
+@dataclass
+class OrderRecord:
+    id: str
+    host: str
+    payload: str
+    state: str
+    batch: str | None = None
+    target_spec: str | None = None
+    user: str | None = None
+    chat_id: int | None = None
+    message_id: int | None = None
+    executor: str | None = None
+    session_key: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0
+    updated: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    progress: str | None = None
+    error: str | None = None
+    response: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    delivered: bool = False
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _record(row: sqlite3.Row) -> OrderRecord:
+    d = dict(row)
+    d["options"] = json.loads(d["options"] or "{}")
+    d["details"] = json.loads(d["details"] or "{}")
+    d["delivered"] = bool(d["delivered"])
+    return OrderRecord(**d)
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self.db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        with self._lock:
+            self.db.executescript(SCHEMA)
+        try:
+            self.path.chmod(0o640)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    def _exec(self, sql: str, args: Iterable[Any] = ()) -> sqlite3.Cursor:
+        with self._lock:
+            return self.db.execute(sql, tuple(args))
+
+    # -- orders ------------------------------------------------------------
+    def add_order(self, rec: OrderRecord) -> OrderRecord:
+        now = time.time()
+        rec.created = rec.created or now
+        rec.updated = now
+        self._exec(
+            "INSERT OR IGNORE INTO orders (id, batch, host, target_spec, user, chat_id, message_id, payload,"
+            " executor, session_key, options, state, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (rec.id, rec.batch, rec.host, rec.target_spec, rec.user, rec.chat_id, rec.message_id, rec.payload,
+             rec.executor, rec.session_key, json.dumps(rec.options), rec.state, rec.created, rec.updated))
+        return rec
+
+    def order(self, order_id: str) -> OrderRecord | None:
+        row = self._exec("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
+        return _record(row) if row else None
+
+    def orders(self, *, limit: int = 20, chat_id: int | None = None, host: str | None = None,
+               batch: str | None = None, states: Iterable[str] | None = None) -> list[OrderRecord]:
+        sql, args = "SELECT * FROM orders WHERE 1=1", []
+        if chat_id is not None:
+            sql += " AND chat_id = ?"
+            args.append(chat_id)
+        if host is not None:
+            sql += " AND host = ?"
+            args.append(host)
+        if batch is not None:
+            sql += " AND batch = ?"
+            args.append(batch)
+        if states is not None:
+            states = list(states)
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            args += states
+        sql += " ORDER BY created DESC, id DESC LIMIT ?"
+        args.append(limit)
+        return [_record(r) for r in self._exec(sql, args).fetchall()]
+
+    def update_order(self, order_id: str, **fields: Any) -> OrderRecord | None:
+        """Apply a state change or other fields; returns the record if anything changed.
+
+        States only move forward, so a replayed or late event never takes an
+        order back. A finished order keeps its result, unless it was only
+        given up on ("lost": the node went away), in which case the node's own
+        final report replaces it and is delivered again.
+        """
+        with self._lock:
+            rec = self.order(order_id)
+            if rec is None:
+                return None
+            new_state = fields.get("state")
+            if rec.terminal and not (rec.details.get("lost") and new_state in TERMINAL):
+                fields = {k: v for k, v in fields.items() if k in ("message_id", "chat_id")}
+            elif rec.terminal:
+                fields["delivered"] = False
+            elif new_state is not None and new_state not in TERMINAL \
+                    and RANK.get(new_state, 0) <= RANK.get(rec.state, 0):
+                del fields["state"]
+            changed = {k: v for k, v in fields.items() if getattr(rec, k) != v}
+            if not changed:
+                return None
+            for key, value in changed.items():
+                setattr(rec, key, value)
+            rec.updated = time.time()
+            cols = {**changed, "updated": rec.updated}
+            for key in ("details", "options"):
+                if key in cols:
+                    cols[key] = json.dumps(cols[key])
+            self._exec(f"UPDATE orders SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",
+                       [*cols.values(), order_id])
+            return rec
+
+    def mark_delivered(self, order_id: str) -> None:
+        self._exec("UPDATE orders SET delivered = 1 WHERE id = ?", (order_id,))
+
+    def undelivered_orders(self) -> list[OrderRecord]:
+        rows = self._exec("SELECT * FROM orders WHERE delivered = 0 AND chat_id IS NOT NULL AND state IN "
+                          f"({','.join('?' * len(TERMINAL))}) ORDER BY created", TERMINAL).fetchall()
+        return [_record(r) for r in rows]
+
+    # -- events (central audit) ----------------------------------------------
+    def add_events(self, host: str, events: list[dict[str, Any]]) -> int:
+        """Insert events (duplicates ignored); returns how many were new."""
+        rows = [(host, e["seq"], e.get("ts", ""), e.get("type", ""), e.get("severity", "info"), e.get("order_id"),
+                 e.get("user"), e.get("message"), e.get("hash"), e.get("prev"),
+                 json.dumps(e, ensure_ascii=False, separators=(",", ":"))) for e in events]
+        with self._lock:
+            before = self.db.total_changes
+            self.db.execute("BEGIN")
+            try:
+                self.db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+                new = self.db.total_changes - before
+                if events:
+                    last = max(events, key=lambda e: e["seq"])
+                    self.db.execute(
+                        "INSERT INTO cursors (host, seq, hash) VALUES (?, ?, ?) ON CONFLICT(host) DO UPDATE SET"
+                        " seq = excluded.seq, hash = excluded.hash WHERE excluded.seq > cursors.seq",
+                        (host, last["seq"], last.get("hash")))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            return new
+
+    def cursor(self, host: str) -> tuple[int, str | None]:
+        row = self._exec("SELECT seq, hash FROM cursors WHERE host = ?", (host,)).fetchone()
+        return (row["seq"], row["hash"]) if row else (0, None)
+
+    def events(self, *, host: str | None = None, limit: int | None = 100, severity: str | None = None,
+               type: str | None = None, order_id: str | None = None, since: str | None = None,
+               until: str | None = None) -> list[dict[str, Any]]:
+        """Newest matching events across the fleet, returned oldest first."""
+        sql, args = "SELECT data FROM events WHERE 1=1", []
+        for col, val in (("host", host), ("severity", severity), ("type", type), ("order_id", order_id)):
+            if val is not None:
+                vals = [v for v in str(val).split(",") if v]
+                sql += f" AND {col} IN ({','.join('?' * len(vals))})"
+                args += vals
+        if since:
+            sql += " AND ts >= ?"
+            args.append(since)
+        if until:
+            sql += " AND ts < ?"
+            args.append(until)
+        sql += " ORDER BY ts DESC, host, seq DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        rows = self._exec(sql, args).fetchall()
+        return [json.loads(r["data"]) for r in reversed(rows)]
+
+    # -- alerts --------------------------------------------------------------
+    def add_alert(self, alert: dict[str, Any]) -> bool:
+        cur = self._exec(
+            "INSERT OR IGNORE INTO alerts (id, host, kind, severity, message, ts, data, received)"
+            " VALUES (?,?,?,?,?,?,?,?)",
+            (alert["id"], alert.get("host", "?"), alert.get("kind", "alert"), alert.get("severity"),
+             alert.get("message"), alert.get("ts"), json.dumps(alert, ensure_ascii=False), time.time()))
+        return cur.rowcount > 0
+
+    def undelivered_alerts(self) -> list[dict[str, Any]]:
+        rows = self._exec("SELECT data FROM alerts WHERE delivered = 0 ORDER BY received").fetchall()
+        return [json.loads(r["data"]) for r in rows]
+
+    def mark_alert_delivered(self, alert_id: str) -> None:
+        self._exec("UPDATE alerts SET delivered = 1 WHERE id = ?", (alert_id,))
+
+    def alerts(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = self._exec("SELECT data, delivered FROM alerts ORDER BY received DESC LIMIT ?", (limit,)).fetchall()
+        return [{**json.loads(r["data"]), "delivered": bool(r["delivered"])} for r in rows]
+
+    # -- sessions --------------------------------------------------------------
+    def session(self, chat_id: int, host: str) -> str | None:
+        row = self._exec("SELECT session_key FROM sessions WHERE chat_id = ? AND host = ?",
+                         (chat_id, host)).fetchone()
+        return row["session_key"] if row else None
+
+    def set_session(self, chat_id: int, host: str, key: str) -> None:
+        self._exec("INSERT INTO sessions VALUES (?,?,?,?) ON CONFLICT(chat_id, host) DO UPDATE SET"
+                   " session_key = excluded.session_key, created = excluded.created",
+                   (chat_id, host, key, time.time()))
+
+    # -- nodes -------------------------------------------------------------------
+    def set_node(self, name: str, **fields: Any) -> None:
+        for key in ("hello", "health"):
+            if key in fields and not isinstance(fields[key], (str, type(None))):
+                fields[key] = json.dumps(fields[key])
+        with self._lock:
+            self._exec("INSERT OR IGNORE INTO nodes (name) VALUES (?)", (name,))
+            if fields:
+                self._exec(f"UPDATE nodes SET {', '.join(f'{k} = ?' for k in fields)} WHERE name = ?",
+                           [*fields.values(), name])
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for r in self._exec("SELECT * FROM nodes").fetchall():
+            d = dict(r)
+            for key in ("hello", "health"):
+                d[key] = json.loads(d[key]) if d[key] else None
+            d["connected"] = bool(d["connected"])
+            out[d["name"]] = d
+        return out
+
+    def get(self, key: str) -> str | None:
+        row = self._exec("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+        return row["value"] if row else None
+
+    def put(self, key: str, value: str) -> None:
+        self._exec("INSERT INTO kv VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))

@@ -1,0 +1,230 @@
+"""The control plane against real workers: `galaxy remote`, router, store, `galaxy send`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nodeenv import GALAXY, wait_for
+
+
+def test_order_to_one_node(local_fleet):
+    lf = local_fleet()
+    lf.start_workers()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    [rec] = fleet.submit("web1", "hello web1", user="alice", chat_id=42)
+    assert rec.host == "web1" and rec.state in ("queued", "delivered", "running", "done")
+    [final] = fleet.wait([rec.id], timeout=20)
+    assert final.state == "done" and "hello web1" in final.response
+    assert final.details["exit_code"] == 0 and final.session_key.startswith("chat42-web1-")
+    # the node's events flowed into the central store, in order, deduplicated
+    types = [e["type"] for e in fleet.audit("web1", order_id=rec.id) if e["type"] != "order_progress"]
+    assert types == ["order_received", "order_queued", "order_delivered", "order_running", "order_done"]
+    assert [e["type"] for e in fleet.audit(order_id=rec.id, type="order_done")] == ["order_done"]
+    # the answer is pending delivery until the bot says it was sent
+    assert [ev.record.id for ev in fleet.pending() if ev.kind == "order"] == [rec.id]
+    fleet.delivered(fleet.pending()[0])
+    assert fleet.pending() == []
+
+
+def test_fan_out_group_and_all_with_an_unreachable_node(local_fleet):
+    # "ghost" is an SSH node on a loopback port nobody listens on
+    lf = local_fleet(["web1", "web2"], extra_hosts={"ghost": {"ansible_host": "127.0.0.1", "ansible_port": 1}})
+    lf.start_workers()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20, ["web1", "web2"])
+    recs = fleet.submit("web", "group order", user="alice")
+    assert sorted(r.host for r in recs) == ["web1", "web2"] and len({r.batch for r in recs}) == 1
+    assert {r.state for r in fleet.wait([r.id for r in recs], timeout=20)} == {"done"}
+    t0 = time.monotonic()
+    recs = fleet.submit("all", "everyone", user="alice")
+    by_host = {r.host: r for r in fleet.wait([r.id for r in recs], timeout=30)}
+    assert set(by_host) == {"web1", "web2", "ghost"}
+    assert by_host["ghost"].state == "failed"
+    assert "ghost is unreachable" in by_host["ghost"].error and "127.0.0.1:1" in by_host["ghost"].error
+    assert by_host["web1"].state == by_host["web2"].state == "done"
+    assert time.monotonic() - t0 < 15  # bounded by connect_timeout (3 s here), not hanging
+    with pytest.raises(ValueError, match="unknown target 'nope'"):
+        fleet.submit("nope", "x", user="alice")
+
+
+def test_cancel_through_the_fleet(local_fleet):
+    lf = local_fleet(["web1"])
+    lf.start_workers()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    [rec] = fleet.submit("web1", "60", user="bob", executor="sleep")
+    wait_for(lambda: fleet.order(rec.id).state == "running", 20, what="running")
+    fleet.cancel(rec.id, user="bob")
+    [final] = fleet.wait([rec.id], timeout=10)
+    assert final.state == "cancelled"
+    alerts = wait_for(lambda: fleet.store.alerts(), 10, what="alert")
+    assert alerts[0]["kind"] == "order_cancelled" and alerts[0]["host"] == "web1"
+    # the alert was acknowledged: the node's outbox is empty again
+    wait_for(lambda: lf.nodes["web1"].outbox() == [], 10, what="outbox drained")
+
+
+def test_restarted_control_still_gets_the_answer(local_fleet):
+    """The control side dies mid-order; a new one resumes the stream from its cursor."""
+    lf = local_fleet(["web1"])
+    lf.start_workers()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    [rec] = fleet.submit("web1", "2", user="carol", chat_id=7, executor="sleep")
+    wait_for(lambda: fleet.order(rec.id).state == "running", 20, what="running")
+    fleet.stop()  # like the bot being killed: nothing more is read
+    time.sleep(2.5)  # the order finishes while nobody listens
+    assert lf.nodes["web1"].sidecar(rec.id)["state"] == "done"
+    fleet2 = lf.fleet()
+    [final] = fleet2.wait([rec.id], timeout=20)
+    assert final.state == "done"
+    assert [ev.record.id for ev in fleet2.pending() if ev.kind == "order"] == [rec.id]
+    events = fleet2.audit("web1", order_id=rec.id)
+    assert len(events) == len({e["seq"] for e in events})  # replay added no duplicates
+
+
+def test_reconnect_after_the_remote_process_dies(local_fleet):
+    lf = local_fleet(["web1"])
+    lf.start_workers()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    link = fleet.router.links["web1"]
+    first = link.attempts
+    link.drop("test: cut the connection")
+    wait_for(lambda: link.attempts > first and link.connected, 20, what="reconnected")
+    [rec] = fleet.submit("web1", "after reconnect", user="dan")
+    assert fleet.wait([rec.id], timeout=20)[0].state == "done"
+
+
+def test_lost_node_is_reported_and_corrected_when_it_returns(local_fleet):
+    lf = local_fleet(["web1"])
+    worker = lf.nodes["web1"]
+    worker.start_worker()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    [rec] = fleet.submit("web1", "4", user="erin", executor="sleep")
+    wait_for(lambda: fleet.order(rec.id).state == "running", 20, what="running")
+    # make the node unreachable: point its config at a path that does not exist
+    good = worker.config_path.read_text()
+    worker.config_path.rename(worker.config_path.with_suffix(".off"))
+    fleet.router.links["web1"].drop("test: node gone")
+    lost = wait_for(lambda: (r := fleet.order(rec.id)).state == "failed" and r, 20, what="order reported lost")
+    assert "lost contact with web1" in lost.error and lost.details["lost"] is True
+    worker.config_path.with_suffix(".off").rename(worker.config_path)
+    assert worker.config_path.read_text() == good
+    final = wait_for(lambda: (r := fleet.order(rec.id)).state == "done" and r, 30, what="real answer")
+    assert "lost" not in final.details and final.delivered is False
+
+
+def test_remote_refuses_other_commands(local_fleet):
+    lf = local_fleet(["web1"])
+    env = {**lf.nodes["web1"].env, "SSH_ORIGINAL_COMMAND": "bash -c id"}
+    proc = subprocess.run([*GALAXY, "remote"], env=env, input=b"", capture_output=True, timeout=30)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["error"] == "this key only runs `galaxy remote`"
+    env["SSH_ORIGINAL_COMMAND"] = "galaxy remote"
+    proc = subprocess.run([*GALAXY, "remote"], env=env, input=b'{"id": 1, "op": "ping"}\n',
+                          capture_output=True, timeout=30)
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert lines[0]["type"] == "hello" and lines[0]["host"] == "web1"
+    assert lines[1]["ok"] is True and "pong" in lines[1]["data"]
+
+
+def test_remote_bad_requests_do_not_end_the_session(local_fleet):
+    lf = local_fleet(["web1"])
+    reqs = b"\n".join([b"not json", b"[1]", b'{"id": 2, "op": "nope"}', b'{"id": 3, "op": "status"}',
+                       b'{"id": 4, "op": "status", "order_id": "../etc"}',
+                       b'{"id": 5, "op": "submit", "order": {"payload": 5}}', b'{"id": 6, "op": "ping"}']) + b"\n"
+    proc = subprocess.run([*GALAXY, "remote"], env=lf.nodes["web1"].env, input=reqs, capture_output=True,
+                          timeout=30)
+    out = {m.get("id", "hello"): m for m in map(json.loads, proc.stdout.splitlines()) if m["type"] != "hello"}
+    errors = [m["error"] for m in out.values() if not m["ok"]]
+    assert any("bad request" in e for e in errors)
+    assert "unknown op 'nope'" in out[2]["error"]
+    assert "'order_id' must be a non-empty string" in out[3]["error"]
+    assert "is not valid" in out[4]["error"]
+    assert "'payload' must be a string" in out[5]["error"]
+    assert out[6]["ok"] is True
+
+
+def test_galaxy_send_cli(local_fleet):
+    lf = local_fleet()
+    lf.start_workers()
+    env = {**os.environ, "GALAXY_CONFIG": str(lf.control_config)}
+    proc = subprocess.run([*GALAXY, "send", "web1", "hi", "from", "send"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "hi from send" in proc.stdout
+    assert "web1: done" in proc.stderr  # progress lines
+    proc = subprocess.run([*GALAXY, "send", "--json", "all", "fan", "out"], env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted((r["host"], r["state"]) for r in json.loads(proc.stdout)) == [("web1", "done"), ("web2", "done")]
+    proc = subprocess.run([*GALAXY, "send", "web1", "--executor", "py", "import sys; sys.exit(3)"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "failed" in proc.stdout
+    proc = subprocess.run([*GALAXY, "send", "mars", "x"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown target 'mars'" in proc.stderr
+
+
+def test_inventory_resolution(tmp_path):
+    from galaxy_fleet import inventory
+
+    path = tmp_path / "hosts.yml"
+    path.write_text("""
+all:
+  vars: {galaxy_route_user: fleet, ansible_port: 2222}
+  children:
+    galaxy_control: {hosts: {control: {ansible_host: 198.18.0.10}}}
+    galaxy_nodes:
+      vars: {ansible_port: 22}
+      hosts:
+        web1: {ansible_host: 198.18.0.11}
+        db1: {ansible_host: 198.18.0.13, ansible_port: 2200}
+      children:
+        web: {hosts: {web1: null, web2: {ansible_host: 198.18.0.12}}}
+""")
+    inv = inventory.load(path, default_key="/k")
+    assert sorted(inv.hosts) == ["db1", "web1", "web2"]
+    assert inv.hosts["web2"].address == "198.18.0.12" and inv.hosts["web2"].port == 22
+    assert inv.hosts["db1"].port == 2200 and inv.hosts["db1"].user == "fleet" and inv.hosts["db1"].key == "/k"
+    assert inv.resolve("web") == ["web1", "web2"]
+    assert inv.resolve("all") == ["web1", "db1", "web2"]
+    assert inv.resolve("db1,web") == ["db1", "web1", "web2"]
+    with pytest.raises(inventory.TargetError, match="unknown target 'control'"):
+        inv.resolve("control")  # the control node is not a fleet node here
+    (tmp_path / "bad.yml").write_text("- just a list\n")
+    with pytest.raises(inventory.InventoryError, match="expected a mapping"):
+        inventory.load(tmp_path / "bad.yml")
+
+
+def test_store_states_only_move_forward(tmp_path):
+    from galaxy_fleet.store import OrderRecord, Store
+
+    store = Store(tmp_path / "s.db")
+    store.add_order(OrderRecord(id="o1", host="web1", payload="x", state="received"))
+    assert store.update_order("o1", state="running").state == "running"
+    assert store.update_order("o1", state="queued") is None  # a late event never goes back
+    assert store.update_order("o1", state="done", response="ok").state == "done"
+    assert store.update_order("o1", state="failed", error="late") is None  # final is final
+    assert store.order("o1").state == "done"
+    assert oct(os.stat(tmp_path / "s.db").st_mode & 0o777) == "0o640"
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_send_is_unaffected_by_sigpipe(local_fleet):
+    """`galaxy send ... | head -1` must not leave a traceback."""
+    lf = local_fleet(["web1"])
+    lf.start_workers()
+    env = {**os.environ, "GALAXY_CONFIG": str(lf.control_config)}
+    proc = subprocess.run(f"{sys.executable} -m galaxy_fleet.cli send web1 a b c | head -c 1", shell=True,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in proc.stderr
+    assert signal.SIGPIPE  # the shell pipeline above really closed early
