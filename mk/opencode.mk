@@ -1,0 +1,43 @@
+# opencode for the tests and benchmarks: the real `opencode-ai` package from
+# npm, pinned, installed project-locally into .tools/ (never committed).
+#
+#   make opencode-tools   install opencode and the plugin seed (idempotent)
+#   make test-opencode    run tests/opencode against the real binary
+#   make bench-opencode   Galaxy's overhead on top of opencode
+#
+# `make test` needs `opencode-tools` before it runs pytest.
+
+OPENCODE_VERSION ?= 1.18.33
+OPENCODE_TOOLS := $(CURDIR)/.tools
+OPENCODE_BIN := $(OPENCODE_TOOLS)/opencode/node_modules/.bin/opencode
+OPENCODE_STAMP := .stamps/opencode-$(OPENCODE_VERSION)
+NPM_INSTALL := npm install --no-audit --no-fund --no-update-notifier --save-exact --loglevel=error
+
+.PHONY: opencode-tools test-opencode bench-opencode
+
+opencode-tools: $(OPENCODE_STAMP)
+
+# Debian 12 has no node by default; its nodejs 18 + npm 9 are enough (opencode
+# itself is a native binary; node only runs npm and the package's postinstall).
+# A host that already has node and npm (e.g. from NodeSource) keeps them.
+# opencode installs @opencode-ai/plugin into its config dir in the background
+# unless it is there already: the tests seed that dir from the plugin seed.
+$(OPENCODE_STAMP): mk/opencode.mk
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "opencode-tools: installing Debian's nodejs and npm"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm; }
+	rm -rf $(OPENCODE_TOOLS)/opencode $(OPENCODE_TOOLS)/opencode-plugin-seed
+	mkdir -p $(OPENCODE_TOOLS)/opencode $(OPENCODE_TOOLS)/opencode-plugin-seed
+	$(NPM_INSTALL) --prefix $(OPENCODE_TOOLS)/opencode opencode-ai@$(OPENCODE_VERSION)
+	$(NPM_INSTALL) --prefix $(OPENCODE_TOOLS)/opencode-plugin-seed @opencode-ai/plugin@$(OPENCODE_VERSION)
+	test "$$($(OPENCODE_BIN) --version)" = "$(OPENCODE_VERSION)"
+	@mkdir -p .stamps && touch $@
+
+test-opencode: deps opencode-tools
+	$(PY) -m pytest $(PYTEST_ARGS) tests/opencode
+
+bench-opencode: deps opencode-tools
+	$(PY) bench/bench_opencode.py
+
+test: opencode-tools

@@ -1,0 +1,277 @@
+"""The opencode executor against the real `opencode serve` and a scripted LLM."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from support.executor_harness import Harness
+from support.llm_server import Error, Hang, ScriptedLLM, Text, ToolCall, message_text
+from support.opencode_server import OpenCodeServer, request
+
+from galaxy_fleet.order import CANCELLED, DONE, FAILED, TIMED_OUT
+
+
+def _said(llm: ScriptedLLM, index: int = -1) -> list[str]:
+    """The texts of the messages the model saw in one chat request."""
+    return [message_text(m) for m in llm.chats[index]["messages"]]
+
+
+def _mapping(harness) -> dict:
+    path = harness.state_dir / "opencode-sessions-opencode.json"
+    return json.loads(path.read_text())["sessions"]
+
+
+def test_answer_with_figures(harness, llm, project):
+    llm.script(Text("The answer is 42.", prompt_tokens=120, completion_tokens=30))
+    run = harness.run("What is six times seven?", workdir=project)
+    result = run.result
+    assert result.status == DONE, result.error
+    assert result.output == "The answer is 42."
+    d = result.details
+    assert d["tokens"] == {"input": 120, "output": 30, "reasoning": 0, "cache_read": 0, "cache_write": 0}
+    assert (d["tokens_in"], d["tokens_out"]) == (120, 30)
+    # The scripted model costs $1 / $2 per million input / output tokens.
+    assert abs(d["cost"] - (120 * 1 + 30 * 2) / 1e6) < 1e-12
+    assert (d["model"], d["provider"], d["agent"]) == ("scripted/echo", "scripted", "build")
+    assert d["opencode_session"].startswith("ses") and d["session_new"] is True
+    assert d["directory"] == str(project)
+    assert d["session_key"] is None and d["steps"] == 1
+    assert _said(llm)[-1] == "What is six times seven?"
+    assert result.bytes_out == len("The answer is 42.")
+
+
+def test_same_session_key_continues_the_conversation(harness, llm, project):
+    llm.script(Text("Nice to meet you, Ada."), Text("Your name is Ada."))
+    first = harness.run("My name is Ada.", session="chat1-web1", workdir=project).result
+    assert first.status == DONE, first.error
+    assert first.details["session_new"] is True
+
+    # A new executor (a restarted worker) finds the mapping in the state dir.
+    second = harness.run("What is my name?", session="chat1-web1", workdir=project,
+                         executor=harness.executor()).result
+    assert second.status == DONE, second.error
+    assert second.output == "Your name is Ada."
+    assert second.details["opencode_session"] == first.details["opencode_session"]
+    assert second.details["session_new"] is False
+    seen = _said(llm)
+    assert "My name is Ada." in seen and "Nice to meet you, Ada." in seen and seen[-1] == "What is my name?"
+    assert _mapping(harness)["chat1-web1"]["id"] == first.details["opencode_session"]
+
+
+def test_new_session_starts_fresh_and_remaps_the_key(harness, llm, project):
+    llm.script(Text("Noted: blue."), Text("I do not know your colour."))
+    first = harness.run("My colour is blue.", session="chat2-web1", workdir=project).result
+    assert first.status == DONE, first.error
+    second = harness.run("What is my colour?", session="chat2-web1", workdir=project,
+                         options={"new_session": True}).result
+    assert second.status == DONE, second.error
+    assert second.details["session_new"] is True
+    assert second.details["opencode_session"] != first.details["opencode_session"]
+    seen = _said(llm)
+    assert "My colour is blue." not in seen and seen[-1] == "What is my colour?"
+    assert _mapping(harness)["chat2-web1"]["id"] == second.details["opencode_session"]
+
+
+def test_orders_without_a_key_never_share_a_session(harness, llm, project):
+    llm.script(Text("one"), Text("two"))
+    a = harness.run("first", workdir=project).result
+    b = harness.run("second", workdir=project).result
+    assert a.status == b.status == DONE
+    assert a.details["opencode_session"] != b.details["opencode_session"]
+    assert "first" not in _said(llm)
+
+
+def test_a_deleted_session_is_replaced(harness, llm, project, opencode):
+    llm.script(Text("hello"), Text("hello again"))
+    first = harness.run("hi", session="chat3-web1", workdir=project).result
+    old = first.details["opencode_session"]
+    request(opencode, "DELETE", f"/session/{old}?directory={project}")
+    second = harness.run("hi again", session="chat3-web1", workdir=project)
+    assert second.result.status == DONE, second.result.error
+    assert second.result.details["opencode_session"] != old
+    assert any("is gone" in line for line in second.lines())
+
+
+def test_tool_call_writes_a_file_in_the_project(harness, llm, project):
+    target = project / "notes.txt"
+    llm.script(ToolCall("write", {"filePath": str(target), "content": "written by the agent\n"}),
+               Text("I wrote notes.txt."))
+    run = harness.run("Write notes.txt", workdir=project)
+    result = run.result
+    assert result.status == DONE, result.error
+    assert target.read_text() == "written by the agent\n"
+    assert result.output == "I wrote notes.txt."
+    assert result.details["tools"] == ["write"]
+    assert result.details["steps"] == 2
+    assert "[tool] write notes.txt" in run.lines()
+    # The second request carried the tool's result back to the model.
+    assert any(m.get("role") == "tool" for m in llm.chats[-1]["messages"])
+
+
+def test_progress_arrives_before_the_answer(harness, llm, project):
+    llm.script(ToolCall("write", {"filePath": str(project / "a.txt"), "content": "a"}),
+               Text("line one\nline two\nline three\nline four\n", chunks=4, delay=0.6))
+    run = harness.run("Work slowly", workdir=project, executor=harness.executor(progress_interval=0.1))
+    assert run.result.status == DONE, run.result.error
+    assert run.result.output == "line one\nline two\nline three\nline four"
+    tool_at = [t for t, line in run.progress if line.startswith("[tool] write")]
+    text_at = [t for t, line in run.progress if line.startswith("[text] ")]
+    assert tool_at and len(text_at) >= 2, run.lines()
+    # The text came in pieces while the model was still streaming.
+    assert text_at[0] < run.returned_at - 0.5
+    assert tool_at[0] < text_at[0], run.progress
+    shown = " / ".join(line for _, line in run.progress if line.startswith("[text] "))
+    for piece in ("line one", "line two", "line three", "line four"):
+        assert piece in shown
+
+
+def test_cancel_aborts_the_run(harness, llm, project, opencode):
+    llm.script(Hang(first="Thinking", limit=60))
+    run = harness.start("Take your time", workdir=project)
+    assert llm.hung.wait(60), "the model was never asked"
+    cancelled_at = time.monotonic()
+    run.ctx.cancel("cancel")
+    result = run.wait(10)
+    assert run.returned_at - cancelled_at < 2.0
+    assert result.status == CANCELLED
+    assert "cancelled" in result.error and "aborted" in result.error
+    # opencode hung up on the model and the session is idle again.
+    assert llm.hang_ended.wait(5)
+    status = request(opencode, "GET", f"/session/status?directory={project}")
+    assert result.details["opencode_session"] not in status
+
+
+def test_timeout_aborts_the_run(harness, llm, project):
+    llm.script(Hang(limit=60))
+    run = harness.start("Never finish", workdir=project)
+    assert llm.hung.wait(60)
+    # The order's deadline passes now: the executor notices it by itself.
+    run.ctx.deadline = time.monotonic() + 0.3
+    result = run.wait(10)
+    assert result.status == TIMED_OUT
+    assert result.error.startswith("timed out")
+    assert run.returned_at - run.ctx.deadline < 2.0
+    assert llm.hang_ended.wait(5)
+
+
+def test_provider_error_fails_with_its_message(harness, llm, project):
+    llm.script(Error(400, "the scripted model rejects this request", type="invalid_request_error"))
+    result = harness.run("Bad", workdir=project).result
+    assert result.status == FAILED
+    assert result.error == "provider error (HTTP 400): the scripted model rejects this request"
+    assert result.output == ""
+
+
+def test_context_overflow_is_a_provider_error(harness, llm, project):
+    llm.script(Error(400, "context length exceeded for scripted model", type="invalid_request_error"))
+    result = harness.run("Too long", workdir=project).result
+    assert result.status == FAILED
+    assert result.error == "provider error (context overflow): context length exceeded for scripted model"
+
+
+def test_retryable_provider_error_gives_up_after_the_configured_retries(harness, llm, project):
+    llm.script(Error(500, "upstream exploded"), Error(500, "upstream exploded"), Error(500, "upstream exploded"))
+    run = harness.run("Try", workdir=project, executor=harness.executor(provider_retries=1))
+    result = run.result
+    assert result.status == FAILED
+    assert result.error == "provider error: upstream exploded (gave up after 1 retry)"
+    assert any(line.startswith("[retry] provider error: upstream exploded") for line in run.lines())
+    assert len(llm.chats) == 2  # the first try and one retry
+
+
+def test_rate_limit_is_retried_by_opencode(harness, llm, project):
+    llm.script(Error(429, "slow down", type="rate_limit_error", retry_after=0.2), Text("made it"))
+    run = harness.run("Try", workdir=project)
+    assert run.result.status == DONE, run.result.error
+    assert run.result.output == "made it"
+    assert any("slow down" in line for line in run.lines())
+
+
+def test_unknown_agent_fails_clearly(harness, llm, project):
+    result = harness.run("Hi", workdir=project, options={"agent": "nosuchagent"}).result
+    assert result.status == FAILED
+    assert result.error.startswith('Agent not found: "nosuchagent"')
+    assert llm.chats == []
+
+
+def test_agent_and_model_options(harness, llm, project):
+    llm.script(Text("Reviewed."))
+    result = harness.run("Review this", workdir=project,
+                         options={"agent": "reviewer", "model": "scripted/other"}).result
+    assert result.status == DONE, result.error
+    assert (result.details["agent"], result.details["model"]) == ("reviewer", "scripted/other")
+    assert llm.chats[-1]["model"] == "other"
+    assert "You are the scripted reviewer agent." in _said(llm)[0]
+
+
+def test_bad_model_option_fails_before_contacting_opencode(harness, llm):
+    result = harness.run("Hi", options={"model": "no-slash"}).result
+    assert result.status == FAILED
+    assert "provider/model" in result.error
+
+
+def test_output_is_capped(harness, llm, project):
+    llm.script(Text("x" * 5000))
+    result = harness.run("Long", workdir=project, max_output_bytes=1024).result
+    assert result.status == DONE
+    assert result.truncated and result.bytes_out == 5000
+    assert result.output.startswith("x" * 1024) and "truncated" in result.output
+
+
+def test_server_down_fails_clearly(harness, tmp_path):
+    from support.opencode_server import free_port
+
+    ex = harness.executor(url=f"http://127.0.0.1:{free_port()}")
+    result = harness.run("Hello?", executor=ex).result
+    assert result.status == FAILED
+    assert "is not reachable (connection refused)" in result.error
+    assert "\n" not in result.error
+
+
+def _own_server_harness(tmp_path: Path, server: OpenCodeServer) -> tuple[Harness, Path]:
+    project = tmp_path / "project"
+    project.mkdir()
+    state = tmp_path / "state"
+    state.mkdir()
+    return Harness(state, server.url), project
+
+
+def test_server_dying_mid_run_fails_clearly(tmp_path):
+    with ScriptedLLM() as llm, OpenCodeServer(llm.url) as server:
+        h, project = _own_server_harness(tmp_path, server)
+        llm.script(Hang(limit=60))
+        run = h.start("Keep going", workdir=project)
+        assert llm.hung.wait(60)
+        server.stop()  # SIGTERM to opencode's process group
+        stopped_at = time.monotonic()
+        result = run.wait(30)
+    assert result.status == FAILED
+    assert result.error.startswith("opencode server went away mid-run")
+    assert "not reachable" in result.error and "\n" not in result.error
+    assert run.returned_at - stopped_at < 15
+
+
+def test_basic_auth(tmp_path, monkeypatch):
+    with ScriptedLLM() as llm, OpenCodeServer(llm.url, password="correct horse") as server:
+        h, project = _own_server_harness(tmp_path, server)
+        monkeypatch.delenv("OPENCODE_SERVER_PASSWORD", raising=False)
+        refused = h.run("Hi", workdir=project).result
+        assert refused.status == FAILED
+        assert "refused the credentials (HTTP 401)" in refused.error
+
+        monkeypatch.setenv("OPENCODE_SERVER_PASSWORD", "correct horse")
+        llm.script(Text("authenticated"))
+        ok = h.run("Hi", workdir=project).result
+        assert ok.status == DONE, ok.error
+        assert ok.output == "authenticated"
+
+        monkeypatch.delenv("OPENCODE_SERVER_PASSWORD")
+        secret = tmp_path / "password"
+        secret.write_text("correct horse\n")
+        secret.chmod(0o600)
+        llm.script(Text("from the file"))
+        ok = h.run("Hi", workdir=project, executor=h.executor(password_file=str(secret))).result
+        assert ok.status == DONE, ok.error
+        assert ok.output == "from the file"
