@@ -356,10 +356,15 @@ class AuditLog:
     # -- public --
 
     def append(self, type: str, *, severity: str = "info", message: str = "",
-               order_id: str | None = None, user: str | None = None, **data: Any) -> dict:
+               order_id: str | None = None, user: str | None = None, sync: bool = True,
+               **data: Any) -> dict:
         """Write one event and return it as written. Raises AuditError for a bad
         event and OSError (e.g. ENOSPC) when it cannot be written; nothing
-        partial stays in the log either way."""
+        partial stays in the log either way.
+
+        ``sync=False`` skips the fdatasync for an intermediate event: it is in
+        the page cache (safe from a process crash) and reaches the disk with
+        the next synced event, which always follows it in the same file."""
         if not isinstance(type, str) or not type:
             raise AuditError(f"event type must be a non-empty string, got {type!r}")
         if severity not in SEVERITIES:
@@ -383,7 +388,7 @@ class AuditLog:
                                                  order_id, user, message, data), self._hash)
                 except (TypeError, ValueError) as exc:
                     raise AuditError(f"event data cannot be written as JSON: {exc}") from None
-                self._write(fd, line)
+                self._write(fd, line, sync)
                 self._seq += 1
                 self._hash = digest
                 if self._size > self.rotate_bytes and time.monotonic() >= self._rotate_after:
@@ -517,13 +522,13 @@ class AuditLog:
         self._seq += 1
         self._hash = digest
 
-    def _write(self, fd: int, line: bytes) -> None:
+    def _write(self, fd: int, line: bytes, sync: bool = True) -> None:
         before = self._size
         try:
             n = os.write(fd, line)
             if n != len(line):  # only on a nearly full disk; still under our lock
                 _write_all(fd, line[n:])
-            if self.durable:
+            if self.durable and sync:
                 os.fdatasync(fd)
         except OSError:
             try:

@@ -137,7 +137,7 @@ class Spool:
             for path, _ in files:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 try:
-                    os.fsync(fd)
+                    os.fdatasync(fd)
                 finally:
                     os.close(fd)
             _fsync_dir(files[0][0].parent)
@@ -145,9 +145,9 @@ class Spool:
     def move(self, src: Path, dst: Path, *, durable: bool | None = None) -> None:
         os.rename(src, dst)
         if self.durable if durable is None else durable:
+            # One directory sync commits the whole rename on journaling file
+            # systems (ext4, xfs): the entry cannot survive in both places.
             _fsync_dir(dst.parent)
-            if src.parent != dst.parent:
-                _fsync_dir(src.parent)
 
     # -- orders ----------------------------------------------------------
     def pending(self) -> Iterator[Path]:

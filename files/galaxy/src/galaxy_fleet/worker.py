@@ -284,9 +284,11 @@ class Worker:
         pickup_s = max(0.0, time.time() - os.fstat(claim.fd).st_mtime)
         if not canonical:  # dropped straight into orders/: nobody has audited it yet
             audit.append("order_received", order_id=order.id, user=user, message="order file found in spool",
-                         target=order.target, executor=order.executor, assigned_id=order.id_assigned)
-            audit.append("order_queued", order_id=order.id, user=user)
-        audit.append("order_delivered", order_id=order.id, user=user, worker=os.getpid())
+                         target=order.target, executor=order.executor, assigned_id=order.id_assigned, sync=False)
+            audit.append("order_queued", order_id=order.id, user=user, sync=False)
+        # Intermediate events are not synced one by one: the final event of the
+        # order (synced) flushes them, and a process crash cannot lose them.
+        audit.append("order_delivered", order_id=order.id, user=user, worker=os.getpid(), sync=False)
         name = order.executor or self.config.worker.default_executor
         timings: dict[str, Any] = {"received": order.timestamp, "claimed": claimed,
                                    "pickup_s": round(pickup_s, 6)}
@@ -316,7 +318,7 @@ class Worker:
             if now - last["t"] >= PROGRESS_EVERY:
                 last["t"] = now
                 audit.append("order_progress", severity="debug", order_id=order.id, user=user,
-                             message=line[:500])
+                             message=line[:500], sync=False)
 
         state_dir = spool.state / "executors" / name
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -329,7 +331,7 @@ class Worker:
         self._deadlines.add(ctx)
         spool.write_state(order.id, {"id": order.id, "state": RUNNING, "updated": claimed,
                                      "host": self.host, "executor": name, "pid": os.getpid()})
-        audit.append("order_running", order_id=order.id, user=user, executor=name, timeout=timeout)
+        audit.append("order_running", order_id=order.id, user=user, executor=name, timeout=timeout, sync=False)
         try:
             if ctx.cancelled.is_set():
                 result = Result(ctx.stopped_status(), error=f"stopped ({ctx.cancel_reason}) before it started")
