@@ -228,3 +228,29 @@ def test_send_is_unaffected_by_sigpipe(local_fleet):
                           env=env, capture_output=True, text=True, timeout=60)
     assert "Traceback" not in proc.stderr
     assert signal.SIGPIPE  # the shell pipeline above really closed early
+
+
+def test_mcp_server_tools(local_fleet):
+    """`galaxy mcp` over stdio, driven by the official MCP client."""
+    import anyio
+    from mcp import Client
+    from mcp.client.stdio import StdioServerParameters
+
+    lf = local_fleet()
+    lf.start_workers()
+    params = StdioServerParameters(command=sys.executable, args=["-m", "galaxy_fleet.cli", "mcp"],
+                                   env={**os.environ, "GALAXY_CONFIG": str(lf.control_config)})
+
+    async def session() -> dict:
+        async with Client(params, read_timeout_seconds=60) as client:
+            names = sorted(t.name for t in (await client.list_tools()).tools)
+            machines = await client.call_tool("list_machines", {})
+            sent = await client.call_tool("send_order", {"target": "all", "text": "via mcp", "wait_seconds": 30})
+            return {"names": names, "machines": machines.structured_content, "sent": sent.structured_content}
+
+    out = anyio.run(session)
+    assert out["names"] == ["fleet_health", "list_machines", "order_status", "query_audit", "send_order"]
+    assert sorted(m["name"] for m in out["machines"]["result"]) == ["web1", "web2"]
+    answers = out["sent"]["result"]
+    assert sorted(a["host"] for a in answers) == ["web1", "web2"]
+    assert all(a["state"] == "done" and "via mcp" in a["response"] for a in answers)

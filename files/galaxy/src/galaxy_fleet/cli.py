@@ -252,6 +252,13 @@ def cmd_send(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.state == "done" for r in final) else EXIT_NOT_DONE
 
 
+# -- galaxy mcp ----------------------------------------------------------------
+def cmd_mcp(args: argparse.Namespace) -> int:
+    from galaxy_fleet.mcp_server import run
+
+    return run(args, _config(args))
+
+
 # -- galaxy config check ----------------------------------------------------
 def cmd_config_check(args: argparse.Namespace) -> int:
     from galaxy_fleet.config import ConfigError, load
@@ -337,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="sender", default="cli", help="who sends it (audit trail)")
     p.add_argument("--wait-timeout", type=float, help="stop waiting after this many seconds (exit 3)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    add(sub, "mcp", cmd_mcp, "serve the fleet as MCP tools on stdio (for AI agents)", json_flag=False)
 
     cfg = sub.add_parser("config", help="configuration tools").add_subparsers(
         dest="config_cmd", metavar="ACTION", required=True)
