@@ -25,7 +25,7 @@ options:
   run_as:
     description:
       - Account to run the command as, so that what it writes (orders, audit events) belongs to the
-        account the Galaxy services run as. The module must run as root (C(become: true)) to switch,
+        account the Galaxy services run as. The module must run as root (with C(become)) to switch,
         or already as that account.
       - Set to an empty string to run as whatever user the module runs as.
     type: str

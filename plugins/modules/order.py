@@ -186,6 +186,7 @@ from ansible_collections.galaxy_protocol.fleet.plugins.module_utils._galaxy impo
     common_argument_spec,
 )
 
+
 def build_args(params):
     """The ``galaxy order submit`` arguments for the module's parameters; payload on stdin."""
     args = ['order', 'submit', '--json']
@@ -250,8 +251,8 @@ def main():
         if not reason and isinstance(details, dict):
             reason = details.get('error')
         response = (record.get('response') or '').strip()
-        module.fail_json(msg='order %s ended %s: %s' % (result['id'], record.get('state'),
-                                                      reason or response[:500] or 'no response'), **result)
+        why = reason or response[:500] or 'no response'
+        module.fail_json(msg='order %s ended %s: %s' % (result['id'], record.get('state'), why), **result)
     module.exit_json(**result)
 
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: Galaxy maintainers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
@@ -22,6 +21,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -54,7 +54,7 @@ def fingerprint(source: Path) -> str:
 
 def pip(*args: str) -> None:
     cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--no-input", *args]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n{proc.stdout[-4000:]}")
 
@@ -62,7 +62,12 @@ def pip(*args: str) -> None:
 def build(source: Path, version: str, python: str, platform: str, extras: list[str], out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="wheelhouse-", dir=out.parent) as tmp:
         house = Path(tmp) / "wheels"
-        pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(house), str(source))
+        # Build from a copy: setuptools writes build/ and *.egg-info next to the
+        # sources, and an installed collection's files may be read-only.
+        tree = Path(tmp) / "source"
+        shutil.copytree(source, tree, ignore=shutil.ignore_patterns(
+            "build", "dist", "*.egg-info", "__pycache__", "*.pyc", ".pytest_cache"))
+        pip("wheel", "--quiet", "--no-deps", "--wheel-dir", str(house), str(tree))
         wheels = sorted(house.glob("galaxy_fleet-*.whl"))
         if len(wheels) != 1 or f"-{version}-" not in wheels[0].name:
             raise SystemExit(f"expected one galaxy_fleet {version} wheel, got {[w.name for w in wheels]}")

@@ -28,12 +28,12 @@ def test_wait_returns_the_response(galaxy, run_module):
 def test_every_option_reaches_the_cli_and_payload_stays_off_argv(galaxy, run_module):
     galaxy.answer(0, DONE)
     secret_payload = "deploy with token hunter2"
-    kind, _ = run_module(order, {
+    kind, result = run_module(order, {
         "path": galaxy.path, "config": "/etc/galaxy/other.yml", "payload": secret_payload,
         "target": "web1", "executor": "opencode", "timeout": 90, "session": "s1", "priority": 5,
         "sender": "alice", "options": {"project": "api", "model": "m1"}, "wait_timeout": 30,
     })
-    assert kind == "exit"
+    assert kind == "exit" and result["state"] == "done"
     (call,) = galaxy.calls
     assert call["argv"] == [
         "--config", "/etc/galaxy/other.yml", "order", "submit", "--json",
