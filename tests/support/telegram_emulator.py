@@ -6,22 +6,18 @@ small **compatibility proxy** (a stdlib HTTP server, also on loopback, in this
 process) in front of its Bot API. The bot talks to the proxy; the package itself
 is never patched. The proxy fixes the package's known gaps against PTB 22:
 
-========================  =====================================================
-emulator                  proxy
-========================  =====================================================
-getMe lacks ``is_bot``    adds ``is_bot`` and the other required User fields
-``date`` in milliseconds  converted to seconds in every message it hands out
-edits return ``null``     returns the edited Message, as Telegram does
-no ``chat_instance``      added to callback queries (derived from the chat id)
-getUpdates ignores        implemented: updates stay until a later ``offset``
-``timeout``/``offset``    confirms them; an empty poll waits up to ``timeout``
-sendChatAction,           implemented by recording them (``chat_actions``,
-setMyCommands,            ``commands``, ``documents``); a document also
-getMyCommands,            appears in the chat as a message with a ``document``
-sendDocument missing      field, so the emulator's history shows it in order
-``null`` for boolean      ``true``
-results
-========================  =====================================================
+- ``getMe`` lacks ``is_bot``: added, with the other required User fields;
+- ``date`` in milliseconds: converted to seconds in every message handed out;
+- edits return ``null``: the edited Message is returned, as Telegram does;
+- an edit without a keyboard keeps the old one: it is dropped, as Telegram does;
+- callback queries lack ``chat_instance``: added (derived from the chat id);
+- ``getUpdates`` ignores ``timeout`` and ``offset``: implemented; updates stay
+  until a later ``offset`` confirms them, an empty poll waits up to ``timeout``;
+- ``sendChatAction``, ``setMyCommands``/``getMyCommands``, ``sendDocument``
+  are missing: implemented by recording them (``chat_actions``, ``commands``,
+  ``documents``); a document also goes into the chat as a message with a
+  ``document`` field, so the emulator's history shows it in order;
+- ``null`` results of boolean methods: ``true``.
 
 The user side goes straight to the emulator's own JSON API: ``/sendMessage``,
 ``/sendCommand``, ``/sendCallback``, ``/getUpdatesHistory`` (``TelegramUser``).
@@ -228,7 +224,10 @@ class CompatProxy:
         req.send_header("Content-Type", "application/json")
         req.send_header("Content-Length", str(len(data)))
         req.end_headers()
-        req.wfile.write(data)
+        try:
+            req.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the bot went away mid-poll (stopped or killed)
 
     @staticmethod
     def _params(ctype: str, body: bytes, query: str) -> dict[str, Any]:
@@ -361,6 +360,11 @@ class CompatProxy:
 
     def _m_editMessageText(self, token: str, params: dict[str, Any], *forward: Any) -> tuple[int, Any]:
         status, payload = self._forward(*forward)
+        if status == 200 and not params.get("reply_markup") and not params.get("inline_message_id"):
+            # Telegram drops the inline keyboard of a message edited without one; the emulator keeps it.
+            self._post_upstream(f"/bot{token}/editMessageReplyMarkup",
+                                {"chat_id": params["chat_id"], "message_id": params["message_id"],
+                                 "reply_markup": {"inline_keyboard": []}})
         if status == 200 and payload.get("ok"):
             payload["result"] = self._edited(params, "text")
         return status, payload

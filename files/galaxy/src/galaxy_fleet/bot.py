@@ -1,0 +1,1255 @@
+"""`galaxy bot`: the fleet's Telegram bot (python-telegram-bot 22, long polling).
+
+One ``Application``, one handler per command, an error handler that logs
+``exc_info``, periodic work on the ``JobQueue``. The bot talks to the fleet
+only through ``galaxy_fleet.control.Fleet``; fleet events arrive on router
+threads and are handed to the bot's event loop, where one task applies them
+in order:
+
+- every order has one **status message** (sent before the order is stored,
+  so its id is in the order record and survives a restart), edited as the
+  order moves: queued → delivered → running (elapsed time, latest progress
+  line, a typing action) → finished, with a Cancel button while it runs and
+  a Retry button when it failed or was interrupted;
+- the **answer** is a reply to the status message: one message, a few split
+  on paragraph and code-block boundaries, or a Markdown document with a
+  summary when longer than ``bot.max_parts`` messages; a fan-out to a group
+  or ``all`` gets one summary with per-node detail;
+- it is marked delivered in the store only once sent: answers and alerts
+  that were pending when the bot stopped (even by SIGKILL) are sent at the
+  next start (``Fleet.pending()``);
+- **alerts** go to ``bot.alert_chats``, deduplicated: a problem is reported
+  once while it lasts, and its recovery once when it clears (the set of open
+  problems is kept in the store, so a restart does not repeat them).
+
+Access control (see bot_access.py): an allow-list of user ids, per-user
+targets and rate limits, authorized users only in group chats, and an
+expiring Confirm/Cancel step for dangerous targets or payloads. A refusal is
+a short reply (a few per minute at most) and always an audit event
+(``bot_refused`` in this host's audit trail).
+
+The token is read from $GALAXY_TELEGRAM_TOKEN or the systemd credential
+``telegram_token``, removed from the environment (child processes never see
+it), and redacted from every log line: PTB and httpx put it in URLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from galaxy_fleet import bot_render as render
+from galaxy_fleet.bot_access import BotSettings, RateLimiter
+
+if TYPE_CHECKING:
+    import argparse
+
+    from telegram import Message, Update
+    from telegram.ext import Application, ContextTypes
+
+    from galaxy_fleet.config import Config
+    from galaxy_fleet.control import Fleet, FleetEvent, OrderRecord
+
+log = logging.getLogger("galaxy.bot")
+
+TOKEN_ENV = "GALAXY_TELEGRAM_TOKEN"
+TOKEN_CREDENTIAL = "telegram_token"
+
+COMMANDS: list[tuple[str, str]] = [
+    ("order", "send an order: /order [target] text"),
+    ("machines", "machines and their live status"),
+    ("status", "fleet summary"),
+    ("orders", "recent orders from this chat"),
+    ("cancel", "cancel an order: /cancel ID"),
+    ("retry", "send an order again: /retry ID"),
+    ("health", "health checks: /health [target]"),
+    ("audit", "audit trail: /audit [severity=error] [type=T] [order=ID] [since=2h] [limit=N]"),
+    ("new", "start a fresh agent session: /new [target]"),
+    ("start", "your user id and whether you are authorized"),
+    ("help", "what this bot does"),
+]
+
+HELP = """<b>Galaxy</b> runs your orders on the fleet's machines.
+
+<b>/order</b> [target] text — send an order (target: a machine, a group or <code>all</code>; without one it goes to {default})
+Plain text in this chat is an order to {default} too.
+<b>/machines</b> — machines and their live status
+<b>/status</b> — fleet summary
+<b>/orders</b> — recent orders from this chat
+<b>/cancel</b> ID — cancel an order (or press Cancel under it)
+<b>/retry</b> ID — send an order again
+<b>/health</b> [target] — run the health checks
+<b>/audit</b> [severity=error] [type=T] [order=ID] [since=2h] [host=H] [limit=N] — the audit trail
+<b>/new</b> [target] — the next order starts a fresh agent session
+<b>/start</b> — your Telegram user id"""
+
+ACTIVE_ALERTS_KEY = "bot.active_alerts"
+# An alert kind that reports a problem clearing, and the kind of the problem.
+RECOVERY_OF = {"health_recovered": "health_failing", "node_up": "node_down"}
+# Order alerts the user already sees in the order's own chat.
+ORDER_ALERTS = ("order_failed", "order_timed_out", "order_interrupted", "order_cancelled", "order_lost")
+
+
+class TokenMissing(RuntimeError):
+    pass
+
+
+def read_token() -> str:
+    """The bot token from $GALAXY_TELEGRAM_TOKEN or the systemd credential; removed from the environment."""
+    from galaxy_fleet.config import secret
+
+    token = secret(TOKEN_CREDENTIAL, TOKEN_ENV)
+    os.environ.pop(TOKEN_ENV, None)
+    if not token:
+        raise TokenMissing(f"no bot token: set ${TOKEN_ENV} or hand over the systemd credential "
+                           f"{TOKEN_CREDENTIAL!r} (LoadCredential=)")
+    return token.strip()
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats as usual, then blanks out secrets (the token sits in every Bot API URL)."""
+
+    def __init__(self, fmt: str, secrets_: list[str]):
+        super().__init__(fmt)
+        self.secrets = [s for s in secrets_ if s]
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for s in self.secrets:
+            text = text.replace(s, "<token>")
+        return text
+
+
+def setup_logging(token: str, verbose: bool = False) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s", [token]))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # httpx logs every request URL at INFO; PTB's own loggers are chatty at DEBUG only.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+@dataclass
+class Tracker:
+    """One status message and the orders it follows (one, or a fan-out's parts)."""
+    chat_id: int
+    message_id: int
+    spec: str | None
+    records: dict[str, Any]
+    last_text: str = ""
+    last_markup: str = ""
+    last_edit: float = 0.0
+    edit_task: asyncio.Task[None] | None = None
+    dirty: bool = False
+    delivered: dict[str, tuple[str, float | None]] = field(default_factory=dict)
+    retry_after: float = 0.0  # when a failed delivery may be tried again (monotonic)
+    # Edits of one message are serialized (concurrent requests may land out of order) and
+    # deliveries too (the event pump, a submit and the periodic tick may all try).
+    edit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    finish_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.chat_id, self.message_id)
+
+    @property
+    def finished(self) -> bool:
+        return all(r.terminal for r in self.records.values())
+
+    @property
+    def undelivered(self) -> list[Any]:
+        return [r for r in self.records.values() if self.delivered.get(r.id) != (r.state, r.finished)]
+
+    def ordered(self) -> list[Any]:
+        return sorted(self.records.values(), key=lambda r: (r.host, r.id))
+
+
+@dataclass
+class Pending:
+    """An order waiting for its target (keyboard) or for a confirmation."""
+    token: str
+    user_id: int
+    user: str
+    chat_id: int
+    payload: str
+    expires: float
+    message_id: int | None = None
+    spec: str | None = None
+    hosts: list[str] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)  # the keyboard's targets
+    reason: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # executor/options/session of a retry
+
+
+class GalaxyBot:
+    def __init__(self, fleet: "Fleet", settings: BotSettings, token: str, *, audit: Any = None,
+                 manage_fleet: bool = True):
+        self.fleet = fleet
+        self.settings = settings
+        self.token = token
+        self.audit = audit
+        self.manage_fleet = manage_fleet
+        self.trackers: dict[tuple[int, int], Tracker] = {}
+        self.pending: dict[str, Pending] = {}
+        self.rates = RateLimiter()
+        self.refusal_rates = RateLimiter()
+        self.sent_alerts: set[str] = set()
+        self.down_jobs: dict[str, Any] = {}
+        self.active_alerts: dict[str, dict[str, Any]] = {}
+        self.events: asyncio.Queue[Any] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.pump: asyncio.Task[None] | None = None
+        self.app: Application | None = None
+        self.ready_hook: Callable[[], None] | None = None  # tests and sd_notify
+
+    # -- application -------------------------------------------------------------
+    def build(self) -> "Application":
+        from telegram.ext import (Application, CallbackQueryHandler, CommandHandler, MessageHandler,
+                                  filters)
+
+        builder = (Application.builder().token(self.token).base_url(self.settings.api_base_url)
+                   .base_file_url(self.settings.api_base_url.replace("/bot", "/file/bot", 1))
+                   .concurrent_updates(True)
+                   .get_updates_read_timeout(self.settings.poll_timeout + 10)
+                   .post_init(self._post_init).post_stop(self._post_stop).post_shutdown(self._post_shutdown))
+        app = builder.build()
+        if app.job_queue is None:
+            raise RuntimeError('the bot needs PTB\'s JobQueue: install "python-telegram-bot[job-queue]"')
+        for name, handler in (("start", self.cmd_start), ("help", self.cmd_help), ("order", self.cmd_order),
+                              ("machines", self.cmd_machines), ("status", self.cmd_status),
+                              ("orders", self.cmd_orders), ("cancel", self.cmd_cancel), ("retry", self.cmd_retry),
+                              ("health", self.cmd_health), ("audit", self.cmd_audit), ("new", self.cmd_new)):
+            app.add_handler(CommandHandler(name, handler))
+        app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND & filters.ChatType.PRIVATE, self.on_text))
+        app.add_handler(MessageHandler(filters.COMMAND, self.on_unknown_command))
+        app.add_handler(CallbackQueryHandler(self.on_callback))
+        app.add_error_handler(self.on_error)
+        self.app = app
+        return app
+
+    def run(self) -> None:
+        app = self.app or self.build()
+        app.run_polling(allowed_updates=["message", "callback_query"], timeout=self.settings.poll_timeout,
+                        drop_pending_updates=False, close_loop=True)
+
+    async def _post_init(self, app: "Application") -> None:
+        from telegram import BotCommand
+
+        self.loop = asyncio.get_running_loop()
+        self.events = asyncio.Queue()
+        self.active_alerts = self._load_active_alerts()
+        if self.manage_fleet:
+            await asyncio.to_thread(self.fleet.start)
+        self.fleet.subscribe(self._from_router)
+        try:
+            await app.bot.set_my_commands([BotCommand(n, d) for n, d in COMMANDS])
+        except Exception:
+            log.warning("setMyCommands failed", exc_info=True)
+        # Orders still moving when the bot last stopped: follow them again.
+        cutoff = time.time() - 86400
+        for rec in await asyncio.to_thread(self.fleet.orders, 500):
+            if not rec.terminal and rec.chat_id is not None and rec.message_id is not None and rec.created > cutoff:
+                self._track(rec)
+        # Answers and alerts that were not delivered before the bot stopped.
+        for ev in await asyncio.to_thread(self.fleet.pending):
+            self.events.put_nowait(ev)
+        self.pump = asyncio.create_task(self._pump(), name="galaxy-bot-events")
+        assert app.job_queue is not None
+        app.job_queue.run_repeating(self._tick, interval=self.settings.progress_interval,
+                                    first=self.settings.progress_interval, name="progress")
+        log.info("bot ready: %d machines, %d orders followed, %d authorized users", len(self.fleet.machines()),
+                 len(self.trackers), len(self.settings.authorized_users))
+        from galaxy_fleet.sdnotify import notify
+
+        notify("READY=1")
+        if self.ready_hook:
+            self.ready_hook()
+
+    async def _post_stop(self, app: "Application") -> None:
+        if self.pump:
+            self.pump.cancel()
+            try:
+                await self.pump
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _post_shutdown(self, app: "Application") -> None:
+        from galaxy_fleet.sdnotify import notify
+
+        notify("STOPPING=1")
+        if self.manage_fleet:
+            await asyncio.to_thread(self.fleet.stop)
+        if self.audit is not None:
+            try:
+                self.audit.close()
+            except OSError:
+                pass
+
+    async def on_error(self, update: object, context: "ContextTypes.DEFAULT_TYPE") -> None:
+        log.error("error while handling an update: %s", context.error, exc_info=context.error)
+
+    # -- small helpers ---------------------------------------------------------------
+    @property
+    def bot(self) -> Any:
+        assert self.app is not None
+        return self.app.bot
+
+    @staticmethod
+    def _user_name(user: Any) -> str:
+        return f"telegram:{user.id}" + (f"(@{user.username})" if getattr(user, "username", None) else "")
+
+    def _audit(self, type_: str, *, severity: str = "warning", message: str = "", user: str | None = None,
+               **data: Any) -> None:
+        if self.audit is None:
+            return
+        try:
+            self.audit.append(type_, severity=severity, message=message, user=user,
+                              **{k: v for k, v in data.items() if v is not None})
+        except Exception:  # the audit trail must not take the bot down
+            log.warning("could not write audit event %s", type_, exc_info=True)
+
+    async def _reply(self, update: "Update", text: str, **kwargs: Any) -> "Message | None":
+        from telegram.constants import ParseMode
+
+        msg = update.effective_message
+        if msg is None:
+            return None
+        return await self._send(msg.chat_id, text, reply_to=msg.message_id, parse_mode=ParseMode.HTML, **kwargs)
+
+    async def _send(self, chat_id: int, text: str, *, reply_to: int | None = None, parse_mode: str | None = "HTML",
+                    **kwargs: Any) -> "Message":
+        from telegram import ReplyParameters
+        from telegram.error import BadRequest
+
+        reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
+        try:
+            return await self.bot.send_message(chat_id, text, parse_mode=parse_mode, reply_parameters=reply,
+                                               **kwargs)
+        except BadRequest as exc:
+            if parse_mode and "parse" in str(exc).lower():  # our HTML was refused: send it plain
+                return await self.bot.send_message(chat_id, render.html_to_text(text), reply_parameters=reply,
+                                                   **kwargs)
+            raise
+
+    async def _admit(self, update: "Update", what: str) -> bool:
+        user = update.effective_user
+        if user is not None and self.settings.is_authorized(user.id):
+            return True
+        await self._refuse(update, "unauthorized", what)
+        return False
+
+    async def _refuse(self, update: "Update", reason: str, what: str, text: str = "⛔ Not authorized.") -> None:
+        user = update.effective_user
+        chat = update.effective_chat
+        uid = user.id if user else None
+        self._audit("bot_refused", message=f"{reason}: {what}", user=self._user_name(user) if user else None,
+                    reason=reason, request=what, chat_id=chat.id if chat else None,
+                    chat_type=chat.type if chat else None)
+        log.info("refused %s from user %s in chat %s: %s", what, uid, chat.id if chat else None, reason)
+        if update.callback_query is not None:
+            await update.callback_query.answer(text, show_alert=False)
+            return
+        if self.refusal_rates.check(uid, self.settings.refusal_replies_per_minute) == 0:
+            await self._reply(update, render.esc(text))
+
+    def _command_text(self, update: "Update") -> str:
+        """The text after the /command (newlines kept)."""
+        msg = update.effective_message
+        text = (msg.text or "") if msg else ""
+        parts = text.split(maxsplit=1)
+        return parts[1].strip() if len(parts) > 1 else ""
+
+    def _resolve(self, spec: str) -> list[str]:
+        return self.fleet.resolve(spec)
+
+    def _machine_names(self) -> list[str]:
+        return [m["name"] for m in self.fleet.machines()]
+
+    def _default_target(self) -> str | None:
+        if self.settings.default_machine:
+            return self.settings.default_machine
+        names = self._machine_names()
+        return names[0] if len(names) == 1 else None
+
+    def _allowed_hosts(self, user_id: int) -> list[str] | None:
+        policy = self.settings.users.get(user_id)
+        if policy is None or policy.targets is None:
+            return None
+        return [h for h in self._machine_names() if not self.settings.forbidden_hosts(user_id, [h], self._resolve)]
+
+    # -- commands ------------------------------------------------------------------------
+    async def cmd_start(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        user = update.effective_user
+        if user is None:
+            return
+        if not self.settings.is_authorized(user.id):
+            await self._refuse(update, "unauthorized", "/start",
+                               f"Your Telegram user id is {user.id}. You are not authorized to use this bot.")
+            return
+        default = self._default_target()
+        await self._reply(update, f"Hello {render.esc(user.first_name)}. Your Telegram user id is "
+                                  f"<code>{user.id}</code>; you are <b>authorized</b>.\n"
+                                  f"Orders without a target go to {render.esc(default or '(you choose)')}. "
+                                  f"/help lists the commands.")
+
+    async def cmd_help(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        if not await self._admit(update, "/help"):
+            return
+        default = self._default_target()
+        await self._reply(update, HELP.format(default=f"<b>{render.esc(default)}</b>" if default
+                                              else "the machine you pick"))
+
+    async def cmd_order(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        if not await self._admit(update, "/order"):
+            return
+        text = self._command_text(update)
+        spec, payload = self._split_target(text)
+        if not payload:
+            await self._reply(update, "Usage: <code>/order [target] what to do</code>\n"
+                                      "target: a machine, a group or <code>all</code> (see /machines)")
+            return
+        await self._order(update, spec, payload)
+
+    async def on_text(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        if not await self._admit(update, "text"):
+            return
+        msg = update.effective_message
+        if msg is None or not (msg.text or "").strip():
+            return
+        await self._order(update, None, msg.text.strip())
+
+    async def on_unknown_command(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        if not await self._admit(update, "unknown command"):
+            return
+        await self._reply(update, "Unknown command. /help lists what I understand.")
+
+    def _split_target(self, text: str) -> tuple[str | None, str]:
+        """``web1 fix it`` → ("web1", "fix it") when web1 is a target; else (None, text)."""
+        parts = text.split(maxsplit=1)
+        if not parts:
+            return None, ""
+        try:
+            self._resolve(parts[0])
+        except ValueError:
+            return None, text
+        return parts[0], parts[1].strip() if len(parts) > 1 else ""
+
+    async def _order(self, update: "Update", spec: str | None, payload: str) -> None:
+        from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+        user, chat, msg = update.effective_user, update.effective_chat, update.effective_message
+        assert user is not None and chat is not None and msg is not None
+        wait = self.rates.check(user.id, self.settings.rate_for(user.id))
+        if wait:
+            self._audit("bot_refused", message=f"rate limited: {render.preview(payload, 80)}",
+                        user=self._user_name(user), reason="rate_limited", chat_id=chat.id)
+            await self._reply(update, f"🐢 Slow down: at most {self.settings.rate_for(user.id)} orders a minute. "
+                                      f"Try again in {int(wait) + 1} s.")
+            return
+        if spec is None:
+            spec = self._default_target()
+        if spec is None:
+            allowed = self._allowed_hosts(user.id)
+            names = allowed if allowed is not None else self._machine_names()
+            options = names + ([] if allowed is not None or len(names) < 2 else ["all"])
+            token = secrets.token_hex(4)
+            self.pending[token] = Pending(token, user.id, self._user_name(user), chat.id, payload,
+                                          time.monotonic() + 600, options=options)
+            rows = [[InlineKeyboardButton(o, callback_data=f"t:{token}:{i}")
+                     for i, o in enumerate(options)][j:j + 3] for j in range(0, len(options), 3)]
+            rows.append([InlineKeyboardButton("✖ Cancel", callback_data=f"no:{token}")])
+            sent = await self._reply(update, f"Which machine should do this?\n<i>{render.esc(render.preview(payload))}"
+                                             f"</i>", reply_markup=InlineKeyboardMarkup(rows))
+            if sent is not None:
+                self.pending[token].message_id = sent.message_id
+            return
+        await self._checked_submit(user.id, self._user_name(user), chat.id, spec, payload, reply_to=msg.message_id)
+
+    async def _checked_submit(self, user_id: int, user: str, chat_id: int, spec: str, payload: str, *,
+                              reply_to: int | None = None, status_message_id: int | None = None,
+                              confirmed: bool = False, extra: dict[str, Any] | None = None) -> None:
+        from galaxy_fleet.control import TargetError
+
+        async def say(text: str) -> None:
+            if status_message_id is not None:
+                await self._edit(chat_id, status_message_id, text, None)
+            else:
+                await self._send(chat_id, text, reply_to=reply_to)
+
+        try:
+            hosts = self._resolve(spec)
+        except TargetError as exc:
+            await say(f"❓ {render.esc(exc)}")
+            return
+        forbidden = self.settings.forbidden_hosts(user_id, hosts, self._resolve)
+        if forbidden:
+            self._audit("bot_refused", message=f"target not allowed: {', '.join(forbidden)}", user=user,
+                        reason="target_not_allowed", target=spec, chat_id=chat_id)
+            await say(f"⛔ You may not send orders to {render.esc(', '.join(forbidden))}.")
+            return
+        reason = None if confirmed else self.settings.danger(hosts, payload, self._resolve)
+        if reason:
+            await self._ask_confirmation(user_id, user, chat_id, spec, hosts, payload, reason, reply_to=reply_to,
+                                         status_message_id=status_message_id, extra=extra)
+            return
+        await self._submit(user, chat_id, spec, payload, reply_to=reply_to, status_message_id=status_message_id,
+                           extra=extra)
+
+    async def _submit(self, user: str, chat_id: int, spec: str, payload: str, *, reply_to: int | None = None,
+                      status_message_id: int | None = None, extra: dict[str, Any] | None = None) -> None:
+        from galaxy_fleet.control import TargetError
+
+        if status_message_id is None:
+            status = await self._send(chat_id, f"📨 Sending to <b>{render.esc(spec)}</b>…\n"
+                                               f"<i>{render.esc(render.preview(payload))}</i>", reply_to=reply_to)
+            status_message_id = status.message_id
+        else:
+            await self._edit(chat_id, status_message_id, f"📨 Sending to <b>{render.esc(spec)}</b>…\n"
+                                                         f"<i>{render.esc(render.preview(payload))}</i>", None)
+        extra = dict(extra or {})
+        try:
+            records = await asyncio.to_thread(self.fleet.submit, spec, payload, user=user, chat_id=chat_id,
+                                              message_id=status_message_id, **extra)
+        except (TargetError, ValueError) as exc:
+            await self._edit(chat_id, status_message_id, f"❌ Not sent: {render.esc(exc)}", None)
+            return
+        except Exception as exc:
+            log.exception("submit to %s failed", spec)
+            await self._edit(chat_id, status_message_id, f"❌ Not sent: {render.esc(exc)}", None)
+            return
+        for rec in records:
+            self._track(rec)
+        tracker = self.trackers.get((chat_id, status_message_id))
+        if tracker is not None:
+            tracker.spec = spec
+            if tracker.finished:
+                await self._finish(tracker)
+            else:
+                self._schedule_edit(tracker)
+                await self._typing(chat_id)
+
+    async def _ask_confirmation(self, user_id: int, user: str, chat_id: int, spec: str, hosts: list[str],
+                                payload: str, reason: str, *, reply_to: int | None,
+                                status_message_id: int | None, extra: dict[str, Any] | None) -> None:
+        from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+        seconds = self.settings.dangerous.confirm_seconds
+        token = secrets.token_hex(4)
+        pending = Pending(token, user_id, user, chat_id, payload, time.monotonic() + seconds, spec=spec,
+                          hosts=hosts, reason=reason, extra=dict(extra or {}))
+        text = (f"⚠️ <b>Dangerous order</b> for <b>{render.esc(spec)}</b>: {render.esc(reason)}.\n"
+                f"<i>{render.esc(render.preview(payload, 300))}</i>\n"
+                f"Confirm within {int(seconds)} s, or it is not sent.")
+        markup = InlineKeyboardMarkup([[InlineKeyboardButton("✅ Confirm", callback_data=f"ok:{token}"),
+                                        InlineKeyboardButton("✖ Cancel", callback_data=f"no:{token}")]])
+        if status_message_id is not None:
+            await self._edit(chat_id, status_message_id, text, markup)
+            pending.message_id = status_message_id
+        else:
+            sent = await self._send(chat_id, text, reply_to=reply_to, reply_markup=markup)
+            pending.message_id = sent.message_id
+        self.pending[token] = pending
+        self._audit("bot_confirm_asked", severity="info", message=reason, user=user, target=spec, chat_id=chat_id)
+        assert self.app is not None and self.app.job_queue is not None
+        self.app.job_queue.run_once(self._expire_confirmation, seconds, data=token, name=f"confirm:{token}")
+
+    async def _expire_confirmation(self, context: "ContextTypes.DEFAULT_TYPE") -> None:
+        token = context.job.data if context.job else None
+        pending = self.pending.pop(str(token), None)
+        if pending is None or pending.message_id is None:
+            return
+        self._audit("bot_confirm_expired", severity="info", message=f"not confirmed: {pending.reason}",
+                    user=pending.user, target=pending.spec, chat_id=pending.chat_id)
+        await self._edit(pending.chat_id, pending.message_id,
+                         f"⌛ Not confirmed in time: the order to <b>{render.esc(pending.spec)}</b> was not sent.\n"
+                         f"<i>{render.esc(render.preview(pending.payload))}</i>", None)
+
+    async def cmd_machines(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        if not await self._admit(update, "/machines"):
+            return
+        await self._send_long(update, render.machines_text(await asyncio.to_thread(self.fleet.machines)))
+
+    async def cmd_status(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        if not await self._admit(update, "/status"):
+            return
+        machines = await asyncio.to_thread(self.fleet.machines)
+        recent = await asyncio.to_thread(self.fleet.orders, 1000)
+        await self._reply(update, render.fleet_status_text(machines, recent, len(self.active_alerts)))
+
+    async def cmd_orders(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        if not await self._admit(update, "/orders"):
+            return
+        chat = update.effective_chat
+        assert chat is not None
+        limit = 10
+        arg = self._command_text(update)
+        if arg.isdigit():
+            limit = max(1, min(int(arg), 30))
+        records = await asyncio.to_thread(self.fleet.orders, limit, chat.id)
+        await self._send_long(update, render.orders_text(records))
+
+    def _find_order(self, chat_id: int, ref: str) -> Any:
+        """An order by id, or by a unique prefix/suffix of the id among this chat's recent orders."""
+        rec = self.fleet.order(ref)
+        if rec is not None:
+            return rec
+        matches = [r for r in self.fleet.orders(200, chat_id) if r.id.startswith(ref) or r.id.endswith(ref)]
+        return matches[0] if len(matches) == 1 else None
+
+    def _may_touch(self, user_id: int, chat_id: int, rec: Any) -> bool:
+        if self.settings.forbidden_hosts(user_id, [rec.host], self._resolve):
+            return False
+        own = f"telegram:{user_id}"
+        return rec.chat_id == chat_id or rec.user == own or (rec.user or "").startswith(own + "(")
+
+    async def cmd_cancel(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        if not await self._admit(update, "/cancel"):
+            return
+        ref = self._command_text(update)
+        if not ref:
+            await self._reply(update, "Usage: <code>/cancel ORDER_ID</code> (see /orders)")
+            return
+        user, chat = update.effective_user, update.effective_chat
+        assert user is not None and chat is not None
+        rec = await asyncio.to_thread(self._find_order, chat.id, ref)
+        if rec is None or not self._may_touch(user.id, chat.id, rec):
+            await self._reply(update, f"No order <code>{render.esc(ref)}</code> of yours.")
+            return
+        await self._reply(update, await self._cancel([rec], self._user_name(user)))
+
+    async def _cancel(self, records: list[Any], user: str) -> str:
+        from galaxy_fleet.control import NodeUnavailable
+
+        lines = []
+        for rec in records:
+            if rec.terminal:
+                lines.append(f"{render.esc(rec.host)}: already {render.esc(render.state_label(rec.state))}")
+                continue
+            try:
+                await asyncio.to_thread(self.fleet.cancel, rec.id, user=user)
+                lines.append(f"🚫 Cancelling on {render.esc(rec.host)}…")
+            except NodeUnavailable as exc:
+                lines.append(f"❌ {render.esc(rec.host)} is unreachable: {render.esc(exc)}")
+            except Exception as exc:
+                lines.append(f"❌ {render.esc(rec.host)}: {render.esc(exc)}")
+        self._audit("bot_cancel", severity="info", message="; ".join(render.html_to_text(x) for x in lines),
+                    user=user, order_ids=[r.id for r in records])
+        return "\n".join(lines) or "Nothing to cancel."
+
+    async def cmd_retry(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        if not await self._admit(update, "/retry"):
+            return
+        ref = self._command_text(update)
+        if not ref:
+            await self._reply(update, "Usage: <code>/retry ORDER_ID</code> (see /orders)")
+            return
+        user, chat, msg = update.effective_user, update.effective_chat, update.effective_message
+        assert user is not None and chat is not None and msg is not None
+        rec = await asyncio.to_thread(self._find_order, chat.id, ref)
+        if rec is None or not self._may_touch(user.id, chat.id, rec):
+            await self._reply(update, f"No order <code>{render.esc(ref)}</code> of yours.")
+            return
+        await self._retry(user.id, self._user_name(user), chat.id, rec, reply_to=msg.message_id)
+
+    async def _retry(self, user_id: int, user: str, chat_id: int, rec: Any, reply_to: int | None) -> None:
+        wait = self.rates.check(user_id, self.settings.rate_for(user_id))
+        if wait:
+            self._audit("bot_refused", message="rate limited: retry", user=user, reason="rate_limited",
+                        chat_id=chat_id)
+            await self._send(chat_id, f"🐢 Slow down: try again in {int(wait) + 1} s.", reply_to=reply_to)
+            return
+        # A retry is a new order with the same host, payload, executor, options and session
+        # (it goes through the same checks: a dangerous order is confirmed again).
+        options = dict(rec.options or {})
+        timeout = options.pop("_timeout", None)
+        extra = {"executor": rec.executor, "options": options or None, "session_key": rec.session_key,
+                 "timeout": timeout}
+        await self._checked_submit(user_id, user, chat_id, rec.host, rec.payload, reply_to=reply_to,
+                                   extra={k: v for k, v in extra.items() if v is not None})
+
+    async def cmd_health(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        from galaxy_fleet.control import TargetError
+
+        if not await self._admit(update, "/health"):
+            return
+        user = update.effective_user
+        assert user is not None
+        spec = self._command_text(update) or None
+        allowed = self._allowed_hosts(user.id)
+        try:
+            hosts = self._resolve(spec) if spec else (allowed if allowed is not None else None)
+        except TargetError as exc:
+            await self._reply(update, f"❓ {render.esc(exc)}")
+            return
+        if hosts is not None and allowed is not None and set(hosts) - set(allowed):
+            await self._reply(update, "⛔ You may not query " + render.esc(", ".join(sorted(set(hosts) - set(allowed)))))
+            return
+        await self._typing(update.effective_chat.id if update.effective_chat else user.id)
+        results = await asyncio.to_thread(self.fleet.health, ",".join(hosts) if hosts is not None else None)
+        await self._send_long(update, render.health_text(results))
+
+    AUDIT_KEYS = {"severity": "severity", "type": "type", "order": "order_id", "order_id": "order_id",
+                  "since": "since", "until": "until", "limit": "limit", "host": "host", "target": "host"}
+
+    def _audit_filters(self, text: str) -> dict[str, Any]:
+        from galaxy_fleet.audit import SEVERITIES, AuditError, parse_time
+
+        filters: dict[str, Any] = {}
+        tokens = text.split()
+        i = 0
+        while i < len(tokens):
+            tok = tokens[i].lstrip("-")
+            if "=" in tok:
+                key, value = tok.split("=", 1)
+            elif i + 1 < len(tokens):
+                key, value = tok, tokens[i + 1]
+                i += 1
+            else:
+                raise ValueError(f"{tokens[i]!r} needs a value, e.g. severity=error")
+            i += 1
+            if key not in self.AUDIT_KEYS:
+                raise ValueError(f"unknown filter {key!r}; use severity, type, order, since, until, host, limit")
+            filters[self.AUDIT_KEYS[key]] = value
+        if "limit" in filters:
+            if not str(filters["limit"]).isdigit():
+                raise ValueError("limit must be a number")
+            filters["limit"] = max(1, min(int(filters["limit"]), 50))
+        else:
+            filters["limit"] = 15
+        sev = filters.get("severity")
+        if sev:
+            if sev.endswith("+") and sev[:-1] in SEVERITIES:
+                filters["severity"] = ",".join(SEVERITIES[SEVERITIES.index(sev[:-1]):])
+            elif any(s not in SEVERITIES for s in sev.split(",")):
+                raise ValueError(f"severity must be one of {', '.join(SEVERITIES)} (or S+ for S and above)")
+        for key in ("since", "until"):
+            if key in filters:
+                try:
+                    filters[key] = parse_time(filters[key])
+                except AuditError as exc:
+                    raise ValueError(str(exc)) from None
+        return filters
+
+    async def cmd_audit(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        from galaxy_fleet.control import TargetError
+
+        if not await self._admit(update, "/audit"):
+            return
+        user = update.effective_user
+        assert user is not None
+        try:
+            filters = self._audit_filters(self._command_text(update))
+        except ValueError as exc:
+            await self._reply(update, f"❓ {render.esc(exc)}")
+            return
+        spec = filters.pop("host", None)
+        allowed = self._allowed_hosts(user.id)
+        try:
+            hosts = self._resolve(spec) if spec else None
+        except TargetError as exc:
+            await self._reply(update, f"❓ {render.esc(exc)}")
+            return
+        if allowed is not None:
+            hosts = [h for h in (hosts or allowed) if h in allowed]
+            if not hosts:
+                await self._reply(update, "⛔ You may not read the audit trail of those machines.")
+                return
+        events = await asyncio.to_thread(self.fleet.audit, ",".join(hosts) if hosts else None, **filters)
+        await self._reply(update, render.audit_text(events))
+
+    async def cmd_new(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        from galaxy_fleet.control import TargetError
+
+        if not await self._admit(update, "/new"):
+            return
+        user, chat = update.effective_user, update.effective_chat
+        assert user is not None and chat is not None
+        spec = self._command_text(update) or self._default_target() or "all"
+        try:
+            hosts = self._resolve(spec)
+        except TargetError as exc:
+            await self._reply(update, f"❓ {render.esc(exc)}")
+            return
+        forbidden = self.settings.forbidden_hosts(user.id, hosts, self._resolve)
+        if forbidden:
+            if spec == "all":
+                hosts = [h for h in hosts if h not in forbidden]
+            else:
+                await self._reply(update, f"⛔ You may not use {render.esc(', '.join(forbidden))}.")
+                return
+        for host in hosts:
+            await asyncio.to_thread(self.fleet.sessions.new, chat.id, host)
+        self._audit("bot_new_session", severity="info", message=", ".join(hosts), user=self._user_name(user),
+                    chat_id=chat.id)
+        await self._reply(update, f"🆕 Fresh agent session on <b>{render.esc(', '.join(hosts))}</b>: "
+                                  "the next order from this chat starts without the earlier conversation.")
+
+    async def _send_long(self, update: "Update", html_text: str) -> None:
+        msg = update.effective_message
+        if msg is None:
+            return
+        if render.tg_len(html_text) <= render.TELEGRAM_LIMIT:
+            await self._reply(update, html_text)
+            return
+        chunk: list[str] = []
+        for line in html_text.split("\n"):
+            if chunk and render.tg_len("\n".join([*chunk, line])) > render.TELEGRAM_LIMIT:
+                await self._reply(update, "\n".join(chunk))
+                chunk = []
+            chunk.append(line)
+        if chunk:
+            await self._reply(update, "\n".join(chunk))
+
+    # -- buttons ------------------------------------------------------------------------
+    async def on_callback(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
+        query = update.callback_query
+        if query is None:
+            return
+        if not await self._admit(update, f"button {query.data}"):
+            return
+        user = query.from_user
+        chat_id = query.message.chat.id if query.message else user.id
+        kind, _, rest = (query.data or "").partition(":")
+        if kind in ("t", "ok", "no"):
+            token, _, index = rest.partition(":")
+            pending = self.pending.get(token)
+            if pending is None or pending.expires < time.monotonic():
+                self.pending.pop(token, None)
+                await query.answer("This request has expired.")
+                return
+            if pending.user_id != user.id:
+                await query.answer("Only the person who sent the order can answer this.")
+                return
+            self.pending.pop(token, None)
+            if kind == "no":
+                await query.answer("Not sent.")
+                self._cancel_job(f"confirm:{token}")
+                await self._edit(chat_id, pending.message_id or 0,
+                                 f"✖ Not sent.\n<i>{render.esc(render.preview(pending.payload))}</i>", None)
+                return
+            if kind == "ok":
+                self._cancel_job(f"confirm:{token}")
+                await query.answer("Confirmed.")
+                self._audit("bot_confirmed", severity="info", message=pending.reason, user=pending.user,
+                            target=pending.spec, chat_id=chat_id)
+                await self._checked_submit(pending.user_id, pending.user, chat_id, pending.spec or "",
+                                           pending.payload, status_message_id=pending.message_id, confirmed=True,
+                                           extra=pending.extra)
+                return
+            try:
+                spec = pending.options[int(index)]
+            except (ValueError, IndexError):
+                await query.answer("Unknown choice.")
+                return
+            await query.answer(f"Sending to {spec}")
+            await self._checked_submit(pending.user_id, pending.user, chat_id, spec, pending.payload,
+                                       status_message_id=pending.message_id)
+            return
+        if kind in ("c", "r"):
+            rec = await asyncio.to_thread(self.fleet.order, rest)
+            if rec is None or not self._may_touch(user.id, chat_id, rec):
+                await query.answer("Not your order.")
+                return
+            if kind == "c":
+                tracker = self.trackers.get((rec.chat_id, rec.message_id)) if rec.message_id else None
+                targets = [r for r in tracker.records.values()] if tracker else [rec]
+                await query.answer("Cancelling…")
+                text = await self._cancel([r for r in targets if not r.terminal] or [rec], self._user_name(user))
+                if "❌" in text:
+                    await self._send(chat_id, text, reply_to=query.message.message_id if query.message else None)
+                return
+            await query.answer("Sending again…")
+            await self._retry(user.id, self._user_name(user), chat_id, rec,
+                              reply_to=query.message.message_id if query.message else None)
+            return
+        await query.answer("Unknown button.")
+
+    def _cancel_job(self, name: str) -> None:
+        if self.app and self.app.job_queue:
+            for job in self.app.job_queue.get_jobs_by_name(name):
+                job.schedule_removal()
+
+    # -- following orders -------------------------------------------------------------------
+    def _from_router(self, ev: "FleetEvent") -> None:
+        """Fleet callback, on a router thread: hand the event to the bot's loop."""
+        loop, queue = self.loop, self.events
+        if loop is None or queue is None:
+            return
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, ev)
+        except RuntimeError:  # the loop is closed: the bot is stopping; pending() catches up next start
+            pass
+
+    async def _pump(self) -> None:
+        assert self.events is not None
+        while True:
+            ev = await self.events.get()
+            try:
+                await self._handle(ev)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not handle a %s event from %s", ev.kind, ev.host)
+
+    async def _handle(self, ev: "FleetEvent") -> None:
+        if ev.kind == "order" and ev.record is not None:
+            rec = ev.record
+            if rec.chat_id is None:
+                return  # not from Telegram (galaxy send, MCP, Ansible)
+            if rec.message_id is None:
+                if rec.terminal and not rec.delivered:
+                    status = await self._send(rec.chat_id, render.status_text([rec]))
+                    rec.message_id = status.message_id
+                else:
+                    return
+            tracker = self._track(rec)
+            if tracker.finished:
+                await self._finish(tracker)
+            else:
+                self._schedule_edit(tracker)
+        elif ev.kind == "alert" and ev.alert is not None:
+            await self._alert(ev)
+        elif ev.kind in ("node_down", "node_up"):
+            await self._node_state(ev)
+
+    def _track(self, rec: Any) -> Tracker:
+        key = (rec.chat_id, rec.message_id)
+        tracker = self.trackers.get(key)
+        if tracker is None:
+            siblings = [rec]
+            if rec.batch:
+                siblings = [r for r in self.fleet.orders(100000, None, rec.batch)
+                            if (r.chat_id, r.message_id) == key] or [rec]
+            tracker = Tracker(rec.chat_id, rec.message_id, rec.target_spec, {r.id: r for r in siblings})
+            for r in siblings:
+                if r.delivered:
+                    tracker.delivered[r.id] = (r.state, r.finished)
+            self.trackers[key] = tracker
+        old = tracker.records.get(rec.id)
+        if old is None or rec.updated >= old.updated:
+            tracker.records[rec.id] = rec
+        return tracker
+
+    def _markup(self, tracker: Tracker) -> Any:
+        from telegram import InlineKeyboardButton, InlineKeyboardMarkup
+
+        recs = tracker.ordered()
+        if not tracker.finished:
+            first_active = next(r for r in recs if not r.terminal)
+            label = "🚫 Cancel" if len(recs) == 1 else "🚫 Cancel all"
+            return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=f"c:{first_active.id}")]])
+        retry = [r for r in recs if r.state in ("interrupted", "failed", "timed_out")][:6]
+        if not retry:
+            return None
+        return InlineKeyboardMarkup([[InlineKeyboardButton("🔁 Retry" + (f" {r.host}" if len(recs) > 1 else ""),
+                                                           callback_data=f"r:{r.id}")] for r in retry])
+
+    def _schedule_edit(self, tracker: Tracker) -> None:
+        tracker.dirty = True
+        if tracker.edit_task is None or tracker.edit_task.done():
+            tracker.edit_task = asyncio.create_task(self._edit_loop(tracker))
+
+    async def _edit_loop(self, tracker: Tracker) -> None:
+        while tracker.dirty:
+            wait = tracker.last_edit + self.settings.min_edit_interval - time.monotonic()
+            if wait > 0 and not tracker.finished:
+                await asyncio.sleep(wait)
+            tracker.dirty = False
+            await self._refresh(tracker)
+
+    async def _refresh(self, tracker: Tracker) -> None:
+        async with tracker.edit_lock:  # the text is computed inside: the last edit shows the latest state
+            text = render.status_text(tracker.ordered(), tracker.spec)
+            markup = self._markup(tracker)
+            mkey = repr(markup.to_dict()) if markup else ""
+            if text == tracker.last_text and mkey == tracker.last_markup:
+                return
+            if await self._edit(tracker.chat_id, tracker.message_id, text, markup):
+                tracker.last_text, tracker.last_markup = text, mkey
+                tracker.last_edit = time.monotonic()
+
+    async def _edit(self, chat_id: int, message_id: int, text: str, markup: Any) -> bool:
+        from telegram.constants import ParseMode
+        from telegram.error import BadRequest, RetryAfter, TelegramError
+
+        for _ in range(3):
+            try:
+                await self.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id,
+                                                 parse_mode=ParseMode.HTML, reply_markup=markup)
+                return True
+            except RetryAfter as exc:
+                await asyncio.sleep(_seconds(exc.retry_after))
+            except BadRequest as exc:
+                if "not modified" in str(exc).lower():
+                    return True
+                if "parse" in str(exc).lower():
+                    text, markup = render.html_to_text(text), markup
+                    try:
+                        await self.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id,
+                                                         reply_markup=markup)
+                        return True
+                    except TelegramError:
+                        pass
+                log.warning("cannot edit message %s in chat %s: %s", message_id, chat_id, exc)
+                return False
+            except TelegramError as exc:
+                log.warning("cannot edit message %s in chat %s: %s", message_id, chat_id, exc)
+                return False
+        return False
+
+    async def _typing(self, chat_id: int) -> None:
+        from telegram.constants import ChatAction
+        from telegram.error import TelegramError
+
+        try:
+            await self.bot.send_chat_action(chat_id, ChatAction.TYPING)
+        except TelegramError as exc:
+            log.debug("typing action in %s failed: %s", chat_id, exc)
+
+    async def _finish(self, tracker: Tracker) -> None:
+        async with tracker.finish_lock:
+            await self._finish_locked(tracker)
+
+    async def _finish_locked(self, tracker: Tracker) -> None:
+        """All parts finished: final status, the answer, then mark them delivered."""
+        from telegram.error import TelegramError
+
+        todo = tracker.undelivered
+        if not todo:
+            self.trackers.pop(tracker.key, None)
+            return
+        tracker.dirty = False
+        await self._refresh(tracker)
+        records = tracker.ordered()
+        # Parts delivered before (e.g. a node that was given up on and answered later) are sent alone.
+        show = records if len(todo) == len(records) or not tracker.delivered else todo
+        try:
+            await self._send_answer(tracker, show)
+        except TelegramError as exc:
+            log.warning("answer for %s not delivered yet (%s); will retry", [r.id for r in todo], exc)
+            tracker.retry_after = time.monotonic() + 5
+            return
+        from galaxy_fleet.control import FleetEvent
+
+        for rec in todo:
+            tracker.delivered[rec.id] = (rec.state, rec.finished)
+            await asyncio.to_thread(self.fleet.delivered, FleetEvent("order", rec.host, record=rec))
+        self.trackers.pop(tracker.key, None)
+
+    async def _send_answer(self, tracker: Tracker, records: list[Any]) -> None:
+        from telegram import ReplyParameters
+        from telegram.constants import ParseMode
+
+        md = render.answer_markdown(records, tracker.spec)
+        parts = render.split_markdown(md, limit=render.TELEGRAM_LIMIT - 16, max_parts=self.settings.max_parts)
+        if parts is not None:
+            for part in render.number_parts(parts):
+                await self._send(tracker.chat_id, part, reply_to=tracker.message_id)
+            return
+        content = render.answer_document(records)
+        name = f"order-{records[0].id}.md" if len(records) == 1 else f"orders-{records[0].batch or records[0].id}.md"
+        caption = render.document_summary(records, tracker.spec, name, len(content))
+        await self.bot.send_document(tracker.chat_id, content.encode("utf-8"), filename=name, caption=caption,
+                                     parse_mode=ParseMode.HTML,
+                                     reply_parameters=ReplyParameters(tracker.message_id,
+                                                                      allow_sending_without_reply=True))
+
+    async def _tick(self, context: "ContextTypes.DEFAULT_TYPE") -> None:
+        """Every progress_interval: elapsed times, typing actions, retried deliveries, expired choices."""
+        now = time.monotonic()
+        typing: set[int] = set()
+        for tracker in list(self.trackers.values()):
+            if tracker.finished:
+                if now >= tracker.retry_after:
+                    await self._finish(tracker)
+                continue
+            if any(r.state == "running" for r in tracker.records.values()):
+                typing.add(tracker.chat_id)
+            self._schedule_edit(tracker)
+        for chat_id in typing:
+            await self._typing(chat_id)
+        for token in [t for t, p in self.pending.items() if p.expires < now and not p.reason]:
+            self.pending.pop(token, None)
+        self.rates.prune()
+        self.refusal_rates.prune()
+
+    # -- alerts -------------------------------------------------------------------------------
+    def _load_active_alerts(self) -> dict[str, dict[str, Any]]:
+        import json
+
+        store = getattr(self.fleet, "store", None)
+        if store is None:
+            return {}
+        try:
+            return json.loads(store.get(ACTIVE_ALERTS_KEY) or "{}")
+        except ValueError:
+            return {}
+
+    def _save_active_alerts(self) -> None:
+        import json
+
+        store = getattr(self.fleet, "store", None)
+        if store is not None:
+            store.put(ACTIVE_ALERTS_KEY, json.dumps(self.active_alerts))
+
+    async def _broadcast(self, text: str, skip: set[int] | None = None) -> None:
+        for chat_id in self.settings.alert_chats:
+            if skip and chat_id in skip:
+                continue
+            await self._send(chat_id, text)
+
+    async def _alert(self, ev: "FleetEvent") -> None:
+        alert = ev.alert or {}
+        alert_id = str(alert.get("id"))
+        if alert_id in self.sent_alerts:
+            await asyncio.to_thread(self.fleet.delivered, ev)
+            return
+        kind = str(alert.get("kind", "alert"))
+        host = str(alert.get("host") or ev.host)
+        message = str(alert.get("message") or kind)
+        text: str | None
+        if kind in RECOVERY_OF:
+            family = f"{RECOVERY_OF[kind]}:{host}"
+            opened = self.active_alerts.pop(family, None)
+            text = None
+            if opened is not None:
+                text = (f"✅ <b>{render.esc(host)}</b> recovered: {render.esc(message)}\n"
+                        f"(problem reported {render.ago(opened.get('since'))})")
+        elif kind == "health_failing":
+            family = f"{kind}:{host}"
+            text = None
+            if family not in self.active_alerts:
+                self.active_alerts[family] = {"since": time.time(), "id": alert_id, "message": message}
+                text = f"🚨 <b>{render.esc(host)}</b>: {render.esc(message)}"
+        else:
+            skip: set[int] = set()
+            if kind in ORDER_ALERTS and alert.get("order_id"):
+                rec = await asyncio.to_thread(self.fleet.order, str(alert["order_id"]))
+                if rec is not None and rec.chat_id is not None:
+                    skip.add(rec.chat_id)  # the order's own chat sees it on the status message
+                if kind == "order_cancelled":
+                    skip = set(self.settings.alert_chats)
+            icon = "🚨" if alert.get("severity") in ("error", "critical") else "⚠️"
+            await self._broadcast(f"{icon} <b>{render.esc(host)}</b> · {render.esc(kind)}\n{render.esc(message)}",
+                                  skip)
+            text = None
+        if text:
+            await self._broadcast(text)
+        self._save_active_alerts()
+        self.sent_alerts.add(alert_id)
+        await asyncio.to_thread(self.fleet.delivered, ev)
+
+    async def _node_state(self, ev: "FleetEvent") -> None:
+        family = f"node_down:{ev.host}"
+        assert self.app is not None and self.app.job_queue is not None
+        if ev.kind == "node_up":
+            for job in self.app.job_queue.get_jobs_by_name(family):
+                job.schedule_removal()
+            opened = self.active_alerts.pop(family, None)
+            if opened is not None:
+                self._save_active_alerts()
+                await self._broadcast(f"🟢 <b>{render.esc(ev.host)}</b> is reachable again "
+                                      f"(unreachable since {render.ago(opened.get('since'))})")
+            return
+        if family in self.active_alerts or self.app.job_queue.get_jobs_by_name(family):
+            return
+        self.app.job_queue.run_once(self._node_down_alert, self.settings.node_down_alert_after,
+                                    data={"host": ev.host, "message": ev.message, "since": time.time()},
+                                    name=family)
+
+    async def _node_down_alert(self, context: "ContextTypes.DEFAULT_TYPE") -> None:
+        data = context.job.data if context.job else None
+        if not isinstance(data, dict):
+            return
+        host = data["host"]
+        machine = next((m for m in await asyncio.to_thread(self.fleet.machines) if m["name"] == host), None)
+        if machine is None or machine.get("connected"):
+            return
+        family = f"node_down:{host}"
+        if family in self.active_alerts:
+            return
+        self.active_alerts[family] = {"since": data["since"], "message": data.get("message")}
+        self._save_active_alerts()
+        await self._broadcast(f"🔴 <b>{render.esc(host)}</b> is unreachable: "
+                              f"{render.esc(machine.get('error') or data.get('message') or 'no connection')}")
+
+
+def _seconds(value: Any) -> float:
+    """RetryAfter.retry_after is an int or a timedelta, depending on the PTB version and settings."""
+    return float(value.total_seconds()) if hasattr(value, "total_seconds") else float(value)
+
+
+# -- command line ----------------------------------------------------------------------------
+def add_arguments(parser: "argparse.ArgumentParser") -> None:
+    """The flags of `galaxy bot`."""
+    parser.add_argument("--check", action="store_true",
+                        help="validate the bot section and that a token is available, then exit")
+
+
+def run(args: "argparse.Namespace", config: "Config") -> int:
+    """`galaxy bot`: 0 after a clean stop, 2 for a bad config or a missing token."""
+    from galaxy_fleet.config import ConfigError
+
+    try:
+        settings = BotSettings.from_section(config.section("bot"))
+        token = read_token()
+    except (ConfigError, TokenMissing) as exc:
+        print(f"galaxy bot: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(token, verbose=bool(getattr(args, "verbose", False)))
+    if not settings.authorized_users:
+        log.warning("bot.authorized_users is empty: the bot will refuse everyone")
+    from galaxy_fleet.control import Fleet
+
+    try:
+        fleet = Fleet(config)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"galaxy bot: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "check", False):
+        print(f"galaxy bot: OK ({len(fleet.inventory.hosts)} machines, {len(settings.authorized_users)} "
+              "authorized users)")
+        return 0
+    audit = None
+    try:
+        from galaxy_fleet.worker import open_audit
+
+        audit = open_audit(config)
+    except Exception as exc:  # refusals are then only logged
+        log.warning("audit trail unavailable (%s): refusals are logged only", exc)
+    GalaxyBot(fleet, settings, token, audit=audit).run()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from galaxy_fleet.config import ConfigError, load
+
+    parser = argparse.ArgumentParser(prog="galaxy bot", description="Run the fleet's Telegram bot.")
+    parser.add_argument("--config", metavar="PATH", help="config file (default: $GALAXY_CONFIG or "
+                                                         "/etc/galaxy/config.yml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"galaxy bot: config: {exc}", file=sys.stderr)
+        return 2
+    return run(args, config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

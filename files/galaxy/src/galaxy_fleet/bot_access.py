@@ -1,0 +1,224 @@
+"""Who may do what through the bot: the ``bot:`` config section, rate limits, dangerous orders.
+
+The section (in /etc/galaxy/config.yml; never the token, which comes from
+$GALAXY_TELEGRAM_TOKEN or the systemd credential ``telegram_token``)::
+
+    bot:
+      authorized_users: [123456789]          # Telegram user ids allowed to use the bot
+      users:                                 # optional per-user limits (listed users are authorized too)
+        123456789: {targets: [web, db1], rate_per_minute: 10}
+      default_machine: web1                  # where /order without a target and plain text go
+      alert_chats: [123456789]               # default: the authorized users' private chats
+      rate_per_minute: 20                    # orders a user may send per minute (0: no limit)
+      dangerous:
+        targets: [prod]                      # hosts or groups whose orders need a confirmation
+        patterns: ['\\brm\\s+-rf\\b', '(?i)drop\\s+table']
+        confirm_seconds: 60
+      api_base_url: https://api.telegram.org/bot   # the Bot API (tests point it at an emulator)
+      progress_interval: 5                   # seconds between "running" refreshes and typing actions
+      max_parts: 4                           # a longer answer is sent as a Markdown document
+      node_down_alert_after: 30              # an unreachable machine is reported after this long
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from galaxy_fleet.config import ConfigError
+
+DEFAULT_API = "https://api.telegram.org/bot"
+
+
+@dataclass
+class UserPolicy:
+    targets: list[str] | None = None  # None: every machine
+    rate_per_minute: int | None = None  # None: the section's default
+
+
+@dataclass
+class DangerPolicy:
+    targets: list[str] = field(default_factory=list)
+    patterns: list[re.Pattern[str]] = field(default_factory=list)
+    confirm_seconds: float = 60.0
+
+
+@dataclass
+class BotSettings:
+    api_base_url: str = DEFAULT_API
+    authorized_users: set[int] = field(default_factory=set)
+    users: dict[int, UserPolicy] = field(default_factory=dict)
+    default_machine: str | None = None
+    alert_chats: list[int] = field(default_factory=list)
+    rate_per_minute: int = 20
+    dangerous: DangerPolicy = field(default_factory=DangerPolicy)
+    progress_interval: float = 5.0
+    max_parts: int = 4
+    poll_timeout: int = 10
+    min_edit_interval: float = 1.0
+    node_down_alert_after: float = 30.0
+    refusal_replies_per_minute: int = 3
+
+    # -- parsing ------------------------------------------------------------------
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> "BotSettings":
+        s = cls()
+        known = {"api_base_url", "authorized_users", "users", "default_machine", "alert_chats", "rate_per_minute",
+                 "dangerous", "progress_interval", "max_parts", "poll_timeout", "min_edit_interval",
+                 "node_down_alert_after", "refusal_replies_per_minute"}
+        for key in section:
+            if key not in known:
+                hint = " (the token never goes in the config: use $GALAXY_TELEGRAM_TOKEN or the systemd" \
+                       " credential telegram_token)" if "token" in str(key) else ""
+                raise ConfigError(f"bot.{key}: unknown setting{hint}")
+        if section.get("api_base_url") is not None:
+            url = section["api_base_url"]
+            if not isinstance(url, str) or not re.match(r"^https?://", url):
+                raise ConfigError(f"bot.api_base_url: expected an http(s) URL, got {url!r}")
+            s.api_base_url = url
+        s.authorized_users = set(_ids("bot.authorized_users", section.get("authorized_users") or []))
+        users = section.get("users") or {}
+        if not isinstance(users, dict):
+            raise ConfigError("bot.users: expected a mapping of user id to settings")
+        for raw_id, spec in users.items():
+            uid = _id(f"bot.users key {raw_id!r}", raw_id)
+            spec = spec or {}
+            if not isinstance(spec, dict) or set(spec) - {"targets", "rate_per_minute"}:
+                raise ConfigError(f"bot.users.{uid}: expected {{targets: [...], rate_per_minute: N}}")
+            targets = spec.get("targets")
+            if targets is not None and (not isinstance(targets, list)
+                                        or not all(isinstance(t, str) and t for t in targets)):
+                raise ConfigError(f"bot.users.{uid}.targets: expected a list of host or group names")
+            rate = spec.get("rate_per_minute")
+            if rate is not None:
+                rate = _int(f"bot.users.{uid}.rate_per_minute", rate, 0)
+            s.users[uid] = UserPolicy(targets, rate)
+            s.authorized_users.add(uid)
+        dm = section.get("default_machine")
+        if dm is not None and (not isinstance(dm, str) or not dm):
+            raise ConfigError(f"bot.default_machine: expected a host or group name, got {dm!r}")
+        s.default_machine = dm
+        if section.get("alert_chats") is not None:
+            s.alert_chats = _ids("bot.alert_chats", section["alert_chats"])
+        else:
+            s.alert_chats = sorted(s.authorized_users)
+        for key, minimum in (("rate_per_minute", 0), ("max_parts", 1), ("poll_timeout", 0),
+                             ("refusal_replies_per_minute", 0)):
+            if key in section:
+                setattr(s, key, _int(f"bot.{key}", section[key], minimum))
+        for key, minimum in (("progress_interval", 0.2), ("min_edit_interval", 0.0), ("node_down_alert_after", 0.0)):
+            if key in section:
+                setattr(s, key, _float(f"bot.{key}", section[key], minimum))
+        danger = section.get("dangerous") or {}
+        if not isinstance(danger, dict) or set(danger) - {"targets", "patterns", "confirm_seconds"}:
+            raise ConfigError("bot.dangerous: expected {targets: [...], patterns: [...], confirm_seconds: N}")
+        targets = danger.get("targets") or []
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise ConfigError("bot.dangerous.targets: expected a list of host or group names")
+        patterns = []
+        for i, pat in enumerate(danger.get("patterns") or []):
+            if not isinstance(pat, str):
+                raise ConfigError(f"bot.dangerous.patterns[{i}]: expected a regular expression string")
+            try:
+                patterns.append(re.compile(pat))
+            except re.error as exc:
+                raise ConfigError(f"bot.dangerous.patterns[{i}]: invalid regular expression {pat!r}: {exc}") from None
+        s.dangerous = DangerPolicy(list(targets), patterns,
+                                   _float("bot.dangerous.confirm_seconds", danger.get("confirm_seconds", 60), 1))
+        return s
+
+    # -- decisions ---------------------------------------------------------------------
+    def is_authorized(self, user_id: int | None) -> bool:
+        return user_id is not None and user_id in self.authorized_users
+
+    def rate_for(self, user_id: int) -> int:
+        policy = self.users.get(user_id)
+        if policy and policy.rate_per_minute is not None:
+            return policy.rate_per_minute
+        return self.rate_per_minute
+
+    def forbidden_hosts(self, user_id: int, hosts: list[str], resolve: Callable[[str], list[str]]) -> list[str]:
+        """The hosts among ``hosts`` that this user may not send orders to."""
+        policy = self.users.get(user_id)
+        if policy is None or policy.targets is None:
+            return []
+        allowed: set[str] = set()
+        for spec in policy.targets:
+            try:
+                allowed.update(resolve(spec))
+            except ValueError:
+                continue  # a stale name in the config allows nothing
+        return [h for h in hosts if h not in allowed]
+
+    def danger(self, hosts: list[str], payload: str, resolve: Callable[[str], list[str]]) -> str | None:
+        """Why this order needs a confirmation, or None."""
+        marked: set[str] = set()
+        for spec in self.dangerous.targets:
+            try:
+                marked.update(resolve(spec))
+            except ValueError:
+                continue
+        hit = [h for h in hosts if h in marked]
+        if hit:
+            return f"{', '.join(hit)} {'is' if len(hit) == 1 else 'are'} marked dangerous"
+        for pat in self.dangerous.patterns:
+            m = pat.search(payload)
+            if m:
+                return f"the order matches the dangerous pattern {pat.pattern!r}"
+        return None
+
+
+def _id(what: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{what}: expected a Telegram id (a number), got {value!r}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what}: expected a Telegram id (a number), got {value!r}") from None
+
+
+def _ids(what: str, value: Any) -> list[int]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{what}: expected a list of Telegram ids")
+    return [_id(what, v) for v in value]
+
+
+def _int(what: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{what}: expected a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def _float(what: str, value: Any, minimum: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ConfigError(f"{what}: expected a number >= {minimum}, got {value!r}")
+    return float(value)
+
+
+class RateLimiter:
+    """At most ``limit`` events per key in any 60-second window."""
+
+    def __init__(self, window: float = 60.0):
+        self.window = window
+        self.hits: dict[Any, deque[float]] = {}
+
+    def check(self, key: Any, limit: int, now: float | None = None) -> float:
+        """Record an event; 0 when allowed, else the seconds until one would be."""
+        if limit <= 0:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        q = self.hits.setdefault(key, deque())
+        while q and q[0] <= now - self.window:
+            q.popleft()
+        if len(q) >= limit:
+            return max(0.1, q[0] + self.window - now)
+        q.append(now)
+        return 0.0
+
+    def prune(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for key in [k for k, q in self.hits.items() if not q or q[-1] <= now - self.window]:
+            del self.hits[key]

@@ -1,0 +1,146 @@
+"""The bot's pure parts: Markdown to Telegram HTML, splitting long answers, status texts."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from galaxy_fleet import bot_render as r
+
+
+@dataclass
+class Rec:  # the OrderRecord fields the renderer reads
+    id: str = "20261128T120000.000001Z-aaaa0001"
+    host: str = "web1"
+    state: str = "done"
+    payload: str = "fix the failing test"
+    target_spec: str | None = "web1"
+    batch: str | None = None
+    created: float = field(default_factory=lambda: time.time() - 30)
+    updated: float = field(default_factory=time.time)
+    started: float | None = None
+    finished: float | None = None
+    progress: str | None = None
+    error: str | None = None
+    response: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def test_markdown_to_html_escapes_and_formats() -> None:
+    md = "# Title\n\nUse `a<b>` and **bold & co** <script>\n- item\n[docs](https://example.org/x?a=1&b=2)\n" \
+         "```python\nif a < b:\n    print('**not bold**')\n```"
+    html = r.md_to_html(md)
+    assert "<b>Title</b>" in html
+    assert "<code>a&lt;b&gt;</code>" in html
+    assert "<b>bold &amp; co</b> &lt;script&gt;" in html
+    assert "• item" in html
+    assert '<a href="https://example.org/x?a=1&amp;b=2">docs</a>' in html
+    assert '<pre><code class="language-python">if a &lt; b:\n    print(\'**not bold**\')</code></pre>' in html
+    # Only our own tags survive.
+    assert set(re.findall(r"</?(\w+)", html)) <= {"b", "code", "pre", "a"}
+
+
+def test_unclosed_fence_and_javascript_links_are_safe() -> None:
+    html = r.md_to_html("[x](javascript:alert(1))\n```\nopen <fence>")
+    assert "<a" not in html and "&lt;fence&gt;" in html and html.endswith("</pre>")
+
+
+def test_short_answer_is_one_part() -> None:
+    assert r.split_markdown("hello") == ["hello"]
+
+
+def test_split_on_paragraphs_and_code_blocks() -> None:
+    para = "word " * 150  # ~750 chars
+    code = "```sh\n" + "\n".join(f"line {i} " + "x" * 60 for i in range(40)) + "\n```"  # ~2.8k chars
+    md = "\n\n".join([para.strip()] * 4 + [code] + [para.strip()] * 3)
+    parts = r.split_markdown(md, limit=4096)
+    assert parts is not None and 2 <= len(parts) <= 4
+    for p in parts:
+        assert r.tg_len(p) <= 4096
+        # Never a code block cut open: every <pre> closes in the same part.
+        assert p.count("<pre") == p.count("</pre>")
+    joined = "\n\n".join(parts)
+    assert joined.count("line 39") == 1 and joined.count("word") == 7 * 150
+
+
+def test_a_huge_code_block_is_reopened_with_its_language() -> None:
+    code = "```python\n" + "\n".join(f"print({i})  # {'y' * 70}" for i in range(300)) + "\n```"
+    parts = r.split_markdown(code, limit=4096)
+    assert parts is not None and len(parts) >= 5
+    for p in parts:
+        assert p.startswith('<pre><code class="language-python">') and p.endswith("</code></pre>")
+        assert r.tg_len(p) <= 4096
+    assert sum(p.count("print(") for p in parts) == 300
+
+
+def test_one_enormous_line_is_cut_at_spaces() -> None:
+    parts = r.split_markdown("abc " * 3000, limit=4096)
+    assert parts is not None and len(parts) == 3
+    assert all(r.tg_len(p) <= 4096 for p in parts)
+    assert "".join(parts).replace(" ", "") == "abc" * 3000
+
+
+def test_too_many_parts_means_a_document() -> None:
+    md = "\n\n".join(["paragraph " * 80] * 40)
+    assert r.split_markdown(md, limit=4096, max_parts=3) is None
+    assert r.split_markdown(md, limit=4096, max_parts=20) is not None
+
+
+def test_length_counts_utf16_units() -> None:
+    assert r.tg_len("😀") == 2 and r.tg_len("é") == 1
+    parts = r.split_markdown("😀" * 3000, limit=4096)
+    assert parts is not None and all(r.tg_len(p) <= 4096 for p in parts) and len(parts) == 2
+
+
+def test_answer_body_and_plain_output() -> None:
+    response = "# Order X: done\n\n- **Host:** web1\n\n## Order\n\ndf -h\n\n## Response\n\nFilesystem  Size\n/dev/sda1   10G\n"
+    body = r.answer_body(response)
+    assert body == "Filesystem  Size\n/dev/sda1   10G"
+    assert r.as_markdown(body).startswith("```\n")  # aligned columns keep their monospace
+    assert r.as_markdown("**Fixed** the test") == "**Fixed** the test"
+    assert r.as_markdown("") == "(no output)"
+
+
+def test_status_text_single_and_fan_out() -> None:
+    now = time.time()
+    running = Rec(state="running", started=now - 75, progress="compiling foo.c", finished=None)
+    text = r.status_text([running], now=now)
+    assert "🏃 <b>web1</b> running 1:15" in text and "› compiling foo.c" in text and running.id in text
+    many = [Rec(id=f"id{i}", host=f"n{i:03d}", state="done" if i % 2 else "queued", target_spec="all")
+            for i in range(100)]
+    text = r.status_text(many, "all", now=now)
+    assert text.startswith("📡 <b>all</b> · 50/100 finished")
+    assert "… and" in text and r.tg_len(text) < 4096
+    # Unfinished parts are listed first.
+    assert text.index("queued") < text.index("done")
+
+
+def test_fan_out_answer_has_one_summary_and_per_node_detail() -> None:
+    recs = [Rec(host="web1", response="## Response\n\nok from web1"),
+            Rec(id="x2", host="web2", state="failed", error="web2 is unreachable: connection refused")]
+    md = r.answer_markdown(recs, "web")
+    assert md.startswith("📡 **web** · 1/2 done, 1 failed")
+    assert md.index("web2") < md.index("ok from web1")  # failures first
+    assert "connection refused" in md
+
+
+def test_document_summary_fits_a_caption() -> None:
+    recs = [Rec(id=f"i{i}", host=f"h{i}", state="done") for i in range(40)]
+    cap = r.document_summary(recs, "all", "orders-x.md", 123456)
+    assert r.tg_len(cap) <= r.CAPTION_LIMIT and "123,456 characters" in cap and "… and 25 more" in cap
+
+
+def test_figures_and_outcome() -> None:
+    rec = Rec(details={"tokens_in": 1000, "tokens_out": 234, "cost": 0.0123, "timings": {"run_s": 62.0}})
+    assert r.outcome_line(rec) == "✅ **web1** · done in 1:02 · 1,234 tokens · $0.0123"
+    lost = Rec(state="failed", error="lost contact with web1", details={"lost": True})
+    assert "answer will follow" in r.outcome_line(lost)
+
+
+def test_audit_text_keeps_the_newest() -> None:
+    events = [{"ts": f"2026-11-28T12:00:{i % 60:02d}.000Z", "host": "web1", "type": "order_done",
+               "severity": "info", "order_id": f"o{i}", "message": "x" * 50} for i in range(200)]
+    text = r.audit_text(events)
+    assert r.tg_len(text) <= 4096 and "o199" in text and "o0 " not in text
