@@ -142,6 +142,10 @@ def test_kill_9_mid_order_becomes_interrupted(node):
     alerts = [a for a in node.outbox() if a["order_id"] == oid]
     assert alerts and alerts[0]["kind"] == "order_interrupted" and alerts[0]["retry"] is True
     assert alerts[0]["user"] == "carol"
+    # the crash itself is reported, and so is the recovery
+    kinds = [a["kind"] for a in node.outbox()]
+    assert kinds.index("worker_died") < kinds.index("worker_recovered")
+    assert [e["type"] for e in node.audit_events() if e["type"] == "worker_died"] == ["worker_died"]
     assert (node.spool / "archive" / f"{oid}.json").exists()
     assert not list((node.spool / "processing").iterdir())
 
@@ -154,6 +158,8 @@ def test_sigterm_lets_running_order_finish(node):
     assert worker.wait(20) == 0
     assert node.sidecar(oid)["state"] == "done"
     assert node.audit_events()[-1]["type"] == "worker_stopped"
+    node.start_worker()  # a clean stop is not reported as a crash
+    assert "worker_died" not in [a["kind"] for a in node.outbox()]
 
 
 def test_sigterm_past_grace_marks_interrupted(node):

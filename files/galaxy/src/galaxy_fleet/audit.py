@@ -1155,6 +1155,34 @@ def verify(path: Path) -> VerifyReport:
 
 # --------------------------------------------------------------- cost sums --
 
+def event_hash(event: dict) -> str:
+    """Recompute an event's hash from its fields (what the writer sealed)."""
+    data = {k: v for k, v in event.items() if k not in RESERVED}
+    fields = _fields(event["ts"], event["seq"], event["host"], event["type"], event["severity"],
+                     event.get("order_id"), event.get("user"), event.get("message", ""), data)
+    return _seal(fields, event.get("prev"))[1]
+
+
+def verify_since(path: Path, seq: int, digest: str | None) -> tuple[bool, int, str | None, str]:
+    """Check the events after ``seq`` (whose hash was ``digest``): each must
+    follow the one before and hash to what it says. Returns (ok, last seq,
+    last hash, reason). For a health check that runs often: it reads only
+    what was added since the last run."""
+    last_seq, last_hash = seq, digest
+    while True:
+        events = query(path, after=last_seq, limit=1000)
+        for event in events:
+            if event["seq"] != last_seq + 1 and last_seq:
+                return False, last_seq, last_hash, f"event {last_seq + 1} is missing (deleted)"
+            if last_hash is not None and event.get("prev") != last_hash:
+                return False, last_seq, last_hash, f"event {event['seq']} does not follow event {last_seq}"
+            if event_hash(event) != event.get("hash"):
+                return False, last_seq, last_hash, f"event {event['seq']} was edited (hash mismatch)"
+            last_seq, last_hash = event["seq"], event["hash"]
+        if len(events) < 1000:
+            return True, last_seq, last_hash, "intact"
+
+
 def sum_cost(path: Path, by: str, **filters: Any) -> list[dict]:
     """tokens_in, tokens_out and cost of finished orders (COST_TYPES), per host or per day."""
     if by not in ("node", "day"):

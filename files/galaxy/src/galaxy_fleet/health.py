@@ -181,6 +181,27 @@ def check_memory(s: dict[str, Any]) -> Check:
     return Check("memory", ok, f"Memory {'OK' if ok else 'LOW'} ({avail} MB available)", {"available_mb": avail})
 
 
+def check_audit_chain(config: Config, spool: Spool) -> Check:
+    """The audit chain is intact since the last check (only new events are read)."""
+    from galaxy_fleet.audit import verify_since
+
+    try:
+        last = read_json(spool.state / "health.json")
+    except (OSError, ValueError):
+        last = {}
+    seq, digest = int(last.get("audit_seq") or 0), last.get("audit_hash")
+    if not config.audit.path.exists():
+        return Check("audit_chain", True, "Audit trail is empty", {"audit_seq": 0, "audit_hash": None})
+    try:
+        ok, seq2, digest2, reason = verify_since(config.audit.path, seq, digest)
+    except (OSError, ValueError) as exc:
+        return Check("audit_chain", False, f"Audit trail unreadable: {exc}", {"audit_seq": seq, "audit_hash": digest})
+    data = {"audit_seq": seq2, "audit_hash": digest2}
+    if not ok:
+        return Check("audit_chain", False, f"Audit chain BROKEN: {reason}", data)
+    return Check("audit_chain", True, f"Audit chain intact ({seq2 - seq} new events checked)", data)
+
+
 def run_checks(config: Config) -> Report:
     s = _settings(config)
     spool = Spool(config.spool_dir)
@@ -189,7 +210,8 @@ def run_checks(config: Config) -> Report:
     if oc is not None:
         checks.append(oc)
     checks += check_disk({"spool": config.spool_dir, "audit": config.audit.path.parent}, s)
-    checks += [check_stuck(config, spool), check_backlog(spool, s), check_memory(s)]
+    checks += [check_stuck(config, spool), check_backlog(spool, s), check_audit_chain(config, spool),
+               check_memory(s)]
     return Report(config.host, utcnow(), checks)
 
 
@@ -202,9 +224,11 @@ def record(config: Config, report: Report) -> Check:
     failing = [c.name for c in report.checks if not c.ok]
     try:
         audit = open_audit(config)
+        figures = {c.name: c.ok for c in report.checks}
+        disk = next((c.data.get("used_percent") for c in report.checks if c.name == "disk_spool"), None)
         audit.append("health_check", severity="info" if report.healthy else "error",
                      message="healthy" if report.healthy else f"failing: {', '.join(failing)}",
-                     healthy=report.healthy, failing=failing)
+                     healthy=report.healthy, failing=failing, checks=figures, disk_used_percent=disk)
         audit.close()
     except OSError as exc:
         return Check("audit", False, f"Audit trail is not writable: {exc.strerror or exc}")
@@ -221,7 +245,9 @@ def record(config: Config, report: Report) -> Check:
             msgs = "; ".join(c.message for c in report.checks if not c.ok)
             outbox.post(spool, config.host, "health_failing", f"{config.host} health check failed: {msgs}",
                         severity="error", failing=failing)
-    spool.write_json(state_file, {"healthy": report.healthy, "failing": failing, "ts": report.ts})
+    chain = next((c.data for c in report.checks if c.name == "audit_chain"), {})
+    spool.write_json(state_file, {"healthy": report.healthy, "failing": failing, "ts": report.ts,
+                                  "audit_seq": chain.get("audit_seq"), "audit_hash": chain.get("audit_hash")})
     return Check("audit", True, "Audit trail is writable")
 
 

@@ -24,7 +24,7 @@ from galaxy_fleet.config import Config
 from galaxy_fleet.executors import Executor, ExecutorError, Result, RunContext, build
 from galaxy_fleet.order import (
     CANCELLED, DELIVERED, DONE, FAILED, INTERRUPTED, QUEUED, RECEIVED, RUNNING, TERMINAL,
-    Order, OrderError, from_dict, parse, sort_key, utcnow,
+    Order, OrderError, from_dict, parse, pid_alive, sort_key, utcnow,
 )
 from galaxy_fleet.spool import Claim, Spool, SpoolFull, read_json, write_json
 
@@ -394,19 +394,51 @@ class Worker:
 
     # -- life cycle ------------------------------------------------------
     def heartbeat(self) -> None:
+        self._beat()
+        sdnotify.notify("WATCHDOG=1")
+
+    def _beat(self, stopped: bool = False) -> None:
         with self._cv:
             running, queued = sorted(self._running), len(self._heap)
         beat = {"pid": os.getpid(), "host": self.host, "ts": utcnow(), "time": time.time(),
-                "running": running, "queued": queued, "runners": self.runners, "version": __version__}
-        write_json(self.spool.state / "heartbeat.json", beat, self.spool.tmp, durable=False)
-        sdnotify.notify("WATCHDOG=1")
+                "running": running, "queued": queued, "runners": self.runners, "version": __version__,
+                "stopped": stopped}
+        write_json(self.spool.state / "heartbeat.json", beat, self.spool.tmp, durable=stopped)
+
+    def _previous_run(self) -> dict[str, Any] | None:
+        """The last worker's heartbeat if it ended without a clean stop (and is gone)."""
+        try:
+            beat = read_json(self.spool.state / "heartbeat.json")
+        except (OSError, ValueError):
+            return None
+        pid = beat.get("pid")
+        if beat.get("stopped") or not isinstance(pid, int) or pid == os.getpid():
+            return None
+        if os.path.exists(f"/proc/{pid}") and pid_alive(pid):
+            return None  # another worker on this spool is alive
+        return beat
 
     def start(self) -> None:
         from galaxy_fleet.watch import Watcher
 
+        previous = self._previous_run()
         recovered = self.recover()
         self.audit.append("worker_started", message=f"galaxy {__version__}, {self.runners} runner(s)",
-                          pid=os.getpid(), runners=self.runners, recovered=recovered)
+                          pid=os.getpid(), runners=self.runners, recovered=recovered,
+                          unclean=previous is not None)
+        if previous is not None:
+            # The last worker died without a clean stop (kill -9, OOM, a crash)
+            # and we are its replacement: say both, so the phone sees the
+            # failure and the recovery.
+            self.audit.append("worker_died", severity="error", pid=previous.get("pid"),
+                              message=f"worker pid {previous.get('pid')} stopped without a clean shutdown; "
+                                      f"{recovered} order(s) interrupted")
+            outbox.post(self.spool, self.host, "worker_died",
+                        f"{self.host}: the order worker (pid {previous.get('pid')}) died; "
+                        f"{recovered} running order(s) marked interrupted", severity="error",
+                        interrupted=recovered)
+            outbox.post(self.spool, self.host, "worker_recovered",
+                        f"{self.host}: the order worker is running again (pid {os.getpid()})", severity="info")
         self._deadlines.start()
         self._watcher = Watcher(self._on_event, name="galaxy-spool-watch")
         self._watcher.add(self.spool.orders)
@@ -447,6 +479,7 @@ class Worker:
         self.audit.append("worker_stopped", message="clean shutdown", pid=os.getpid(),
                           interrupted=len(leftover))
         self.audit.close()
+        self._beat(stopped=True)
 
     def serve_forever(self) -> int:
         stop = threading.Event()

@@ -1,0 +1,60 @@
+"""`galaxy health` on a real node: output, exit codes, alerts on state changes, chain checks."""
+
+from __future__ import annotations
+
+import json
+
+
+def health(node, *args):
+    proc = node.galaxy("health", *args)
+    return proc.returncode, proc.stdout
+
+
+def test_healthy_node_passes_in_seed_format(node):
+    node.start_worker()
+    code, out = health(node)
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    assert lines[0].endswith("=== Galaxy Health Check (testnode) ===")
+    assert lines[-1].endswith("=== Health Check PASSED ===")
+    assert any("✓ worker is running" in x for x in lines)
+    assert any("✓ Disk space OK for spool" in x for x in lines)
+    code, out = health(node, "--json")
+    report = json.loads(out)
+    assert report["healthy"] is True
+    names = {c["name"] for c in report["checks"]}
+    assert {"worker", "disk_spool", "stuck", "backlog", "audit_chain", "memory", "audit"} <= names
+    events = [e for e in node.audit_events() if e["type"] == "health_check"]
+    assert len(events) == 2 and events[-1]["checks"]["worker"] is True
+
+
+def test_state_change_alerts_once_and_recovery_is_announced(node):
+    worker = node.start_worker()
+    assert health(node)[0] == 0
+    worker.kill()
+    worker.wait()
+    for _ in range(3):  # failing three times raises one alert, not three
+        code, out = health(node)
+        assert code == 1 and "✗ worker is not running" in out and "FAILED" in out
+    assert [a["kind"] for a in node.outbox()] == ["health_failing"]
+    node.start_worker()
+    assert health(node)[0] == 0
+    kinds = [a["kind"] for a in node.outbox()]
+    assert kinds[:1] == ["health_failing"] and "health_recovered" in kinds
+
+
+def test_edited_audit_line_is_detected(node):
+    node.start_worker()
+    oid = node.submit("hello")
+    node.wait_done(oid)
+    assert health(node)[0] == 0
+    later = node.submit("after the check")
+    node.wait_done(later)
+    path = node.spool / "audit" / "audit.jsonl"
+    text = path.read_text()
+    assert '"message":"after the check"' in text
+    path.write_text(text.replace('"message":"after the check"', '"message":"something else"'))
+    code, out = health(node)
+    assert code == 1 and "Audit chain BROKEN" in out and "edited" in out
+    proc = node.galaxy("audit", "--verify")
+    assert proc.returncode == 1
