@@ -252,6 +252,13 @@ def cmd_send(args: argparse.Namespace) -> int:
     return EXIT_OK if all(r.state == "done" for r in final) else EXIT_NOT_DONE
 
 
+# -- galaxy bot ------------------------------------------------------------------
+def cmd_bot(args: argparse.Namespace) -> int:
+    from galaxy_fleet import bot
+
+    return bot.run(args, _config(args))
+
+
 # -- galaxy mcp ----------------------------------------------------------------
 def cmd_mcp(args: argparse.Namespace) -> int:
     from galaxy_fleet.mcp_server import run
@@ -344,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="sender", default="cli", help="who sends it (audit trail)")
     p.add_argument("--wait-timeout", type=float, help="stop waiting after this many seconds (exit 3)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    p = add(sub, "bot", cmd_bot, "run the Telegram bot (the galaxy-bot service, control node)", json_flag=False)
+    p.add_argument("--check", action="store_true",
+                   help="validate the bot section and that a token is available, then exit")
 
     add(sub, "mcp", cmd_mcp, "serve the fleet as MCP tools on stdio (for AI agents)", json_flag=False)
 
