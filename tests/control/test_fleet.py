@@ -254,3 +254,32 @@ def test_mcp_server_tools(local_fleet):
     answers = out["sent"]["result"]
     assert sorted(a["host"] for a in answers) == ["web1", "web2"]
     assert all(a["state"] == "done" and "via mcp" in a["response"] for a in answers)
+
+
+def test_central_audit_and_completeness(local_fleet):
+    lf = local_fleet()
+    lf.start_workers()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    recs = fleet.submit("all", "audited", user="frank")
+    [bad] = fleet.submit("web2", "import sys; sys.exit(4)", user="frank", executor="py")
+    fleet.wait([r.id for r in recs] + [bad.id], timeout=30)
+    time.sleep(0.5)  # the last events of the stream land in the store
+    env = {**os.environ, "GALAXY_CONFIG": str(lf.control_config)}
+
+    def audit(*args):
+        return subprocess.run([*GALAXY, "audit", *args], env=env, capture_output=True, text=True, timeout=60)
+
+    proc = audit("--json", "--limit", "0", "--type", "order_done")
+    hosts = sorted(json.loads(x)["host"] for x in proc.stdout.splitlines())
+    assert hosts == ["web1", "web2"], proc.stderr
+    proc = audit("--severity", "error", "--host", "web2")
+    assert "order_failed" in proc.stdout and "web1" not in proc.stdout
+    proc = audit("--completeness", "--since", "1h")
+    assert proc.returncode == 0, proc.stdout
+    assert "3 orders in the window: 3 complete" in proc.stdout and "COMPLETE" in proc.stdout
+    # delete an event from the central copy: the gap is found
+    fleet.store.db.execute("DELETE FROM events WHERE host = 'web1' AND type = 'order_running'")
+    proc = audit("--completeness", "--since", "1h", "--json")
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1 and report["ok"] is False and "web1" in report["chain_gaps"]

@@ -177,9 +177,25 @@ def cmd_order_cancel(args: argparse.Namespace) -> int:
 
 # -- galaxy audit -----------------------------------------------------------
 def cmd_audit(args: argparse.Namespace) -> int:
+    """On the control node (a ``control.store`` exists) the whole fleet's trail; elsewhere,
+    or with --local/--file/--verify/--sum-cost/--after, this host's own log."""
+    from pathlib import Path
+
     from galaxy_fleet import audit
 
-    config = None if getattr(args, "file", None) else _config(args)
+    if args.file:
+        if args.completeness:
+            raise CliError("--completeness reads the control node's store, not a file")
+        return audit.run(args, None)
+    config = _config(args)
+    store = config.section("control").get("store")
+    own_log_only = args.local or args.verify or args.sum_cost or args.after is not None
+    if store and Path(store).exists() and not own_log_only:
+        from galaxy_fleet import central
+
+        return central.run(args, store)
+    if args.completeness:
+        raise CliError("--completeness needs the control node's store (control.store in the config)")
     return audit.run(args, config)
 
 
@@ -334,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(sub, "audit", cmd_audit, "query and verify the audit trail", json_flag=False)
     audit.add_arguments(p)
+    p.add_argument("--local", action="store_true",
+                   help="on the control node: this host's own log instead of the fleet's trail")
+    p.add_argument("--completeness", action="store_true",
+                   help="control node: prove every order in the window (--since/--until) has a complete life cycle")
 
     p = add(sub, "health", cmd_health, "check this node's health (exit 0 only when healthy)")
     p.add_argument("--no-record", action="store_true", help="do not write an audit event or alerts")
