@@ -206,6 +206,23 @@ def cmd_health(args: argparse.Namespace) -> int:
     return main_health(_config(args), as_json=args.json, record_run=not args.no_record)
 
 
+# -- galaxy cleanup ----------------------------------------------------------------
+def cmd_cleanup(args: argparse.Namespace) -> int:
+    from galaxy_fleet.retention import cleanup
+
+    overrides = {k: v for k, v in (("orders_days", args.orders_days), ("audit_days", args.audit_days),
+                                   ("quarantine_days", args.quarantine_days)) if v is not None}
+    try:
+        report = cleanup(_config(args), dry_run=args.dry_run, overrides=overrides)
+    except ValueError as exc:
+        raise CliError(f"config: {exc}") from None
+    r = report["removed"]
+    _emit(args, report, f"{'would remove' if args.dry_run else 'removed'} {r['orders']} finished orders, "
+                        f"{r['quarantine']} quarantined files, {r['audit_segments']} audit segments "
+                        f"({r['bytes']} bytes)")
+    return EXIT_OK
+
+
 # -- galaxy remote ------------------------------------------------------------
 def cmd_remote(args: argparse.Namespace) -> int:
     from galaxy_fleet.remote import main as remote_main
@@ -357,6 +374,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(sub, "health", cmd_health, "check this node's health (exit 0 only when healthy)")
     p.add_argument("--no-record", action="store_true", help="do not write an audit event or alerts")
+
+    p = add(sub, "cleanup", cmd_cleanup, "remove finished orders and old audit segments past their retention")
+    p.add_argument("--dry-run", action="store_true", help="only count what would go")
+    p.add_argument("--orders-days", type=float, help="override retention.orders_days")
+    p.add_argument("--quarantine-days", type=float, help="override retention.quarantine_days")
+    p.add_argument("--audit-days", type=float, help="override retention.audit_days")
 
     add(sub, "remote", cmd_remote, "speak the node protocol on stdin/stdout (the routing key's forced command)",
         json_flag=False)
