@@ -283,3 +283,22 @@ def test_central_audit_and_completeness(local_fleet):
     proc = audit("--completeness", "--since", "1h", "--json")
     report = json.loads(proc.stdout)
     assert proc.returncode == 1 and report["ok"] is False and "web1" in report["chain_gaps"]
+
+
+def test_silent_worker_is_detected_and_recovery_announced(local_fleet):
+    lf = local_fleet(["web1"])
+    worker = lf.nodes["web1"].start_worker()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    wait_for(lambda: "web1" in fleet._heartbeats, 10, what="first heartbeat")
+    worker.send_signal(signal.SIGSTOP)  # hung, not dead: only the missing heartbeat shows it
+    try:
+        t0 = time.monotonic()
+        alert = wait_for(lambda: [a for a in fleet.store.alerts() if a["kind"] == "worker_silent"], 15,
+                         what="worker_silent alert")[0]
+        assert time.monotonic() - t0 < 10
+        assert alert["host"] == "web1" and "stopped beating" in alert["message"]
+    finally:
+        worker.send_signal(signal.SIGCONT)
+    wait_for(lambda: [a for a in fleet.store.alerts() if a["kind"] == "worker_heard"], 15, what="recovery")
+    assert len([a for a in fleet.store.alerts() if a["kind"] == "worker_silent"]) == 1

@@ -86,6 +86,8 @@ class Fleet:
         self.sessions = Sessions(self.store)
         self._subscribers: list[Callable[[FleetEvent], None]] = []
         self._last_hash: dict[str, str | None] = {}
+        self._heartbeats: dict[str, tuple[float, float, dict[str, Any]]] = {}
+        self._silent: set[str] = set()
         self._lost_marked: set[str] = set()
         self.router = Router(self.inventory.hosts, self.settings, on_message=self._on_message,
                              on_state=self._on_state, cursor=self._cursor)
@@ -285,6 +287,9 @@ class Fleet:
 
     def _on_message(self, host: str, msg: dict[str, Any]) -> None:
         kind = msg.get("type")
+        if kind == "heartbeat":
+            self._on_heartbeat(host, msg.get("heartbeat") or {})
+            return
         if self.passive:
             if kind == "event":
                 self._on_order_event(host, msg["event"], msg.get("response"))
@@ -298,15 +303,44 @@ class Fleet:
             if isinstance(alert.get("id"), str):
                 self.router.link(host).request_async("ack_alert", alert_id=alert["id"])
 
+    def _on_heartbeat(self, host: str, beat: dict[str, Any]) -> None:
+        interval = float(beat.get("interval") or 5.0)
+        self._heartbeats[host] = (time.monotonic(), interval, beat)
+        if self.passive:
+            return
+        self.store.set_node(host, last_seen=time.time())
+        if host in self._silent and not beat.get("stopped"):
+            self._silent.discard(host)
+            self._fleet_alert(host, "worker_heard", "info", f"{host}: the order worker answers again "
+                                                            f"(pid {beat.get('pid')})")
+
+    def _fleet_alert(self, host: str, kind: str, severity: str, message: str) -> None:
+        """An alert raised by the control node itself (stored, then handed to subscribers)."""
+        alert = {"id": f"ctl-{new_id()}", "host": host, "kind": kind, "severity": severity,
+                 "ts": utcnow(), "message": message, "origin": "control"}
+        if self.store.add_alert(alert):
+            self._emit(FleetEvent("alert", host, alert=alert))
+
+    def _check_heartbeats(self) -> None:
+        """A connected node whose worker stopped beating: alert once, within a few intervals."""
+        now = time.monotonic()
+        for host, (seen, interval, beat) in list(self._heartbeats.items()):
+            link = self.router.links.get(host)
+            if link is None or not link.connected or host in self._silent:
+                continue
+            silent_for = now - seen
+            if silent_for > max(2.0 * interval + 1.0, 3.0):
+                self._silent.add(host)
+                why = "stopped cleanly" if beat.get("stopped") else "stopped beating"
+                self._fleet_alert(host, "worker_silent", "error",
+                                  f"{host}: the order worker {why} ({silent_for:.0f} s without a heartbeat)")
+
     def _on_event(self, host: str, event: dict[str, Any], response: dict[str, Any] | None) -> None:
         prev_hash = self._last_hash.get(host)
         if prev_hash is not None and event.get("prev") != prev_hash and event.get("seq", 0) > 1:
-            alert = {"id": f"chain-{host}-{event.get('seq')}", "host": host, "kind": "audit_chain_broken",
-                     "severity": "critical", "ts": utcnow(),
-                     "message": f"{host}: audit event {event.get('seq')} does not follow the one before it "
-                                f"(edited or deleted events)"}
-            if self.store.add_alert(alert):
-                self._emit(FleetEvent("alert", host, alert=alert))
+            self._fleet_alert(host, "audit_chain_broken", "critical",
+                              f"{host}: audit event {event.get('seq')} does not follow the one before it "
+                              f"(edited or deleted events)")
         self._last_hash[host] = event.get("hash")
         self.store.add_events(host, [event])
         self.store.set_node(host, last_seen=time.time())
@@ -336,6 +370,8 @@ class Fleet:
     def _watch_lost(self) -> None:
         """Orders on a node that has been unreachable for ``lost_after`` are reported failed ("lost")."""
         while not self._stop.wait(1.0):
+            if not self.passive:
+                self._check_heartbeats()
             now = time.monotonic()
             for name, link in self.router.links.items():
                 if link.connected or link.down_since is None or name in self._lost_marked:

@@ -15,7 +15,8 @@ Protocol (version 1): newline-delimited JSON, one object per line.
 - After ``subscribe`` the node pushes every audit event with ``seq > after``
   as ``{"type": "event", "event": {...}}``, live; a finished order's event
   carries ``"response"`` (sidecar plus Markdown). Undelivered outbox alerts are
-  pushed as ``{"type": "alert", "alert": {...}}`` until acknowledged.
+  pushed as ``{"type": "alert", "alert": {...}}`` until acknowledged, and the
+  worker's heartbeat as ``{"type": "heartbeat", "heartbeat": {...}}`` each time it beats.
   Delivery is at-least-once: the client resumes from the last seq it stored.
 """
 
@@ -181,17 +182,25 @@ class RemoteServer:
 
         wake = threading.Event()
         outbox_dir = os.fspath(self.node.spool.outbox)
+        state_dir = os.fspath(self.node.spool.state)
         check_outbox = threading.Event()
         check_outbox.set()
+        beat = threading.Event()
+        beat.set()
 
-        def on_event(directory: str, _name: str | None, _kind: str) -> None:
+        def on_event(directory: str, name: str | None, _kind: str) -> None:
             if directory == outbox_dir:
                 check_outbox.set()
+            elif directory == state_dir:
+                if name not in (None, "heartbeat.json"):
+                    return  # other state files change with every order: not our business
+                beat.set()
             wake.set()
 
         watcher = Watcher(on_event, name="galaxy-stream-watch")
         watcher.add(self.config.audit.path.parent, IN_MODIFY | IN_MOVED_TO | IN_CREATE | IN_CLOSE_WRITE)
         watcher.add(self.node.spool.outbox, IN_MOVED_TO)
+        watcher.add(self.node.spool.state, IN_MOVED_TO)
         watcher.start()
         path = self.config.audit.path
         if after is None:
@@ -208,6 +217,9 @@ class RemoteServer:
                         after = event["seq"]
                     if len(events) < 500:
                         break
+                if beat.is_set():
+                    beat.clear()
+                    self._push_heartbeat()
                 if check_outbox.is_set():
                     check_outbox.clear()
                     pending = outbox.pending(self.node.spool)
@@ -221,6 +233,16 @@ class RemoteServer:
             self._stop.set()
         finally:
             watcher.stop()
+
+    def _push_heartbeat(self) -> None:
+        """The worker's heartbeat, so the control node notices a silent worker within seconds."""
+        from galaxy_fleet.spool import read_json
+
+        try:
+            hb = read_json(self.node.spool.state / "heartbeat.json")
+        except (OSError, ValueError):
+            return
+        self.send({"type": "heartbeat", "heartbeat": {**hb, "interval": self.config.worker.heartbeat_interval}})
 
     def _push_event(self, event: dict[str, Any]) -> None:
         msg: dict[str, Any] = {"type": "event", "event": event}
