@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import yaml
 
-from support.telegram_emulator import TelegramEmulator, TelegramUser
+from support.telegram_emulator import BotMessage, TelegramEmulator, TelegramUser
 
 PY = sys.executable
 GALAXY = [PY, "-m", "galaxy_fleet.cli"]
@@ -38,6 +39,7 @@ ALICE = 1001  # authorized, every machine
 BOB = 1002  # authorized: web1 only, 3 orders a minute
 EVE = 1003  # not authorized
 CAROL = 1004  # authorized, every machine (used where a clean rate budget matters)
+DAVE = 1005  # authorized: web1 only, 3 orders a minute (the rate limit test's own)
 GROUP = -5001  # a group chat
 OPS = -7001  # the alert chat
 
@@ -48,7 +50,8 @@ def bot_settings(api_base_url: str, **overrides: Any) -> dict[str, Any]:
     settings: dict[str, Any] = {
         "api_base_url": api_base_url,
         "authorized_users": [ALICE, CAROL],
-        "users": {BOB: {"targets": ["web1"], "rate_per_minute": 3}},
+        "users": {BOB: {"targets": ["web1"], "rate_per_minute": 3},
+                  DAVE: {"targets": ["web1"], "rate_per_minute": 3}},
         "default_machine": "web1",
         "alert_chats": [OPS],
         "rate_per_minute": 100,
@@ -131,12 +134,13 @@ class Node:
 
 class BotLab:
     def __init__(self, root: Path, token: str, *, nodes: dict[str, list[str]] | None = None,
-                 ghost: bool = True, **bot_overrides: Any):
+                 ghost: bool = True, verbose: bool = True, **bot_overrides: Any):
         self.root = root
         self.token = token
         self.emulator = TelegramEmulator(token)
         self.nodes = {name: Node(root, name, groups) for name, groups in (nodes or NODES).items()}
         self.ghost = ghost
+        self.verbose = verbose  # DEBUG logs carry every Bot API URL: the token redaction is exercised
         self.bot_overrides = bot_overrides
         self.bot: subprocess.Popen[bytes] | None = None
         self.bot_runs = 0
@@ -188,7 +192,8 @@ class BotLab:
         self.bot_runs += 1
         log.write(f"==== bot run {self.bot_runs}\n".encode())
         log.flush()
-        self.bot = subprocess.Popen([*BOT, "--config", str(self.config_path)], env=env, stdout=log,
+        self.bot = subprocess.Popen([*BOT, "--config", str(self.config_path), *(["-v"] if self.verbose else [])],
+                                    env=env, stdout=log,
                                     stderr=subprocess.STDOUT)
         log.close()
         if wait:
@@ -250,6 +255,18 @@ class BotLab:
         return [e for e in events if type_ is None or e["type"] == type_]
 
 
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 def new_token() -> str:
     # Shaped like a real token; the tests look for it in logs and files.
     return f"{secrets.randbelow(10**9) + 10**9}:AA{secrets.token_urlsafe(24)}"
@@ -282,10 +299,47 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BotLab]:
 
 
 @pytest.fixture
-def fresh_lab(tmp_path: Path) -> Iterator[BotLab]:
-    """A lab of its own, for tests that kill or restart things."""
-    lab = BotLab(tmp_path, new_token())
+def make_lab(tmp_path: Path) -> Iterator[Callable[..., BotLab]]:
+    """A started lab of its own (bot settings overridable), for tests that kill or restart things."""
+    labs: list[BotLab] = []
+
+    def make(**overrides: Any) -> BotLab:
+        lab = BotLab(tmp_path / f"lab{len(labs)}", new_token(), **overrides)
+        labs.append(lab)
+        return lab.start()
+
     try:
-        yield lab
+        yield make
     finally:
-        lab.stop()
+        for lab in labs:
+            lab.stop()
+
+
+def ask(user: TelegramUser, text: str, match: str | Callable[[BotMessage], bool], timeout: float = 20) -> BotMessage:
+    """Send ``text`` and wait for the first new bot message in the chat that matches."""
+    after = user.last_id()
+    user.send(text)
+    return user.wait_message(match, after=after, timeout=timeout)
+
+
+ANSWER = re.compile(r"</b> · (done|failed|cancelled|timed out|interrupted) (in|after) |· \d+/\d+ done")
+
+
+def is_answer(m: BotMessage) -> bool:
+    return bool(ANSWER.search(m.text)) or m.document is not None
+
+
+def order(user: TelegramUser, text: str, timeout: float = 30) -> tuple[BotMessage, BotMessage]:
+    """Send an order; returns (the status message as it ends, the answer)."""
+    after = user.last_id()
+    user.send(text)
+    answer = user.wait_message(is_answer, after=after, timeout=timeout)
+    status = next(m for m in user.messages() if m.message_id > after and m.message_id < answer.message_id
+                  and m.message_id != answer.message_id)
+    return status, answer
+
+
+def order_id(status: BotMessage) -> str:
+    m = re.search(r"<code>(\d{8}T[\d.]+Z-[0-9a-f]+)</code>", status.text)
+    assert m, f"no order id in {status.text!r}"
+    return m.group(1)

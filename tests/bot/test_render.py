@@ -144,3 +144,11 @@ def test_audit_text_keeps_the_newest() -> None:
                "severity": "info", "order_id": f"o{i}", "message": "x" * 50} for i in range(200)]
     text = r.audit_text(events)
     assert r.tg_len(text) <= 4096 and "o199" in text and "o0 " not in text
+
+
+def test_a_long_block_starts_in_the_message_before_it() -> None:
+    md = "✅ **web2** · done in 0.1 s\n\n```\n" + "\n".join(str(i) for i in range(1, 1501)) + "\n```"
+    parts = r.split_markdown(md, limit=4080)
+    assert parts is not None and len(parts) == 2
+    assert parts[0].startswith("✅ <b>web2</b>") and "<pre>1\n2\n" in parts[0]
+    assert all(p.count("<pre>") == p.count("</pre>") == 1 for p in parts)

@@ -359,12 +359,13 @@ class CompatProxy:
         return msg
 
     def _m_editMessageText(self, token: str, params: dict[str, Any], *forward: Any) -> tuple[int, Any]:
-        status, payload = self._forward(*forward)
-        if status == 200 and not params.get("reply_markup") and not params.get("inline_message_id"):
-            # Telegram drops the inline keyboard of a message edited without one; the emulator keeps it.
+        if not params.get("reply_markup") and not params.get("inline_message_id"):
+            # Telegram drops the inline keyboard of a message edited without one; the emulator keeps
+            # it. Dropped first, so that nobody sees the new text with the old buttons.
             self._post_upstream(f"/bot{token}/editMessageReplyMarkup",
-                                {"chat_id": params["chat_id"], "message_id": params["message_id"],
+                                {"chat_id": params.get("chat_id"), "message_id": params.get("message_id"),
                                  "reply_markup": {"inline_keyboard": []}})
+        status, payload = self._forward(*forward)
         if status == 200 and payload.get("ok"):
             payload["result"] = self._edited(params, "text")
         return status, payload

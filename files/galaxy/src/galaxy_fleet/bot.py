@@ -89,7 +89,7 @@ Plain text in this chat is an order to {default} too.
 <b>/new</b> [target] — the next order starts a fresh agent session
 <b>/start</b> — your Telegram user id"""
 
-ACTIVE_ALERTS_KEY = "bot.active_alerts"
+ACTIVE_ALERTS_KEY = "bot.active_alerts"  # in the store's key-value table: open problems survive restarts
 # An alert kind that reports a problem clearing, and the kind of the problem.
 RECOVERY_OF = {"health_recovered": "health_failing", "node_up": "node_down"}
 # Order alerts the user already sees in the order's own chat.
@@ -268,6 +268,12 @@ class GalaxyBot:
         assert app.job_queue is not None
         app.job_queue.run_repeating(self._tick, interval=self.settings.progress_interval,
                                     first=self.settings.progress_interval, name="progress")
+        # A machine that is unreachable from the start never goes "down": check each once.
+        connect = float(getattr(getattr(self.fleet, "settings", None), "connect_timeout", 10.0))
+        for name in self._machine_names():
+            app.job_queue.run_once(self._node_down_alert, max(self.settings.node_down_alert_after, connect),
+                                   data={"host": name, "message": "", "since": time.time()},
+                                   name=f"node_down:{name}")
         log.info("bot ready: %d machines, %d orders followed, %d authorized users", len(self.fleet.machines()),
                  len(self.trackers), len(self.settings.authorized_users))
         from galaxy_fleet.sdnotify import notify
@@ -1133,17 +1139,14 @@ class GalaxyBot:
                 self.active_alerts[family] = {"since": time.time(), "id": alert_id, "message": message}
                 text = f"🚨 <b>{render.esc(host)}</b>: {render.esc(message)}"
         else:
-            skip: set[int] = set()
+            text = f"{'🚨' if alert.get('severity') in ('error', 'critical') else '⚠️'} " \
+                   f"<b>{render.esc(host)}</b> · {render.esc(kind)}\n{render.esc(message)}"
             if kind in ORDER_ALERTS and alert.get("order_id"):
                 rec = await asyncio.to_thread(self.fleet.order, str(alert["order_id"]))
-                if rec is not None and rec.chat_id is not None:
-                    skip.add(rec.chat_id)  # the order's own chat sees it on the status message
-                if kind == "order_cancelled":
-                    skip = set(self.settings.alert_chats)
-            icon = "🚨" if alert.get("severity") in ("error", "critical") else "⚠️"
-            await self._broadcast(f"{icon} <b>{render.esc(host)}</b> · {render.esc(kind)}\n{render.esc(message)}",
-                                  skip)
-            text = None
+                if kind == "order_cancelled" or (rec is not None and rec.chat_id is not None):
+                    # Sent from a chat: its status message shows it, with a Retry button. The alert
+                    # chats hear of failed orders nobody is watching (galaxy send, MCP, Ansible).
+                    text = None
         if text:
             await self._broadcast(text)
         self._save_active_alerts()

@@ -203,32 +203,43 @@ def _cut_text(text: str, limit: int) -> list[str]:
     return pieces
 
 
-def _atoms(block: str, limit: int) -> list[str]:
-    """Pieces of one block, each rendering within ``limit``."""
-    if _fits(block, limit):
+def _atoms(block: str, limit: int, first_limit: int | None = None) -> list[str]:
+    """Pieces of one block, each rendering within ``limit`` (the first within ``first_limit``:
+    what is left of the message it starts in)."""
+    first = limit if first_limit is None else first_limit
+    if _fits(block, first):
         return [block]
     lines = block.split("\n")
+    atoms: list[str] = []
+    chunk: list[str] = []
+
+    def budget() -> int:
+        return first if not atoms else limit
+
     if _FENCE.match(lines[0]):
         opener, body = lines[0].strip(), lines[1:-1]
-        budget = limit - tg_len(md_to_html(opener + "\n\n```"))
-        atoms: list[str] = []
-        chunk: list[str] = []
+        overhead = tg_len(md_to_html(opener + "\n\n```"))
         for line in body:
-            for piece in (_cut_text(line, budget) if not _fits(opener + "\n" + line + "\n```", limit) else [line]):
-                if chunk and not _fits("\n".join([opener, *chunk, piece, "```"]), limit):
-                    atoms.append("\n".join([opener, *chunk, "```"]))
-                    chunk = []
+            pieces = [line] if _fits(opener + "\n" + line + "\n```", limit) else _cut_text(line, limit - overhead)
+            for piece in pieces:
+                if not _fits("\n".join([opener, *chunk, piece, "```"]), budget()):
+                    if chunk:
+                        atoms.append("\n".join([opener, *chunk, "```"]))
+                        chunk = []
+                    elif not atoms:
+                        atoms.append("")  # not even one line fits in the rest of the message
                 chunk.append(piece)
         if chunk:
             atoms.append("\n".join([opener, *chunk, "```"]))
         return atoms
-    atoms = []
-    chunk = []
     for line in lines:
         for piece in ([line] if _fits(line, limit) else _cut_text(line, limit)):
-            if chunk and not _fits("\n".join([*chunk, piece]), limit):
-                atoms.append("\n".join(chunk))
-                chunk = []
+            if not _fits("\n".join([*chunk, piece]), budget()):
+                if chunk:
+                    atoms.append("\n".join(chunk))
+                    chunk = []
+                elif not atoms:
+                    atoms.append("")
             chunk.append(piece)
     if chunk:
         atoms.append("\n".join(chunk))
@@ -239,13 +250,19 @@ def split_markdown(md: str, *, limit: int = TELEGRAM_LIMIT, max_parts: int | Non
     """``md`` as HTML messages of at most ``limit``, split between paragraphs and code blocks.
 
     A block too long for one message is split between lines (a code block is
-    closed and reopened with its language). Returns None when more than
-    ``max_parts`` messages would be needed: send a document instead.
+    closed and reopened with its language), its first piece filling the
+    message it starts in. Returns None when more than ``max_parts`` messages
+    would be needed: send a document instead.
     """
     parts: list[str] = []
     current = ""
     for block in _blocks(md):
-        for atom in _atoms(block, limit):
+        left = limit - tg_len(md_to_html(current)) - 2 if current else limit
+        for atom in _atoms(block, limit, left):
+            if not atom:  # nothing of the block fits in the rest of this message
+                parts.append(current)
+                current = ""
+                continue
             candidate = f"{current}\n\n{atom}" if current else atom
             if current and not _fits(candidate, limit):
                 parts.append(current)
@@ -363,9 +380,9 @@ def document_summary(records: Sequence[Any], spec: str | None, filename: str, si
     lines: list[str] = []
     if len(records) == 1:
         lines.append(md_to_html(outcome_line(records[0])))
-        first = _blocks(as_markdown(answer_body(records[0].response)))
-        if first:
-            lines.append(esc(preview(first[0].strip("`"), 300)))
+        head = answer_body(records[0].response).split("\n")[:8]
+        if any(line.strip() for line in head):
+            lines.append(f"<pre>{esc(chr(10).join(line[:80] for line in head)[:400])}\n…</pre>")
     else:
         done = sum(1 for r in records if r.state == "done")
         lines.append(md_to_html(f"📡 **{spec or records[0].target_spec}** · {done}/{len(records)} done"))
