@@ -15,8 +15,8 @@ NAMESPACE, NAME = "galaxy_protocol", "fleet"
 
 # What a copy of the collection for the linters holds: the collection's own
 # content (the runtime's source in files/ has its own tests and linters).
-CONTENT = ["galaxy.yml", "meta", "plugins", "roles", "playbooks", "changelogs", "docs", "README.md",
-           "inventory/example", "tests/unit", "tests/sanity", "tests/collection"]
+CONTENT = ("galaxy.yml", "meta", "plugins", "roles", "playbooks", "changelogs", "docs", "README.md",
+           "inventory/example", "tests/unit", "tests/sanity", "tests/collection")
 
 
 def tool(name: str) -> str:
@@ -25,7 +25,7 @@ def tool(name: str) -> str:
     return str(path)
 
 
-def collection_copy(root: Path, content: list[str] = CONTENT) -> Path:
+def collection_copy(root: Path, content: tuple[str, ...] = CONTENT) -> Path:
     """Copy the collection into ROOT/ansible_collections/galaxy_protocol/fleet; return that path."""
     dest = root / "ansible_collections" / NAMESPACE / NAME
     dest.mkdir(parents=True)

@@ -1,0 +1,122 @@
+"""The playbooks against real machines (a lab of this module's own): bad input first,
+then a deploy with an unreachable node, orders, health, audit collection and a rolling
+update that stops at an unhealthy node."""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from collection import playbook, recap
+
+WRONG_TYPES = ["-e", '{"galaxy_node_worker_runners": "many", "galaxy_control_dashboard_port": "eighty",'
+                     ' "galaxy_node_projects": ["not", "a", "mapping"]}']
+
+
+def test_wrong_variable_types_are_rejected_before_anything_changes(deploy_lab):
+    cp = playbook(deploy_lab.inventory, "site.yml", *deploy_lab.source_vars(), *WRONG_TYPES)
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 2, out[-4000:]
+    assert "Validating arguments against arg spec" in out
+    for name in ("galaxy_node_worker_runners", "galaxy_node_projects", "galaxy_control_dashboard_port"):
+        assert name in out, f"{name} not named in:\n{out[-4000:]}"
+    counts = recap(out)
+    assert set(counts) == {"control", "web1", "web2"}
+    assert all(c["changed"] == 0 and c["failed"] == 1 for c in counts.values()), counts
+    for host in ("control", "web1", "web2"):
+        probe = deploy_lab.ssh(host, "test -e /etc/galaxy || test -e /opt/galaxy || id galaxy; echo rc=$?")
+        assert "rc=1" in probe.stdout, f"{host} was changed: {probe.stdout}{probe.stderr}"
+
+
+def test_an_unreachable_node_fails_alone_and_the_others_deploy(deploy_lab, tmp_path):
+    ghost = tmp_path / "ghost.yml"
+    ghost.write_text(yaml.safe_dump({"galaxy_nodes": {"hosts": {"web9": {
+        "ansible_host": re.sub(r"\.\d+$", ".99", deploy_lab.hosts["web1"]),
+        "ansible_ssh_common_args": "-o ConnectTimeout=3 -o StrictHostKeyChecking=yes"}}}}))
+    cp = playbook([deploy_lab.inventory, ghost], "site.yml", *deploy_lab.source_vars())
+    out = cp.stdout + cp.stderr
+    counts = recap(out)
+    assert counts["web9"]["unreachable"] == 1, out[-4000:]
+    assert re.search(r"fatal: \[web9\]: UNREACHABLE! => .*(timed out|No route|Connection refused)", out), out[-4000:]
+    for host in ("control", "web1", "web2"):
+        assert counts[host]["failed"] == 0 and counts[host]["unreachable"] == 0, (host, counts, out[-4000:])
+        assert counts[host]["changed"] > 0
+    assert cp.returncode == 4  # ansible-playbook: some hosts were unreachable
+    assert "No SSH host key known for web9" in out
+    for host in ("web1", "web2"):
+        state = deploy_lab.ssh(host, "systemctl is-active galaxy-worker galaxy-health.timer")
+        assert state.stdout.split() == ["active", "active"], state
+    known = deploy_lab.ssh("control", "cat /etc/galaxy/known_hosts").stdout
+    assert ",web1 ssh-ed25519 " in known and ",web2 ssh-ed25519 " in known and "web9" not in known
+
+
+def test_a_second_run_changes_nothing(deploy_lab):
+    cp = playbook(deploy_lab.inventory, "site.yml", *deploy_lab.source_vars())
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 0, out[-4000:]
+    counts = recap(out)
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
+
+
+def test_order_playbook_prints_the_response(deploy_lab):
+    cp = playbook(deploy_lab.inventory, "order.yml", "-e", "target=web1", "-e", "payload=uptime",
+                  "-e", "executor=shell")
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 0, out[-4000:]
+    assert "load average" in out and "# Order " in out and ": done" in out
+
+
+def test_order_playbook_fails_cleanly_on_an_unknown_executor(deploy_lab):
+    cp = playbook(deploy_lab.inventory, "order.yml", "-e", "target=web2", "-e", "payload=uptime",
+                  "-e", "executor=teleport")
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 2, out[-4000:]
+    assert "galaxy rejected the order" in out and "unknown executor 'teleport'" in out
+
+
+def test_order_playbook_without_a_target_explains_usage(deploy_lab):
+    cp = playbook(deploy_lab.inventory, "order.yml", "-e", "payload=uptime")
+    assert cp.returncode == 2
+    assert "usage: ansible-playbook playbooks/order.yml -e target=web1" in cp.stdout
+
+
+def test_health_playbook_prints_one_table(deploy_lab):
+    cp = playbook(deploy_lab.inventory, "health.yml")
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 0, out[-4000:]
+    assert re.search(r'"NODE\s+STATUS\s+CHECKS\s+FAILING"', out)
+    assert re.search(r'"web1\s+healthy\s+\d+/\d+\s+-"', out) and re.search(r'"web2\s+healthy', out)
+
+
+def test_audit_playbook_collects_once(deploy_lab):
+    first = playbook(deploy_lab.inventory, "audit.yml", "-e", "audit_verify=true")
+    assert first.returncode == 0, first.stdout[-4000:]
+    counts = [int(n) for n in re.findall(r"(\d+) new event\(s\) from web1", first.stdout)]
+    assert counts and counts[0] > 0
+    second = playbook(deploy_lab.inventory, "audit.yml")
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert re.search(r"0 new event\(s\) from web1, cursor \d+", second.stdout)
+    store = deploy_lab.ssh("control", "wc -l < /var/lib/galaxy/central/web1.jsonl; cat /var/lib/galaxy/central/web1.cursor;"
+                                      " stat -c %U:%a /var/lib/galaxy/central/web1.jsonl")
+    lines, cursor, owner = store.stdout.split()
+    assert int(lines) == counts[0] and int(cursor) >= counts[0] and owner == "galaxy:640"
+
+
+def test_rolling_update_stops_at_an_unhealthy_node(deploy_lab, tmp_path):
+    # web1 demands more free memory than any machine has: its health gate fails.
+    sick = tmp_path / "sick.yml"
+    sick.write_text(yaml.safe_dump({"galaxy_nodes": {"hosts": {"web1": {
+        "galaxy_node_health": {"memory_min_mb": 10_000_000}}}}}))
+    cp = playbook([deploy_lab.inventory, sick], "update.yml", *deploy_lab.source_vars(),
+                  "-e", "galaxy_update_health_retries=2", "-e", "galaxy_update_health_delay=1")
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 2, out[-4000:]
+    roll = out[out.index("PLAY [Roll the update over the Galaxy nodes]"):]
+    assert re.search(r"fatal: \[web1\]: FAILED! .*unhealthy: memory", roll), roll[-4000:]
+    assert "[web2]" not in roll, "web2 was touched after web1 failed its health gate"
+    # Put web1 right again: the next update rolls over both.
+    cp = playbook(deploy_lab.inventory, "update.yml", *deploy_lab.source_vars())
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 0, out[-4000:]
+    assert out.count("TASK [Wait until the node is healthy]") == 2
