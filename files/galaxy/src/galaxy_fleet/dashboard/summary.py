@@ -1,0 +1,262 @@
+"""The fleet at a glance: the figures behind the page and /api/status.
+
+``Summary`` caches what it computes: the live part (nodes, counts, recent
+orders and alerts) for ``ttl`` seconds, the charts of the last day for
+``history_ttl``. Under load every request gets the cached, already encoded
+answer; one request at a time recomputes it while the others keep serving
+the previous one.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import threading
+import time
+from typing import Any, Callable
+
+from galaxy_fleet.dashboard.reader import FAILED, PENDING, StoreReader, epoch, iso, window_start
+
+HISTORY_HOURS = 24
+HEALTH_SLOTS = 96  # 15-minute slots over the day
+
+
+def _check(health: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    for check in (health or {}).get("checks") or []:
+        if check.get("name") == name:
+            return check
+    return None
+
+
+def order_figures(states: dict[str, int]) -> dict[str, int]:
+    """The seed's pending/processed/failed, plus the states behind them."""
+    return {
+        "pending": sum(states.get(s, 0) for s in PENDING),
+        "running": states.get("running", 0),
+        "processed": sum(n for s, n in states.items() if s not in PENDING),
+        "done": states.get("done", 0),
+        "failed": sum(states.get(s, 0) for s in FAILED),
+        "cancelled": states.get("cancelled", 0),
+        "total": sum(states.values()),
+    }
+
+
+def node_figures(node: dict[str, Any], states: dict[str, int], last_check: dict[str, Any] | None,
+                 worker_start: str | None, now: float) -> dict[str, Any]:
+    """One node as the page shows it: the seed's figures from the newest full health
+    report the Fleet stored, and the newest health_check event when that is newer."""
+    report = node.get("health") or {}
+    report_ts = node.get("health_ts") or epoch(report.get("ts"))
+    check_ts = epoch(last_check.get("ts")) if last_check else None
+    healthy: bool | None = report.get("healthy") if report else None
+    failing = [c.get("name") for c in report.get("checks") or [] if not c.get("ok")]
+    health_ts = report_ts
+    if check_ts is not None and (report_ts is None or check_ts > report_ts):
+        healthy, failing, health_ts = last_check["healthy"], list(last_check.get("failing") or []), check_ts
+
+    worker = _check(report, "worker")
+    wdata = (worker or {}).get("data") or {}
+    opencode = _check(report, "opencode")
+    disks = [{"label": c["name"][5:], "used_percent": (c.get("data") or {}).get("used_percent"), "ok": c.get("ok")}
+             for c in report.get("checks") or [] if str(c.get("name", "")).startswith("disk_")]
+    memory = _check(report, "memory")
+    disk_percent = max((d["used_percent"] for d in disks if d["used_percent"] is not None), default=None)
+    opencode_ok = opencode.get("ok") if opencode else None
+    uptime = report.get("uptime_s")
+    if last_check and check_ts is not None and (report_ts is None or check_ts > report_ts):
+        # richer health_check events (if the node writes them) win over an older report
+        disk_percent = last_check.get("disk_percent", disk_percent)
+        opencode_ok = last_check.get("opencode", opencode_ok)
+        uptime = last_check.get("uptime_s", uptime)
+        uptime_ts = check_ts
+    else:
+        uptime_ts = report_ts
+    if uptime is not None and uptime_ts is not None:
+        uptime = float(uptime) + max(0.0, now - uptime_ts)
+    started = epoch(worker_start)
+
+    connected = bool(node.get("connected"))
+    if not connected and node.get("last_seen") is None and not report:
+        status = "unknown"
+    elif not connected:
+        status = "down"
+    elif healthy is False:
+        status = "failing"
+    elif healthy is None:
+        status = "unknown"
+    else:
+        status = "healthy"
+    hello = node.get("hello") or {}
+    return {
+        "name": node["name"],
+        "status": status,
+        "connected": connected,
+        "healthy": healthy,
+        "failing": failing,
+        "error": node.get("error"),
+        "last_seen": node.get("last_seen"),
+        "health_ts": health_ts,
+        "version": hello.get("version") or wdata.get("version"),
+        "uptime_s": round(uptime, 1) if uptime is not None else None,
+        "worker": {
+            "ok": worker.get("ok") if worker else None,
+            "message": worker.get("message") if worker else None,
+            "pid": wdata.get("pid"),
+            "heartbeat_age_s": wdata.get("heartbeat_age_s"),
+            "running": len(wdata.get("running") or []),
+            "queued": wdata.get("queued"),
+            "started": started,
+            "uptime_s": round(now - started, 1) if started is not None and connected else None,
+        },
+        "opencode": {"ok": opencode_ok, "message": opencode.get("message") if opencode else None,
+                     "ms": ((opencode or {}).get("data") or {}).get("ms")},
+        "disk": disks,
+        "disk_percent": disk_percent,
+        "memory_mb": ((memory or {}).get("data") or {}).get("available_mb"),
+        "orders": order_figures(states),
+    }
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def latency_per_hour(samples: list[tuple[float, float, float | None]], now: float,
+                     hours: int = HISTORY_HOURS) -> list[dict[str, Any]]:
+    start = window_start(now, hours * 3600, 3600)
+    per: list[list[float]] = [[] for _ in range(hours)]
+    for created, total, _run in samples:
+        b = int((created - start) // 3600)
+        if 0 <= b < hours:
+            per[b].append(total)
+    return [{"start": start + i * 3600, "count": len(v),
+             "p50": _percentile(v, 50), "p95": _percentile(v, 95), "max": max(v) if v else None}
+            for i, v in enumerate(per)]
+
+
+def order_row(o: dict[str, Any]) -> dict[str, Any]:
+    duration = None
+    if o.get("finished") is not None:
+        duration = max(0.0, o["finished"] - o["created"])
+    return {**o, "duration_s": round(duration, 3) if duration is not None else None,
+            "run_s": round(o["finished"] - o["started"], 3) if o.get("finished") and o.get("started") else None}
+
+
+class Summary:
+    def __init__(self, reader: StoreReader, *, ttl: float = 1.0, history_ttl: float = 15.0,
+                 clock: Callable[[], float] = time.time, recent_orders: int = 25, recent_alerts: int = 15):
+        self.reader = reader
+        self.ttl = ttl
+        self.history_ttl = history_ttl
+        self.clock = clock
+        self.recent_orders = recent_orders
+        self.recent_alerts = recent_alerts
+        self.started = clock()
+        self._lock = threading.Lock()
+        self._live: tuple[float, dict[str, Any]] | None = None
+        self._history: tuple[float, dict[str, Any]] | None = None
+        self._encoded: tuple[float, bytes, str] | None = None
+
+    # -- the pieces ------------------------------------------------------------------
+    def nodes(self, now: float | None = None, counts: dict[str, dict[str, int]] | None = None
+              ) -> list[dict[str, Any]]:
+        now = self.clock() if now is None else now
+        r = self.reader
+        nodes = r.nodes()
+        counts = r.order_counts() if counts is None else counts
+        checks = r.latest_health_checks(n["name"] for n in nodes)
+        starts = r.worker_starts()
+        # orders for hosts the store knows only from orders (removed from the inventory) are left out
+        return [node_figures(n, counts.get(n["name"], {}), checks.get(n["name"]), starts.get(n["name"]), now)
+                for n in nodes]
+
+    def live(self, now: float) -> dict[str, Any]:
+        r = self.reader
+        counts = r.order_counts()
+        nodes = self.nodes(now, counts)
+        totals = order_figures(_sum_states(counts))
+        by_status = {k: sum(1 for n in nodes if n["status"] == k) for k in ("healthy", "failing", "down", "unknown")}
+        disks = [n["disk_percent"] for n in nodes if n["disk_percent"] is not None]
+        day = now - 86400
+        return {
+            "generated": iso(now),
+            "control": {"host": socket.gethostname(), "uptime_s": _host_uptime()},
+            "fleet": {"nodes": len(nodes), "connected": sum(1 for n in nodes if n["connected"]), **by_status,
+                      "disk_percent_max": max(disks) if disks else None},
+            "orders": totals,
+            "alerts": {"last_day": r.alerts_since(day)},
+            "nodes": nodes,
+            "recent_orders": [order_row(o) for o in r.orders(limit=self.recent_orders)],
+            "recent_alerts": r.alerts(self.recent_alerts),
+            "health_checks": r.health_checks(20),
+        }
+
+    def history(self, now: float) -> dict[str, Any]:
+        r = self.reader
+        slot = HISTORY_HOURS * 3600 / HEALTH_SLOTS
+        per_hour = r.orders_per_hour(now, HISTORY_HOURS)
+        samples = r.latencies(now, HISTORY_HOURS)
+        latency = latency_per_hour(samples, now)
+        totals = [t for _c, t, _r in samples]
+        return {
+            "window": {"hours": HISTORY_HOURS, "end": now, "health_slots": HEALTH_SLOTS,
+                       "health_slot_s": slot, "health_start": window_start(now, HISTORY_HOURS * 3600, slot)},
+            "orders_per_hour": per_hour,
+            "latency": latency,
+            "latency_day": {"count": len(totals), "p50": _percentile(totals, 50), "p95": _percentile(totals, 95)},
+            "health": r.health_history(now, HISTORY_HOURS, HEALTH_SLOTS),
+            "last_day": {k: sum(b[k] for b in per_hour) for k in ("done", "failed", "cancelled", "pending")},
+        }
+
+    # -- cached ----------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """The whole summary (computed or from the cache)."""
+        return json.loads(self.encoded()[0])
+
+    def encoded(self) -> tuple[bytes, str]:
+        """The summary as JSON bytes and an ETag, recomputed at most every ``ttl`` seconds."""
+        now = self.clock()
+        cached = self._encoded
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1], cached[2]
+        # One request refreshes; the others keep serving what is there (if anything).
+        if not self._lock.acquire(blocking=cached is None):
+            return cached[1], cached[2]  # type: ignore[index]
+        try:
+            cached = self._encoded
+            now = self.clock()
+            if cached is not None and now - cached[0] < self.ttl:
+                return cached[1], cached[2]
+            if self._history is None or now - self._history[0] >= self.history_ttl:
+                self._history = (now, self.history(now))
+            body = {**self.live(now), "history": self._history[1],
+                    "dashboard": {"uptime_s": round(now - self.started, 1), "ttl": self.ttl}}
+            data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+            import hashlib
+
+            etag = '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
+            self._encoded = (now, data, etag)
+            return data, etag
+        finally:
+            self._lock.release()
+
+
+def _sum_states(counts: dict[str, dict[str, int]]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for per in counts.values():
+        for state, n in per.items():
+            total[state] = total.get(state, 0) + n
+    return total
+
+
+def _host_uptime() -> float | None:
+    try:
+        with open("/proc/uptime") as fh:
+            return float(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
