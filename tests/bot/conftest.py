@@ -176,7 +176,7 @@ class BotLab:
             "host": "control",
             "spool_dir": str(self.control_dir / "spool"),
             "control": {"inventory": str(self.control_dir / "inventory.yml"), "store": str(self.store_path),
-                        "connect_timeout": 2, "lost_after": 30},
+                        "connect_timeout": 2, "lost_after": 30, "backoff_max": 2},
             "bot": bot_settings(self.emulator.api_base_url, **self.bot_overrides),
         }
         self.config_path.write_text(yaml.safe_dump(config))

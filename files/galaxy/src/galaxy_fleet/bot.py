@@ -90,8 +90,9 @@ Plain text in this chat is an order to {default} too.
 <b>/start</b> — your Telegram user id"""
 
 ACTIVE_ALERTS_KEY = "bot.active_alerts"  # in the store's key-value table: open problems survive restarts
-# An alert kind that reports a problem clearing, and the kind of the problem.
-RECOVERY_OF = {"health_recovered": "health_failing", "node_up": "node_down"}
+# Problems reported once while they last, and the alert kinds that say they cleared.
+PROBLEMS = ("health_failing", "worker_silent")
+RECOVERY_OF = {"health_recovered": "health_failing", "worker_heard": "worker_silent", "node_up": "node_down"}
 # Order alerts the user already sees in the order's own chat.
 ORDER_ALERTS = ("order_failed", "order_timed_out", "order_interrupted", "order_cancelled", "order_lost")
 
@@ -274,10 +275,14 @@ class GalaxyBot:
             app.job_queue.run_once(self._node_down_alert, max(self.settings.node_down_alert_after, connect),
                                    data={"host": name, "message": "", "since": time.time()},
                                    name=f"node_down:{name}")
-        log.info("bot ready: %d machines, %d orders followed, %d authorized users", len(self.fleet.machines()),
-                 len(self.trackers), len(self.settings.authorized_users))
+        # Jobs run once the application has started, i.e. once updates are being polled.
+        app.job_queue.run_once(self._ready, 0, name="ready")
+
+    async def _ready(self, context: "ContextTypes.DEFAULT_TYPE") -> None:
         from galaxy_fleet.sdnotify import notify
 
+        log.info("bot ready: %d machines, %d orders followed, %d authorized users", len(self.fleet.machines()),
+                 len(self.trackers), len(self.settings.authorized_users))
         notify("READY=1")
         if self.ready_hook:
             self.ready_hook()
@@ -1132,7 +1137,7 @@ class GalaxyBot:
             if opened is not None:
                 text = (f"✅ <b>{render.esc(host)}</b> recovered: {render.esc(message)}\n"
                         f"(problem reported {render.ago(opened.get('since'))})")
-        elif kind == "health_failing":
+        elif kind in PROBLEMS:
             family = f"{kind}:{host}"
             text = None
             if family not in self.active_alerts:
