@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from collection import ansible_env, collections_path, run, tool
 
 
+@pytest.mark.timeout(2700)
 def test_molecule_default_scenario():
     collections_path()
     cp = run([tool("molecule"), "test", "--scenario-name", "default"], env=ansible_env(NO_COLOR="1", PY_COLORS="0"),
