@@ -75,7 +75,8 @@ def test_status_matches_the_store(app_for: Any, filled: Any) -> None:
     assert len(hist["orders_per_hour"]) == 24 and len(hist["latency"]) == 24
     assert sum(b["done"] for b in hist["orders_per_hour"]) == states.count("done")
     assert hist["latency_day"]["count"] == sum(s in ("done", "failed", "timed_out") for s in states)
-    assert set(hist["health"]) == {"web1", "web2", "db1"} and hist["health"]["web2"][-1] == 1
+    assert set(hist["health"]) == {"web1", "web2", "db1"} and hist["health"]["web2"][-1] == "1"
+    assert set(hist["health"]["web1"]) == {"-", "0"}
     assert all(len(v) == 96 for v in hist["health"].values())
 
 
@@ -294,3 +295,14 @@ def test_token_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         dsettings.load(from_dict({"dashboard": {"colour": "blue"}}))
     with pytest.raises(ConfigError, match="dashboard.port"):
         dsettings.load(from_dict({"dashboard": {"port": "http"}}))
+
+
+def test_status_gzip(app_for: Any) -> None:
+    import gzip
+
+    client = app_for(cache_ttl=60.0).test_client()
+    plain = client.get("/api/status")
+    packed = client.get("/api/status", headers={"Accept-Encoding": "gzip, deflate, br"})
+    assert packed.headers["Content-Encoding"] == "gzip" and packed.headers["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(packed.data) == plain.data and len(packed.data) < len(plain.data)
+    assert "Content-Encoding" not in plain.headers

@@ -62,21 +62,23 @@ def _time(name: str) -> str | None:
         raise BadRequest(f"{name}: {exc}") from None
 
 
-def _json_bytes(data: bytes, etag: str) -> Response:
-    resp = Response(data, mimetype="application/json")
-    resp.headers["ETag"] = etag
-    resp.headers["Cache-Control"] = "no-cache"
-    if etag in request.headers.get("If-None-Match", ""):
-        resp.status_code = 304
-        resp.set_data(b"")
-    return resp
-
-
 @bp.get("/api/status")
 def status() -> Response:
-    """The fleet at a glance, as the page shows it (cached for ``cache_ttl`` seconds)."""
-    data, etag = _state().summary.encoded()
-    return _json_bytes(data, etag)
+    """The fleet at a glance, as the page shows it (cached for ``cache_ttl`` seconds,
+    gzip-compressed for clients that accept it, 304 when unchanged)."""
+    summary = _state().summary
+    gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
+    data, etag = summary.gzipped() if gzipped else summary.encoded()
+    if etag in request.headers.get("If-None-Match", ""):
+        resp = Response(status=304)
+    else:
+        resp = Response(data, mimetype="application/json")
+        if gzipped:
+            resp.headers["Content-Encoding"] = "gzip"
+    resp.headers["ETag"] = etag
+    resp.headers["Cache-Control"] = "no-cache"
+    resp.headers["Vary"] = "Accept-Encoding"
+    return resp
 
 
 @bp.get("/api/nodes")

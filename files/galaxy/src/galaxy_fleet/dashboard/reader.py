@@ -223,17 +223,28 @@ class StoreReader:
     # -- health (from the nodes' health_check audit events) -------------------------
     def health_history(self, now: float, hours: int = 24, slots: int = 96) -> dict[str, list[int]]:
         """Per node, one value per time slot of the window: -1 no check ran, 0 every check
-        passed, 1 at least one failed (oldest slot first)."""
+        passed, 1 at least one failed (oldest slot first).
+
+        Two index-only scans: every check's (host, ts) from events_type_ts, and the failed
+        ones through events_severity_ts (``+type`` keeps SQLite on that index)."""
+        from bisect import bisect_right
+
         width = hours * 3600 / slots
         start = window_start(now, hours * 3600, width)
+        bounds = [iso(start + i * width) for i in range(slots + 1)]
         out: dict[str, list[int]] = {}
-        rows = self._rows(
-            "SELECT host, CAST((julianday(ts) - julianday(?)) * 86400.0 / ? AS INTEGER) AS slot,"
-            " MAX(severity NOT IN ('debug', 'info')) AS failing FROM events"
-            " WHERE type = 'health_check' AND ts >= ? GROUP BY host, slot", (iso(start), width, iso(start)))
-        for r in rows:
-            if 0 <= r["slot"] < slots:
-                out.setdefault(r["host"], [-1] * slots)[r["slot"]] = int(r["failing"])
+        ran = self._rows("SELECT host, ts FROM events WHERE type = 'health_check' AND ts >= ?", (bounds[0],))
+        failed = self._rows("SELECT host, ts FROM events WHERE severity IN ('warning', 'error', 'critical')"
+                            " AND +type = 'health_check' AND ts >= ?", (bounds[0],))
+        for rows, value in ((ran, 0), (failed, 1)):
+            for host, ts in rows:
+                slot = bisect_right(bounds, ts) - 1
+                if 0 <= slot < slots:
+                    per = out.get(host)
+                    if per is None:
+                        per = out[host] = [-1] * slots
+                    if value > per[slot]:
+                        per[slot] = value
         return out
 
     def health_checks(self, limit: int = 20, host: str | None = None) -> list[dict[str, Any]]:

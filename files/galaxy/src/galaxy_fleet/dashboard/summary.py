@@ -22,6 +22,11 @@ HISTORY_HOURS = 24
 HEALTH_SLOTS = 96  # 15-minute slots over the day
 
 
+def _ms(ts: float | None) -> float | None:
+    """Seconds to the millisecond: all the page needs, and a smaller summary."""
+    return round(ts, 3) if ts is not None else None
+
+
 def _check(health: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
     for check in (health or {}).get("checks") or []:
         if check.get("name") == name:
@@ -95,8 +100,8 @@ def node_figures(node: dict[str, Any], states: dict[str, int], last_check: dict[
         "healthy": healthy,
         "failing": failing,
         "error": node.get("error"),
-        "last_seen": node.get("last_seen"),
-        "health_ts": health_ts,
+        "last_seen": _ms(node.get("last_seen")),
+        "health_ts": _ms(health_ts),
         "version": hello.get("version") or wdata.get("version"),
         "uptime_s": round(uptime, 1) if uptime is not None else None,
         "worker": {
@@ -135,16 +140,31 @@ def latency_per_hour(samples: list[tuple[float, float, float | None]], now: floa
         if 0 <= b < hours:
             per[b].append(total)
     return [{"start": start + i * 3600, "count": len(v),
-             "p50": _percentile(v, 50), "p95": _percentile(v, 95), "max": max(v) if v else None}
+             "p50": _ms(_percentile(v, 50)), "p95": _ms(_percentile(v, 95)), "max": _ms(max(v) if v else None)}
             for i, v in enumerate(per)]
 
 
 def order_row(o: dict[str, Any]) -> dict[str, Any]:
+    """An order with its duration (receipt to answer) and run time, in seconds."""
     duration = None
     if o.get("finished") is not None:
         duration = max(0.0, o["finished"] - o["created"])
-    return {**o, "duration_s": round(duration, 3) if duration is not None else None,
-            "run_s": round(o["finished"] - o["started"], 3) if o.get("finished") and o.get("started") else None}
+    return {**o, **{k: _ms(o.get(k)) for k in ("created", "updated", "started", "finished")},
+            "duration_s": _ms(duration),
+            "run_s": _ms(o["finished"] - o["started"]) if o.get("finished") and o.get("started") else None}
+
+
+BRIEF_ORDER = ("id", "host", "user", "executor", "state", "created", "started", "finished", "payload", "progress",
+               "error", "duration_s")
+
+
+def brief_order(o: dict[str, Any]) -> dict[str, Any]:
+    """What the page's order table shows (the summary stays small; /api/orders has it all)."""
+    row = order_row(o)
+    return {k: row.get(k) for k in BRIEF_ORDER}
+
+
+HEALTH_MARK = {-1: "-", 0: "0", 1: "1"}
 
 
 class Summary:
@@ -161,6 +181,7 @@ class Summary:
         self._live: tuple[float, dict[str, Any]] | None = None
         self._history: tuple[float, dict[str, Any]] | None = None
         self._encoded: tuple[float, bytes, str] | None = None
+        self._gzipped: tuple[str, bytes] | None = None
 
     # -- the pieces ------------------------------------------------------------------
     def nodes(self, now: float | None = None, counts: dict[str, dict[str, int]] | None = None
@@ -191,7 +212,7 @@ class Summary:
             "orders": totals,
             "alerts": {"last_day": r.alerts_since(day)},
             "nodes": nodes,
-            "recent_orders": [order_row(o) for o in r.orders(limit=self.recent_orders)],
+            "recent_orders": [brief_order(o) for o in r.orders(limit=self.recent_orders)],
             "recent_alerts": r.alerts(self.recent_alerts),
             "health_checks": r.health_checks(20),
         }
@@ -208,8 +229,11 @@ class Summary:
                        "health_slot_s": slot, "health_start": window_start(now, HISTORY_HOURS * 3600, slot)},
             "orders_per_hour": per_hour,
             "latency": latency,
-            "latency_day": {"count": len(totals), "p50": _percentile(totals, 50), "p95": _percentile(totals, 95)},
-            "health": r.health_history(now, HISTORY_HOURS, HEALTH_SLOTS),
+            "latency_day": {"count": len(totals), "p50": _ms(_percentile(totals, 50)),
+                            "p95": _ms(_percentile(totals, 95))},
+            # one character per 15-minute slot: "-" no check ran, "0" all passed, "1" one failed
+            "health": {host: "".join(HEALTH_MARK[v] for v in slots)
+                       for host, slots in r.health_history(now, HISTORY_HOURS, HEALTH_SLOTS).items()},
             "last_day": {k: sum(b[k] for b in per_hour) for k in ("done", "failed", "cancelled", "pending")},
         }
 
@@ -217,6 +241,17 @@ class Summary:
     def status(self) -> dict[str, Any]:
         """The whole summary (computed or from the cache)."""
         return json.loads(self.encoded()[0])
+
+    def gzipped(self) -> tuple[bytes, str]:
+        """The cached summary gzip-compressed (once per refresh), for clients that accept it."""
+        data, etag = self.encoded()
+        cached = self._gzipped
+        if cached is None or cached[0] != etag:
+            import gzip
+
+            cached = (etag, gzip.compress(data, compresslevel=5, mtime=0))
+            self._gzipped = cached
+        return cached[1], etag[:-1] + '-gz"'  # another representation, another ETag
 
     def encoded(self) -> tuple[bytes, str]:
         """The summary as JSON bytes and an ETag, recomputed at most every ``ttl`` seconds."""

@@ -215,7 +215,8 @@
         : mark(w.ok) + (w.ok ? (w.running ? "busy" : "idle") : "down");
       const workerTip = w.ok === null ? null : (w.message || "") + (w.ok ? ` · ${w.running} running, ${w.queued || 0} queued` : "");
       const uptime = n.uptime_s !== null ? dur(n.uptime_s) : w.uptime_s !== null ? dur(w.uptime_s) : "–";
-      const slots = st.history.health[n.name] || new Array(st.history.window.health_slots).fill(-1);
+      const marks = st.history.health[n.name] || "-".repeat(st.history.window.health_slots);
+      const slots = [...marks].map((c) => (c === "-" ? -1 : Number(c)));
       const checked = n.health_ts ? "checked " + ago(n.health_ts) : "not checked yet";
       return h("article", { class: "node " + n.status, "data-node": n.name, "data-status": n.status },
         h("header", {},
