@@ -1,6 +1,6 @@
 """Every command of the bot, end to end: the real bot process, real workers, the emulator as the phone.
 
-One lab (conftest.BotLab) is shared by this module: web1 and web2 (group web),
+One lab (botlab.BotLab, the `lab` fixture) is shared by this module: web1 and web2 (group web),
 db1 (group db, marked dangerous), ghost (never reachable); ALICE and CAROL may
 do anything, BOB only web1 at 3 orders a minute, EVE nothing.
 """
@@ -11,8 +11,8 @@ import re
 import time
 import uuid
 
-from conftest import (ALICE, BOB, CAROL, DAVE, EVE, GROUP, OPS, BotLab, ask, children, is_answer, order,
-                      order_id, wait_for)
+from botlab import (ALICE, BOB, CAROL, DAVE, EVE, GROUP, OPS, BotLab, ask, children, final_status, is_answer,
+                    order, order_id, wait_for)
 from support.telegram_emulator import BotMessage
 
 
@@ -184,7 +184,7 @@ def test_cancel_button(lab: BotLab) -> None:
     status, oid = _running(alice, "/order web2 sleep 30")
     alice.press(status, "Cancel")
     alice.wait_message(lambda x: x.text.startswith("🚫 <b>web2</b> · cancelled"), after=status.message_id)
-    final = next(m for m in alice.messages() if m.message_id == status.message_id)
+    final = final_status(alice, status.message_id)
     assert final.text.startswith("🚫 <b>web2</b> cancelled") and final.buttons == []
     assert any(a.get("text") == "Cancelling…" for a in lab.emulator.callback_answers)
 
@@ -286,7 +286,7 @@ def test_dangerous_order_confirmed(lab: BotLab) -> None:
     assert answer.text.startswith("✅ <b>db1</b>") and m in answer.text
     assert [e for e in lab.audit_events("bot_confirmed") if e["target"] == "db1"]
     # The confirmation message became the order's status message.
-    status = next(x for x in alice.messages() if x.message_id == confirm.message_id)
+    status = final_status(alice, confirm.message_id)
     assert status.text.startswith("✅ <b>db1</b> done")
 
 

@@ -1,4 +1,4 @@
-"""The bot through failures and restarts, each test with a lab of its own (conftest.make_lab)."""
+"""The bot through failures and restarts, each test with a lab of its own (the make_lab fixture)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import signal
 import time
 from typing import Callable
 
-from conftest import ALICE, OPS, BotLab, ask, is_answer, order, order_id, wait_for
+from botlab import ALICE, OPS, BotLab, ask, final_status, is_answer, order, order_id, wait_for
 
 
 def test_bot_killed_mid_order_still_delivers_the_answer(make_lab: Callable[..., BotLab]) -> None:
@@ -24,7 +24,7 @@ def test_bot_killed_mid_order_still_delivers_the_answer(make_lab: Callable[..., 
     answer = alice.wait_message(is_answer, after=after, timeout=30)
     assert answer.text.startswith("✅ <b>web1</b> · done") and "the-answer-survived" in answer.text
     # The same status message was brought to its end, and the answer delivered once.
-    final = next(m for m in alice.messages() if m.message_id == status.message_id)
+    final = final_status(alice, status.message_id)
     assert final.text.startswith("✅ <b>web1</b> done") and final.buttons == []
     time.sleep(1.5)
     assert len([m for m in alice.messages() if "the-answer-survived" in m.text and is_answer(m)]) == 1
@@ -49,7 +49,7 @@ def test_interrupted_order_offers_retry(make_lab: Callable[..., BotLab]) -> None
     web2.start()
     answer = alice.wait_message(is_answer, after=after, timeout=30)
     assert answer.text.startswith("⚠️ <b>web2</b> · interrupted after")
-    status = next(m for m in alice.messages() if m.message_id == status.message_id)
+    status = final_status(alice, status.message_id)
     assert status.text.startswith("⚠️ <b>web2</b> interrupted")
     after = alice.last_id()
     alice.press(status, "Retry")
@@ -111,7 +111,7 @@ def test_unreachable_machine_is_reported_and_its_return_announced(make_lab: Call
     db1.config_path.rename(moved)
     try:
         assert lab.bot is not None
-        from conftest import children
+        from botlab import children
 
         remotes = [p for p in children(lab.bot.pid)
                    if str(db1.config_path) in open(f"/proc/{p}/cmdline", "rb").read().decode(errors="replace")]
@@ -147,7 +147,7 @@ def test_choosing_the_machine_when_there_is_no_default(make_lab: Callable[..., B
     answer = alice.wait_message(is_answer, after=after)
     assert answer.text.startswith("✅ <b>web2</b>") and "picked-by-button" in answer.text
     # The keyboard message became the order's status message.
-    status = next(m for m in alice.messages() if m.message_id == choose.message_id)
+    status = final_status(alice, choose.message_id)
     assert status.text.startswith("✅ <b>web2</b> done") and status.buttons == []
     # /order without a target asks too; Cancel sends nothing.
     choose = ask(alice, "/order echo never-sent", "Which machine")
@@ -159,7 +159,7 @@ def test_choosing_the_machine_when_there_is_no_default(make_lab: Callable[..., B
 def test_sigterm_stops_the_bot_cleanly(make_lab: Callable[..., BotLab]) -> None:
     lab = make_lab(ghost=False)
     assert lab.bot is not None
-    kids = __import__("conftest").children(lab.bot.pid)
+    kids = __import__("botlab").children(lab.bot.pid)
     assert lab.stop_bot(signal.SIGTERM) == 0
     time.sleep(0.5)
     import os

@@ -160,11 +160,18 @@ class CompatProxy:
         self.documents: list[Document] = []
         self.callback_answers: list[dict[str, Any]] = []
         self.calls: list[tuple[str, float]] = []  # (method, time) of every Bot API call
+        # For timing (bench/bench_bot.py): when each update first reached the bot, and when the
+        # bot sent each message (time the request arrived, chat id, text or caption).
+        self.first_delivery: dict[int, tuple[float, dict[str, Any]]] = {}
+        self.outgoing: list[tuple[float, int, str]] = []
         self.stopping = False
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body are written separately: without this, Nagle's algorithm and the
+            # client's delayed ACK hold every keep-alive response for ~40 ms.
+            disable_nagle_algorithm = True
 
             def do_GET(self) -> None:
                 proxy._handle(self)
@@ -205,9 +212,14 @@ class CompatProxy:
             return self._reply(req, 404, {"ok": False, "error_code": 404, "description": "Not Found"})
         token, method = parts[0][3:], parts[1]
         ctype = req.headers.get("Content-Type", "")
-        self.calls.append((method, time.time()))
+        arrived = time.time()
+        self.calls.append((method, arrived))
         try:
             params = self._params(ctype, body, parsed.query)
+            if method in ("sendMessage", "sendDocument"):
+                with self.lock:
+                    self.outgoing.append((arrived, int(params.get("chat_id", 0)),
+                                          str(params.get("text") or params.get("caption") or "")))
             fix = getattr(self, f"_m_{method}", None)
             if fix is not None:
                 status, payload = fix(token, params, req.command, parsed.path, body, ctype)
@@ -326,6 +338,9 @@ class CompatProxy:
                 if offset:
                     queue[:] = [u for u in queue if u["update_id"] >= offset]
                 if queue or self.stopping:
+                    now = time.time()
+                    for u in queue[:limit]:
+                        self.first_delivery.setdefault(u["update_id"], (now, u))
                     return 200, {"ok": True, "result": queue[:limit]}
                 left = deadline - time.monotonic()
                 if left <= 0:

@@ -1041,16 +1041,17 @@ class GalaxyBot:
             self.trackers.pop(tracker.key, None)
             return
         tracker.dirty = False
-        await self._refresh(tracker)
         records = tracker.ordered()
         # Parts delivered before (e.g. a node that was given up on and answered later) are sent alone.
         show = records if len(todo) == len(records) or not tracker.delivered else todo
         try:
-            await self._send_answer(tracker, show)
+            await self._send_answer(tracker, show)  # the answer first: it is what the user waits for
         except TelegramError as exc:
             log.warning("answer for %s not delivered yet (%s); will retry", [r.id for r in todo], exc)
             tracker.retry_after = time.monotonic() + 5
+            await self._refresh(tracker)
             return
+        await self._refresh(tracker)
         from galaxy_fleet.control import FleetEvent
 
         for rec in todo:
