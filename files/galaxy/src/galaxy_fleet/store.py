@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE INDEX IF NOT EXISTS orders_created ON orders(created);
 CREATE INDEX IF NOT EXISTS orders_undelivered ON orders(delivered, state);
+-- per-node counts by state (dashboard, /metrics) and a node's open orders without a table scan
+CREATE INDEX IF NOT EXISTS orders_host_state ON orders(host, state);
 CREATE TABLE IF NOT EXISTS events (
     host TEXT NOT NULL, seq INTEGER NOT NULL, ts TEXT NOT NULL, type TEXT NOT NULL,
     severity TEXT NOT NULL, order_id TEXT, user TEXT, message TEXT, hash TEXT, prev TEXT,
@@ -33,6 +35,10 @@ CREATE TABLE IF NOT EXISTS events (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 CREATE INDEX IF NOT EXISTS events_order ON events(order_id);
+-- `galaxy audit --host/--type/--severity` and the dashboard: newest first without scanning the trail
+CREATE INDEX IF NOT EXISTS events_host_ts ON events(host, ts);
+CREATE INDEX IF NOT EXISTS events_type_ts ON events(type, ts);
+CREATE INDEX IF NOT EXISTS events_severity_ts ON events(severity, ts);
 CREATE TABLE IF NOT EXISTS alerts (
     id TEXT PRIMARY KEY, host TEXT NOT NULL, kind TEXT NOT NULL, severity TEXT, message TEXT,
     ts TEXT, data TEXT, received REAL NOT NULL, delivered INTEGER NOT NULL DEFAULT 0
