@@ -22,7 +22,7 @@ FAILED = ("failed", "timed_out", "interrupted")
 READ_PAGE = """(() => {
   const text = (el) => el ? el.textContent.trim() : null;
   const nodes = {};
-  for (const card of document.querySelectorAll("article.node")) {
+  for (const card of document.querySelectorAll("#nodes [data-node]")) {
     const f = {};
     for (const dd of card.querySelectorAll("[data-field]")) f[dd.dataset.field] = text(dd);
     nodes[card.dataset.node] = {status: card.dataset.status, fields: f,
@@ -207,10 +207,49 @@ def test_token_login_in_the_browser(filled: Any, chromium: Any, tmp_path: Any) -
             page.evaluate(f"document.getElementById('token').value = {json.dumps(token)};"
                           "document.querySelector('form').submit()")
             page.wait_for("location.pathname === '/' && document.documentElement.dataset.renders >= 1", 20)
-            assert page.evaluate("document.querySelectorAll('article.node').length") == 4
+            assert page.evaluate("document.querySelectorAll('#nodes [data-node]').length") == 4
             page.wait_for("document.documentElement.dataset.renders >= 2", 15)  # refreshes with the cookie
             assert page.evaluate("document.cookie") == ""  # HttpOnly: scripts cannot read it
         finally:
             page.close()
     finally:
         assert proc.stop() == 0
+
+
+def test_a_large_fleet_gets_one_row_per_node(chromium: Any, tmp_path: Any) -> None:
+    """Beyond 24 nodes the page lists them in a table, problems first."""
+    from dashboard_support import local_fleet_class
+
+    LocalFleet = local_fleet_class()
+    unreachable = {f"edge{i:02d}": {"ansible_host": "127.0.0.1", "ansible_port": 1} for i in range(1, 30)}
+    lf = LocalFleet(tmp_path, ["web1"], extra_hosts=unreachable)
+    lf._fleets = []
+    proc = None
+    try:
+        lf.start_workers()
+        fleet = lf.fleet()
+        assert fleet.wait_connected(30, ["web1"])
+        lf.nodes["web1"].galaxy("health", "--json", check=True)
+        fleet.health("web1")
+        [rec] = fleet.submit("web1", "hello from a big fleet", user="alice")
+        assert fleet.wait([rec.id], timeout=20)[0].state == "done"
+        wait_for(lambda: fleet.store.events(type="health_check"), 20, what="the health check in the store")
+        proc = DashboardProcess(lf.control_config, tmp_path)
+        page = open_page(chromium, proc.url + "/")
+        try:
+            seen = page.evaluate(READ_PAGE)
+            dense = page.evaluate("document.querySelectorAll('#nodes table.node-table tr.node-row').length")
+            page.screenshot(ARTIFACTS / "dashboard-dense.png")
+            console = list(page.console)
+        finally:
+            page.close()
+    finally:
+        if proc is not None:
+            assert proc.stop() == 0
+        lf.stop()
+    assert [c for c in console if c["level"] == "error"] == [], console
+    assert dense == 30 and len(seen["nodes"]) == 30
+    order = list(seen["nodes"])
+    assert order[-1] == "web1" and order[:29] == sorted(unreachable)  # unknown ones first, then the healthy
+    assert seen["nodes"]["web1"]["status"] == "healthy" and seen["nodes"]["web1"]["fields"]["processed"] == "1"
+    assert seen["nodes"]["web1"]["ok_slots"] == 1 and seen["tiles"]["nodes"] == "1 / 30"

@@ -97,6 +97,18 @@
     const p = Math.pow(10, Math.floor(Math.log10(v))), n = v / p;
     return (n <= 1 ? 1 : n <= 2 ? 2 : n <= 5 ? 5 : 10) * p;
   }
+  // A top for a count axis whose four steps are whole, round numbers.
+  const COUNT_STEPS = [1, 2, 3, 5, 10, 15, 20, 25, 50, 75, 100, 150, 200, 250, 500, 750, 1000, 1500, 2000, 2500, 5000];
+  function niceCount(v) {
+    for (const step of COUNT_STEPS) if (step * 4 >= v) return step * 4;
+    return niceMax(v);
+  }
+  // A top for a duration axis whose four steps are round: 15 s, 1 min, 5 min, 1 h, ...
+  const DURATION_STEPS = [0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200];
+  function niceDuration(v) {
+    for (const step of DURATION_STEPS) if (step * 4 >= v) return step * 4;
+    return niceMax(v);
+  }
   function axes(g, box, max, fmt, starts) {
     const ih = box.h - box.t - box.b;
     for (let i = 0; i <= 4; i++) {
@@ -115,10 +127,10 @@
     const el = $("chart-orders"), box = chartBox(el), buckets = st.history.orders_per_hour;
     const keys = ["done", "failed", "cancelled", "pending"];
     const totals = buckets.map((b) => keys.reduce((a, k) => a + b[k], 0));
-    const max = niceMax(Math.max(1, ...totals));
+    const max = niceCount(Math.max(1, ...totals));
     const g = s("svg", { viewBox: `0 0 ${box.w} ${box.h}`, width: box.w, height: box.h, role: "img",
                          "aria-label": "Orders per hour over the last 24 hours" });
-    axes(g, box, max, (v) => (Number.isInteger(v) ? String(v) : v.toFixed(1)), buckets.map((b) => b.start));
+    axes(g, box, max, (v) => num(Math.round(v)), buckets.map((b) => b.start));
     const iw = box.w - box.l - box.r, ih = box.h - box.t - box.b, bw = iw / buckets.length;
     buckets.forEach((b, i) => {
       let y = box.t + ih;
@@ -146,8 +158,8 @@
       el.replaceChildren(g);
       return;
     }
-    const max = niceMax(Math.max(...vals) * 1.05);
-    axes(g, box, max, (v) => dur(v).replace(" ", ""), buckets.map((b) => b.start));
+    const max = niceDuration(Math.max(...vals) * 1.05);
+    axes(g, box, max, (v) => dur(v).replace(" ", "").replace(/m0s$/, "m").replace(/h0m$/, "h"), buckets.map((b) => b.start));
     const iw = box.w - box.l - box.r, ih = box.h - box.t - box.b, n = buckets.length;
     const px = (i) => box.l + (iw * (i + 0.5)) / n, py = (v) => box.t + ih - (v / max) * ih;
     for (const key of ["p95", "p50"]) {
@@ -207,40 +219,74 @@
     bar.firstChild.style.width = Math.min(100, pct).toFixed(0) + "%";
     return h("span", { class: "disk" }, bar, h("span", { class: "pct", text: Math.round(pct) + "%" }));
   }
+  // Problems first, then by name: the nodes that need a look are at the top.
+  const STATUS_ORDER = { down: 0, failing: 1, unknown: 2, healthy: 3 };
+  const CARDS_UP_TO = 24;  // beyond this many nodes, one table row per node
+  function nodeView(n, st) {
+    const w = n.worker, oc = n.opencode;
+    const marks = st.history.health[n.name] || "-".repeat(st.history.window.health_slots);
+    return {
+      worker: w.ok === null ? (n.connected ? "connected" : "–") : mark(w.ok) + (w.ok ? (w.running ? "busy" : "idle") : "down"),
+      workerTip: w.ok === null ? null : (w.message || "") + (w.ok ? ` · ${w.running} running, ${w.queued || 0} queued` : ""),
+      uptimeLabel: n.uptime_s !== null ? "Uptime" : "Worker up",
+      uptime: n.uptime_s !== null ? dur(n.uptime_s) : w.uptime_s !== null ? dur(w.uptime_s) : "–",
+      opencode: oc.ok === null ? "not used" : mark(oc.ok) + (oc.ok ? (oc.ms !== null && oc.ms !== undefined ? Math.round(oc.ms) + " ms" : "healthy") : "unhealthy"),
+      slots: [...marks].map((c) => (c === "-" ? -1 : Number(c))),
+      note: n.status === "down" && n.error ? n.error
+        : n.status === "failing" && n.failing.length ? "failing: " + n.failing.join(", ")
+        : n.status === "unknown" && !n.last_seen ? "Not connected since the bot started; no report yet." : null,
+      seen: [n.version ? "v" + n.version : null, n.connected ? "online" : "seen " + ago(n.last_seen),
+             n.health_ts ? "checked " + ago(n.health_ts) : "not checked yet"].filter(Boolean).join(" · "),
+    };
+  }
+  function nodeCard(n, v, st) {
+    return h("article", { class: "node " + n.status, "data-node": n.name, "data-status": n.status },
+      h("header", {},
+        h("h3", { text: n.name }),
+        h("span", { class: "pill " + n.status, "data-field": "status", text: n.status })),
+      v.note ? h("p", { class: n.status === "unknown" ? "node-note" : "node-error", text: v.note }) : null,
+      h("dl", { class: "figs" },
+        fig("pending", "Pending", num(n.orders.pending), n.orders.pending ? "info" : ""),
+        fig("processed", "Processed", num(n.orders.processed)),
+        fig("failed", "Failed", num(n.orders.failed), n.orders.failed ? "bad" : ""),
+        fig("uptime", v.uptimeLabel, v.uptime),
+        fig("worker", "Worker", v.worker, n.worker.ok === false ? "bad" : "", v.workerTip),
+        fig("opencode", "opencode", v.opencode, n.opencode.ok === false ? "bad" : ""),
+        fig("disk", "Disk", diskBar(n.disk_percent), "wide"),
+      ),
+      h("div", { class: "history" }, healthStrip(v.slots, st),
+        h("div", { class: "strip-axis" }, h("span", { text: "24 h ago" }), h("span", { text: "now" }))),
+      h("footer", { text: v.seen }));
+  }
+  function nodeRow(n, v, st) {
+    const cell = (key, value, cls, title) => h("td", { class: cls || "", "data-field": key, title: title || null }, value);
+    return h("tr", { class: "node-row " + n.status, "data-node": n.name, "data-status": n.status },
+      h("th", { scope: "row", title: v.note || v.seen }, h("span", { class: "node-name", text: n.name }),
+        h("span", { class: "pill small " + n.status, "data-field": "status", text: n.status })),
+      cell("pending", num(n.orders.pending), "num" + (n.orders.pending ? " info" : "")),
+      cell("processed", num(n.orders.processed), "num"),
+      cell("failed", num(n.orders.failed), "num" + (n.orders.failed ? " bad" : "")),
+      cell("uptime", v.uptime, "num"),
+      cell("worker", v.worker, n.worker.ok === false ? "bad" : "", v.workerTip),
+      cell("opencode", v.opencode, n.opencode.ok === false ? "bad" : ""),
+      cell("disk", diskBar(n.disk_percent), "disk-cell"),
+      h("td", { class: "strip-cell" }, healthStrip(v.slots, st)),
+      h("td", { class: "muted small", text: v.note || v.seen }));
+  }
   function renderNodes(st) {
-    const STATUS = { healthy: "healthy", failing: "failing", down: "down", unknown: "unknown" };
-    const cards = st.nodes.map((n) => {
-      const w = n.worker, oc = n.opencode;
-      const workerText = w.ok === null ? (n.connected ? "connected" : "–")
-        : mark(w.ok) + (w.ok ? (w.running ? "busy" : "idle") : "down");
-      const workerTip = w.ok === null ? null : (w.message || "") + (w.ok ? ` · ${w.running} running, ${w.queued || 0} queued` : "");
-      const uptime = n.uptime_s !== null ? dur(n.uptime_s) : w.uptime_s !== null ? dur(w.uptime_s) : "–";
-      const marks = st.history.health[n.name] || "-".repeat(st.history.window.health_slots);
-      const slots = [...marks].map((c) => (c === "-" ? -1 : Number(c)));
-      const checked = n.health_ts ? "checked " + ago(n.health_ts) : "not checked yet";
-      return h("article", { class: "node " + n.status, "data-node": n.name, "data-status": n.status },
-        h("header", {},
-          h("h3", { text: n.name }),
-          h("span", { class: "pill " + n.status, "data-field": "status", text: STATUS[n.status] || n.status })),
-        n.status === "down" && n.error ? h("p", { class: "node-error", text: n.error }) : null,
-        n.status === "unknown" && !n.last_seen ? h("p", { class: "node-note", text: "Not connected since the bot started; no report yet." }) : null,
-        n.status === "failing" && n.failing.length ? h("p", { class: "node-error", text: "failing: " + n.failing.join(", ") }) : null,
-        h("dl", { class: "figs" },
-          fig("pending", "Pending", num(n.orders.pending), n.orders.pending ? "info" : ""),
-          fig("processed", "Processed", num(n.orders.processed)),
-          fig("failed", "Failed", num(n.orders.failed), n.orders.failed ? "bad" : ""),
-          fig("uptime", n.uptime_s !== null ? "Uptime" : "Worker up", uptime),
-          fig("worker", "Worker", workerText, w.ok === false ? "bad" : "", workerTip),
-          fig("opencode", "opencode", oc.ok === null ? "not used" : mark(oc.ok) + (oc.ok ? (oc.ms !== null && oc.ms !== undefined ? Math.round(oc.ms) + " ms" : "healthy") : "unhealthy"),
-            oc.ok === false ? "bad" : ""),
-          fig("disk", "Disk", diskBar(n.disk_percent), "wide"),
-        ),
-        h("div", { class: "history" }, healthStrip(slots, st),
-          h("div", { class: "strip-axis" }, h("span", { text: "24 h ago" }), h("span", { text: "now" }))),
-        h("footer", {}, [n.version ? "v" + n.version : null, n.connected ? "online" : "seen " + ago(n.last_seen), checked]
-          .filter(Boolean).join(" · ")));
-    });
-    $("nodes").replaceChildren(...cards);
+    const nodes = st.nodes.slice().sort((a, b) =>
+      (STATUS_ORDER[a.status] ?? 9) - (STATUS_ORDER[b.status] ?? 9) || a.name.localeCompare(b.name));
+    const box = $("nodes");
+    if (nodes.length <= CARDS_UP_TO) {
+      box.className = "nodes";
+      box.replaceChildren(...nodes.map((n) => nodeCard(n, nodeView(n, st), st)));
+    } else {
+      box.className = "nodes dense panel";
+      const head = ["Node", "Pending", "Processed", "Failed", "Up", "Worker", "opencode", "Disk", "Health · 24 h", ""];
+      box.replaceChildren(h("div", { class: "table-wrap" }, h("table", { class: "node-table" },
+        h("thead", {}, h("tr", {}, head.map((t, i) => h("th", { class: i >= 1 && i <= 4 ? "num" : "", text: t })))),
+        h("tbody", {}, nodes.map((n) => nodeRow(n, nodeView(n, st), st))))));
+    }
     $("nodes-count").textContent = `${st.fleet.connected} of ${st.fleet.nodes} connected`;
   }
 
