@@ -28,6 +28,9 @@ DEFAULTS: dict[str, Any] = {
     "heartbeat_max_age": None,  # default: 3 heartbeat intervals, at least 15 s
     "opencode": None,  # None: check it when the default executor is opencode
     "opencode_timeout": 3.0,
+    "opencode_unit": "opencode-serve.service",
+    "opencode_restart": True,  # kill a wedged or bloated server; systemd (Restart=always) starts it again
+    "opencode_max_rss_mb": 2048,  # above this, restart it between orders
 }
 
 
@@ -251,9 +254,72 @@ def record(config: Config, report: Report) -> Check:
     return Check("audit", True, "Audit trail is writable")
 
 
+def _unit_pid(unit: str) -> int | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", unit], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return int(out) if out.isdigit() and int(out) > 0 else None
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def recover(config: Config, report: Report) -> list[Check]:
+    """Recovery actions: restart a wedged, dead or bloated opencode server.
+
+    The server runs under systemd with Restart=always; killing its main process
+    (same user as us) is the restart. Each action is an audit event and an alert.
+    """
+    import signal
+
+    s = _settings(config)
+    oc = next((c for c in report.checks if c.name == "opencode"), None)
+    if oc is None or not s["opencode_restart"]:
+        return []
+    pid = _unit_pid(str(s["opencode_unit"]))
+    reason = None
+    if not oc.ok:
+        reason = oc.message
+    elif pid is not None:
+        rss = _rss_mb(pid)
+        worker = next((c for c in report.checks if c.name == "worker"), None)
+        idle = worker is not None and not worker.data.get("running")
+        if rss is not None and rss > float(s["opencode_max_rss_mb"]) and idle:
+            reason = f"opencode serve uses {rss:.0f} MB (limit {s['opencode_max_rss_mb']} MB), restarted between orders"
+    if reason is None:
+        return []
+    if pid is None:
+        return [Check("opencode_restart", False, f"cannot restart opencode serve: no running {s['opencode_unit']}")]
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError as exc:
+        return [Check("opencode_restart", False, f"cannot restart opencode serve (pid {pid}): {exc.strerror}")]
+    from galaxy_fleet import outbox
+    from galaxy_fleet.worker import open_audit
+
+    audit = open_audit(config)
+    audit.append("opencode_restarted", severity="warning", message=reason, pid=pid)
+    audit.close()
+    outbox.post(Spool(config.spool_dir), config.host, "opencode_restarted",
+                f"{config.host}: restarted opencode serve: {reason}", severity="warning", pid=pid)
+    return [Check("opencode_restart", True, f"Restarted opencode serve (pid {pid}): {reason}")]
+
+
 def main_health(config: Config, *, as_json: bool, record_run: bool = True) -> int:
     report = run_checks(config)
     if record_run:
         report.checks.append(record(config, report))
+        report.checks += recover(config, report)
     print(json.dumps(report.to_dict(), ensure_ascii=False) if as_json else report.text())
     return 0 if report.healthy else 1
