@@ -2,25 +2,12 @@
 
 One ``Application``, one handler per command, an error handler that logs
 ``exc_info``, periodic work on the ``JobQueue``. The bot talks to the fleet
-only through ``galaxy_fleet.control.Fleet``; fleet events arrive on router
-threads and are handed to the bot's event loop, where one task applies them
-in order:
-
-- every order has one **status message** (sent before the order is stored,
-  so its id is in the order record and survives a restart), edited as the
-  order moves: queued → delivered → running (elapsed time, latest progress
-  line, a typing action) → finished, with a Cancel button while it runs and
-  a Retry button when it failed or was interrupted;
-- the **answer** is a reply to the status message: one message, a few split
-  on paragraph and code-block boundaries, or a Markdown document with a
-  summary when longer than ``bot.max_parts`` messages; a fan-out to a group
-  or ``all`` gets one summary with per-node detail;
-- it is marked delivered in the store only once sent: answers and alerts
-  that were pending when the bot stopped (even by SIGKILL) are sent at the
-  next start (``Fleet.pending()``);
-- **alerts** go to ``bot.alert_chats``, deduplicated: a problem is reported
-  once while it lasts, and its recovery once when it clears (the set of open
-  problems is kept in the store, so a restart does not repeat them).
+only through ``galaxy_fleet.control.Fleet``. This module holds the
+application, the commands and the buttons; bot_follow.py follows the orders
+(one status message each, edited as the order moves; the answer as a reply,
+split or as a document; delivery bookkeeping across restarts) and the
+alerts; bot_render.py makes the texts; bot_access.py reads the ``bot:``
+config section and decides who may do what.
 
 Access control (see bot_access.py): an allow-list of user ids, per-user
 targets and rate limits, authorized users only in group chats, and an
@@ -46,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from galaxy_fleet import bot_render as render
 from galaxy_fleet.bot_access import BotSettings, RateLimiter
+from galaxy_fleet.bot_follow import Follower
 
 if TYPE_CHECKING:
     import argparse
@@ -54,7 +42,7 @@ if TYPE_CHECKING:
     from telegram.ext import Application, ContextTypes
 
     from galaxy_fleet.config import Config
-    from galaxy_fleet.control import Fleet, FleetEvent, OrderRecord
+    from galaxy_fleet.control import Fleet
 
 log = logging.getLogger("galaxy.bot")
 
@@ -77,7 +65,8 @@ COMMANDS: list[tuple[str, str]] = [
 
 HELP = """<b>Galaxy</b> runs your orders on the fleet's machines.
 
-<b>/order</b> [target] text — send an order (target: a machine, a group or <code>all</code>; without one it goes to {default})
+<b>/order</b> [target] text — send an order (target: a machine, a group or <code>all</code>; \
+without one it goes to {default})
 Plain text in this chat is an order to {default} too.
 <b>/machines</b> — machines and their live status
 <b>/status</b> — fleet summary
@@ -88,14 +77,6 @@ Plain text in this chat is an order to {default} too.
 <b>/audit</b> [severity=error] [type=T] [order=ID] [since=2h] [host=H] [limit=N] — the audit trail
 <b>/new</b> [target] — the next order starts a fresh agent session
 <b>/start</b> — your Telegram user id"""
-
-ACTIVE_ALERTS_KEY = "bot.active_alerts"  # in the store's key-value table: open problems survive restarts
-# Problems reported once while they last, and the alert kinds that say they cleared.
-PROBLEMS = ("health_failing", "worker_silent")
-RECOVERY_OF = {"health_recovered": "health_failing", "worker_heard": "worker_silent", "node_up": "node_down"}
-# Order alerts the user already sees in the order's own chat.
-ORDER_ALERTS = ("order_failed", "order_timed_out", "order_interrupted", "order_cancelled", "order_lost")
-
 
 class TokenMissing(RuntimeError):
     pass
@@ -142,41 +123,6 @@ def setup_logging(token: str, verbose: bool = False) -> None:
 
 
 @dataclass
-class Tracker:
-    """One status message and the orders it follows (one, or a fan-out's parts)."""
-    chat_id: int
-    message_id: int
-    spec: str | None
-    records: dict[str, Any]
-    last_text: str = ""
-    last_markup: str = ""
-    last_edit: float = 0.0
-    edit_task: asyncio.Task[None] | None = None
-    dirty: bool = False
-    delivered: dict[str, tuple[str, float | None]] = field(default_factory=dict)
-    retry_after: float = 0.0  # when a failed delivery may be tried again (monotonic)
-    # Edits of one message are serialized (concurrent requests may land out of order) and
-    # deliveries too (the event pump, a submit and the periodic tick may all try).
-    edit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    finish_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    @property
-    def key(self) -> tuple[int, int]:
-        return (self.chat_id, self.message_id)
-
-    @property
-    def finished(self) -> bool:
-        return all(r.terminal for r in self.records.values())
-
-    @property
-    def undelivered(self) -> list[Any]:
-        return [r for r in self.records.values() if self.delivered.get(r.id) != (r.state, r.finished)]
-
-    def ordered(self) -> list[Any]:
-        return sorted(self.records.values(), key=lambda r: (r.host, r.id))
-
-
-@dataclass
 class Pending:
     """An order waiting for its target (keyboard) or for a confirmation."""
     token: str
@@ -193,7 +139,9 @@ class Pending:
     extra: dict[str, Any] = field(default_factory=dict)  # executor/options/session of a retry
 
 
-class GalaxyBot:
+class GalaxyBot(Follower):
+    """The application and its commands; following orders and alerts is Follower's (bot_follow.py)."""
+
     def __init__(self, fleet: "Fleet", settings: BotSettings, token: str, *, audit: Any = None,
                  manage_fleet: bool = True):
         self.fleet = fleet
@@ -201,18 +149,12 @@ class GalaxyBot:
         self.token = token
         self.audit = audit
         self.manage_fleet = manage_fleet
-        self.trackers: dict[tuple[int, int], Tracker] = {}
+        self.app: Application | None = None
         self.pending: dict[str, Pending] = {}
         self.rates = RateLimiter()
         self.refusal_rates = RateLimiter()
-        self.sent_alerts: set[str] = set()
-        self.down_jobs: dict[str, Any] = {}
-        self.active_alerts: dict[str, dict[str, Any]] = {}
-        self.events: asyncio.Queue[Any] | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.pump: asyncio.Task[None] | None = None
-        self.app: Application | None = None
-        self.ready_hook: Callable[[], None] | None = None  # tests and sd_notify
+        self.ready_hook: Callable[[], None] | None = None  # called once polling runs (tests, embedding)
+        self._init_follower()
 
     # -- application -------------------------------------------------------------
     def build(self) -> "Application":
@@ -310,12 +252,15 @@ class GalaxyBot:
     async def on_error(self, update: object, context: "ContextTypes.DEFAULT_TYPE") -> None:
         log.error("error while handling an update: %s", context.error, exc_info=context.error)
 
-    # -- small helpers ---------------------------------------------------------------
-    @property
-    def bot(self) -> Any:
-        assert self.app is not None
-        return self.app.bot
+    async def _tick(self, context: "ContextTypes.DEFAULT_TYPE") -> None:
+        await self._follow_tick()
+        now = time.monotonic()
+        for token in [t for t, p in self.pending.items() if p.expires < now and not p.reason]:
+            self.pending.pop(token, None)  # unanswered machine choices
+        self.rates.prune()
+        self.refusal_rates.prune()
 
+    # -- small helpers ---------------------------------------------------------------
     @staticmethod
     def _user_name(user: Any) -> str:
         return f"telegram:{user.id}" + (f"(@{user.username})" if getattr(user, "username", None) else "")
@@ -337,21 +282,6 @@ class GalaxyBot:
         if msg is None:
             return None
         return await self._send(msg.chat_id, text, reply_to=msg.message_id, parse_mode=ParseMode.HTML, **kwargs)
-
-    async def _send(self, chat_id: int, text: str, *, reply_to: int | None = None, parse_mode: str | None = "HTML",
-                    **kwargs: Any) -> "Message":
-        from telegram import ReplyParameters
-        from telegram.error import BadRequest
-
-        reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
-        try:
-            return await self.bot.send_message(chat_id, text, parse_mode=parse_mode, reply_parameters=reply,
-                                               **kwargs)
-        except BadRequest as exc:
-            if parse_mode and "parse" in str(exc).lower():  # our HTML was refused: send it plain
-                return await self.bot.send_message(chat_id, render.html_to_text(text), reply_parameters=reply,
-                                                   **kwargs)
-            raise
 
     async def _admit(self, update: "Update", what: str) -> bool:
         user = update.effective_user
@@ -704,7 +634,8 @@ class GalaxyBot:
             await self._reply(update, f"❓ {render.esc(exc)}")
             return
         if hosts is not None and allowed is not None and set(hosts) - set(allowed):
-            await self._reply(update, "⛔ You may not query " + render.esc(", ".join(sorted(set(hosts) - set(allowed)))))
+            denied = ", ".join(sorted(set(hosts) - set(allowed)))
+            await self._reply(update, f"⛔ You may not query {render.esc(denied)}")
             return
         await self._typing(update.effective_chat.id if update.effective_chat else user.id)
         results = await asyncio.to_thread(self.fleet.health, ",".join(hosts) if hosts is not None else None)
@@ -890,314 +821,6 @@ class GalaxyBot:
         if self.app and self.app.job_queue:
             for job in self.app.job_queue.get_jobs_by_name(name):
                 job.schedule_removal()
-
-    # -- following orders -------------------------------------------------------------------
-    def _from_router(self, ev: "FleetEvent") -> None:
-        """Fleet callback, on a router thread: hand the event to the bot's loop."""
-        loop, queue = self.loop, self.events
-        if loop is None or queue is None:
-            return
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, ev)
-        except RuntimeError:  # the loop is closed: the bot is stopping; pending() catches up next start
-            pass
-
-    async def _pump(self) -> None:
-        assert self.events is not None
-        while True:
-            ev = await self.events.get()
-            try:
-                await self._handle(ev)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("could not handle a %s event from %s", ev.kind, ev.host)
-
-    async def _handle(self, ev: "FleetEvent") -> None:
-        if ev.kind == "order" and ev.record is not None:
-            rec = ev.record
-            if rec.chat_id is None:
-                return  # not from Telegram (galaxy send, MCP, Ansible)
-            if rec.message_id is None:
-                if rec.terminal and not rec.delivered:
-                    status = await self._send(rec.chat_id, render.status_text([rec]))
-                    rec.message_id = status.message_id
-                else:
-                    return
-            tracker = self._track(rec)
-            if tracker.finished:
-                await self._finish(tracker)
-            else:
-                self._schedule_edit(tracker)
-        elif ev.kind == "alert" and ev.alert is not None:
-            await self._alert(ev)
-        elif ev.kind in ("node_down", "node_up"):
-            await self._node_state(ev)
-
-    def _track(self, rec: Any) -> Tracker:
-        key = (rec.chat_id, rec.message_id)
-        tracker = self.trackers.get(key)
-        if tracker is None:
-            siblings = [rec]
-            if rec.batch:
-                siblings = [r for r in self.fleet.orders(100000, None, rec.batch)
-                            if (r.chat_id, r.message_id) == key] or [rec]
-            tracker = Tracker(rec.chat_id, rec.message_id, rec.target_spec, {r.id: r for r in siblings})
-            for r in siblings:
-                if r.delivered:
-                    tracker.delivered[r.id] = (r.state, r.finished)
-            self.trackers[key] = tracker
-        old = tracker.records.get(rec.id)
-        if old is None or rec.updated >= old.updated:
-            tracker.records[rec.id] = rec
-        return tracker
-
-    def _markup(self, tracker: Tracker) -> Any:
-        from telegram import InlineKeyboardButton, InlineKeyboardMarkup
-
-        recs = tracker.ordered()
-        if not tracker.finished:
-            first_active = next(r for r in recs if not r.terminal)
-            label = "🚫 Cancel" if len(recs) == 1 else "🚫 Cancel all"
-            return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=f"c:{first_active.id}")]])
-        retry = [r for r in recs if r.state in ("interrupted", "failed", "timed_out")][:6]
-        if not retry:
-            return None
-        return InlineKeyboardMarkup([[InlineKeyboardButton("🔁 Retry" + (f" {r.host}" if len(recs) > 1 else ""),
-                                                           callback_data=f"r:{r.id}")] for r in retry])
-
-    def _schedule_edit(self, tracker: Tracker) -> None:
-        tracker.dirty = True
-        if tracker.edit_task is None or tracker.edit_task.done():
-            tracker.edit_task = asyncio.create_task(self._edit_loop(tracker))
-
-    async def _edit_loop(self, tracker: Tracker) -> None:
-        while tracker.dirty:
-            wait = tracker.last_edit + self.settings.min_edit_interval - time.monotonic()
-            if wait > 0 and not tracker.finished:
-                await asyncio.sleep(wait)
-            tracker.dirty = False
-            await self._refresh(tracker)
-
-    async def _refresh(self, tracker: Tracker) -> None:
-        async with tracker.edit_lock:  # the text is computed inside: the last edit shows the latest state
-            text = render.status_text(tracker.ordered(), tracker.spec)
-            markup = self._markup(tracker)
-            mkey = repr(markup.to_dict()) if markup else ""
-            if text == tracker.last_text and mkey == tracker.last_markup:
-                return
-            if await self._edit(tracker.chat_id, tracker.message_id, text, markup):
-                tracker.last_text, tracker.last_markup = text, mkey
-                tracker.last_edit = time.monotonic()
-
-    async def _edit(self, chat_id: int, message_id: int, text: str, markup: Any) -> bool:
-        from telegram.constants import ParseMode
-        from telegram.error import BadRequest, RetryAfter, TelegramError
-
-        for _ in range(3):
-            try:
-                await self.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id,
-                                                 parse_mode=ParseMode.HTML, reply_markup=markup)
-                return True
-            except RetryAfter as exc:
-                await asyncio.sleep(_seconds(exc.retry_after))
-            except BadRequest as exc:
-                if "not modified" in str(exc).lower():
-                    return True
-                if "parse" in str(exc).lower():
-                    text, markup = render.html_to_text(text), markup
-                    try:
-                        await self.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id,
-                                                         reply_markup=markup)
-                        return True
-                    except TelegramError:
-                        pass
-                log.warning("cannot edit message %s in chat %s: %s", message_id, chat_id, exc)
-                return False
-            except TelegramError as exc:
-                log.warning("cannot edit message %s in chat %s: %s", message_id, chat_id, exc)
-                return False
-        return False
-
-    async def _typing(self, chat_id: int) -> None:
-        from telegram.constants import ChatAction
-        from telegram.error import TelegramError
-
-        try:
-            await self.bot.send_chat_action(chat_id, ChatAction.TYPING)
-        except TelegramError as exc:
-            log.debug("typing action in %s failed: %s", chat_id, exc)
-
-    async def _finish(self, tracker: Tracker) -> None:
-        async with tracker.finish_lock:
-            await self._finish_locked(tracker)
-
-    async def _finish_locked(self, tracker: Tracker) -> None:
-        """All parts finished: final status, the answer, then mark them delivered."""
-        from telegram.error import TelegramError
-
-        todo = tracker.undelivered
-        if not todo:
-            self.trackers.pop(tracker.key, None)
-            return
-        tracker.dirty = False
-        records = tracker.ordered()
-        # Parts delivered before (e.g. a node that was given up on and answered later) are sent alone.
-        show = records if len(todo) == len(records) or not tracker.delivered else todo
-        try:
-            await self._send_answer(tracker, show)  # the answer first: it is what the user waits for
-        except TelegramError as exc:
-            log.warning("answer for %s not delivered yet (%s); will retry", [r.id for r in todo], exc)
-            tracker.retry_after = time.monotonic() + 5
-            await self._refresh(tracker)
-            return
-        await self._refresh(tracker)
-        from galaxy_fleet.control import FleetEvent
-
-        for rec in todo:
-            tracker.delivered[rec.id] = (rec.state, rec.finished)
-            await asyncio.to_thread(self.fleet.delivered, FleetEvent("order", rec.host, record=rec))
-        self.trackers.pop(tracker.key, None)
-
-    async def _send_answer(self, tracker: Tracker, records: list[Any]) -> None:
-        from telegram import ReplyParameters
-        from telegram.constants import ParseMode
-
-        md = render.answer_markdown(records, tracker.spec)
-        parts = render.split_markdown(md, limit=render.TELEGRAM_LIMIT - 16, max_parts=self.settings.max_parts)
-        if parts is not None:
-            for part in render.number_parts(parts):
-                await self._send(tracker.chat_id, part, reply_to=tracker.message_id)
-            return
-        content = render.answer_document(records)
-        name = f"order-{records[0].id}.md" if len(records) == 1 else f"orders-{records[0].batch or records[0].id}.md"
-        caption = render.document_summary(records, tracker.spec, name, len(content))
-        await self.bot.send_document(tracker.chat_id, content.encode("utf-8"), filename=name, caption=caption,
-                                     parse_mode=ParseMode.HTML,
-                                     reply_parameters=ReplyParameters(tracker.message_id,
-                                                                      allow_sending_without_reply=True))
-
-    async def _tick(self, context: "ContextTypes.DEFAULT_TYPE") -> None:
-        """Every progress_interval: elapsed times, typing actions, retried deliveries, expired choices."""
-        now = time.monotonic()
-        typing: set[int] = set()
-        for tracker in list(self.trackers.values()):
-            if tracker.finished:
-                if now >= tracker.retry_after:
-                    await self._finish(tracker)
-                continue
-            if any(r.state == "running" for r in tracker.records.values()):
-                typing.add(tracker.chat_id)
-            self._schedule_edit(tracker)
-        for chat_id in typing:
-            await self._typing(chat_id)
-        for token in [t for t, p in self.pending.items() if p.expires < now and not p.reason]:
-            self.pending.pop(token, None)
-        self.rates.prune()
-        self.refusal_rates.prune()
-
-    # -- alerts -------------------------------------------------------------------------------
-    def _load_active_alerts(self) -> dict[str, dict[str, Any]]:
-        import json
-
-        store = getattr(self.fleet, "store", None)
-        if store is None:
-            return {}
-        try:
-            return json.loads(store.get(ACTIVE_ALERTS_KEY) or "{}")
-        except ValueError:
-            return {}
-
-    def _save_active_alerts(self) -> None:
-        import json
-
-        store = getattr(self.fleet, "store", None)
-        if store is not None:
-            store.put(ACTIVE_ALERTS_KEY, json.dumps(self.active_alerts))
-
-    async def _broadcast(self, text: str, skip: set[int] | None = None) -> None:
-        for chat_id in self.settings.alert_chats:
-            if skip and chat_id in skip:
-                continue
-            await self._send(chat_id, text)
-
-    async def _alert(self, ev: "FleetEvent") -> None:
-        alert = ev.alert or {}
-        alert_id = str(alert.get("id"))
-        if alert_id in self.sent_alerts:
-            await asyncio.to_thread(self.fleet.delivered, ev)
-            return
-        kind = str(alert.get("kind", "alert"))
-        host = str(alert.get("host") or ev.host)
-        message = str(alert.get("message") or kind)
-        text: str | None
-        if kind in RECOVERY_OF:
-            family = f"{RECOVERY_OF[kind]}:{host}"
-            opened = self.active_alerts.pop(family, None)
-            text = None
-            if opened is not None:
-                text = (f"✅ <b>{render.esc(host)}</b> recovered: {render.esc(message)}\n"
-                        f"(problem reported {render.ago(opened.get('since'))})")
-        elif kind in PROBLEMS:
-            family = f"{kind}:{host}"
-            text = None
-            if family not in self.active_alerts:
-                self.active_alerts[family] = {"since": time.time(), "id": alert_id, "message": message}
-                text = f"🚨 <b>{render.esc(host)}</b>: {render.esc(message)}"
-        else:
-            text = f"{'🚨' if alert.get('severity') in ('error', 'critical') else '⚠️'} " \
-                   f"<b>{render.esc(host)}</b> · {render.esc(kind)}\n{render.esc(message)}"
-            if kind in ORDER_ALERTS and alert.get("order_id"):
-                rec = await asyncio.to_thread(self.fleet.order, str(alert["order_id"]))
-                if kind == "order_cancelled" or (rec is not None and rec.chat_id is not None):
-                    # Sent from a chat: its status message shows it, with a Retry button. The alert
-                    # chats hear of failed orders nobody is watching (galaxy send, MCP, Ansible).
-                    text = None
-        if text:
-            await self._broadcast(text)
-        self._save_active_alerts()
-        self.sent_alerts.add(alert_id)
-        await asyncio.to_thread(self.fleet.delivered, ev)
-
-    async def _node_state(self, ev: "FleetEvent") -> None:
-        family = f"node_down:{ev.host}"
-        assert self.app is not None and self.app.job_queue is not None
-        if ev.kind == "node_up":
-            for job in self.app.job_queue.get_jobs_by_name(family):
-                job.schedule_removal()
-            opened = self.active_alerts.pop(family, None)
-            if opened is not None:
-                self._save_active_alerts()
-                await self._broadcast(f"🟢 <b>{render.esc(ev.host)}</b> is reachable again "
-                                      f"(unreachable since {render.ago(opened.get('since'))})")
-            return
-        if family in self.active_alerts or self.app.job_queue.get_jobs_by_name(family):
-            return
-        self.app.job_queue.run_once(self._node_down_alert, self.settings.node_down_alert_after,
-                                    data={"host": ev.host, "message": ev.message, "since": time.time()},
-                                    name=family)
-
-    async def _node_down_alert(self, context: "ContextTypes.DEFAULT_TYPE") -> None:
-        data = context.job.data if context.job else None
-        if not isinstance(data, dict):
-            return
-        host = data["host"]
-        machine = next((m for m in await asyncio.to_thread(self.fleet.machines) if m["name"] == host), None)
-        if machine is None or machine.get("connected"):
-            return
-        family = f"node_down:{host}"
-        if family in self.active_alerts:
-            return
-        self.active_alerts[family] = {"since": data["since"], "message": data.get("message")}
-        self._save_active_alerts()
-        await self._broadcast(f"🔴 <b>{render.esc(host)}</b> is unreachable: "
-                              f"{render.esc(machine.get('error') or data.get('message') or 'no connection')}")
-
-
-def _seconds(value: Any) -> float:
-    """RetryAfter.retry_after is an int or a timedelta, depending on the PTB version and settings."""
-    return float(value.total_seconds()) if hasattr(value, "total_seconds") else float(value)
-
 
 # -- command line ----------------------------------------------------------------------------
 def add_arguments(parser: "argparse.ArgumentParser") -> None:
