@@ -192,7 +192,13 @@ class _EventStream:
         self._thread = threading.Thread(target=self._run, name="opencode-events", daemon=True)
 
     def start(self, timeout: float) -> None:
+        self.begin()
+        self.wait_connected(timeout)
+
+    def begin(self) -> None:
         self._thread.start()
+
+    def wait_connected(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         # The server greets every subscriber with an event (server.connected).
         while not self.connected.wait(0.02):
@@ -353,12 +359,12 @@ class _Run:
     def ours(self, message_id: Any) -> bool:
         return isinstance(message_id, str) and message_id > self.marker
 
-    def handle(self, event: dict[str, Any]) -> bool:
-        """Take one event; True when the run may be over (check over REST)."""
+    def handle(self, event: dict[str, Any]) -> str:
+        """Take one event; "idle" or "check" when the run may be over (look over REST)."""
         kind = event.get("type")
         props = event.get("properties")
         if not isinstance(props, dict) or props.get("sessionID") not in (None, self.sid):
-            return False
+            return ""
         if kind == "message.part.updated":
             self._part(props.get("part") or {})
         elif kind == "message.part.delta":
@@ -378,17 +384,17 @@ class _Run:
             elif status.get("type") == "retry":
                 return self._retry(status)
             elif status.get("type") == "idle":
-                return True
+                return "idle"
         elif kind == "session.idle":
-            return True
+            return "idle"
         elif kind == "session.error":
             err = props.get("error")
             if not (isinstance(err, dict) and err.get("name") == ABORTED) and self.session_error is None:
                 self.session_error = _error_text(err)
-            return True
+            return "check"
         elif kind in ("permission.asked", "question.asked"):
             self._refuse(kind, props)
-        return False
+        return ""
 
     def _part(self, part: dict[str, Any]) -> None:
         pid, ptype = part.get("id"), part.get("type")
@@ -443,7 +449,7 @@ class _Run:
             self.ctx.progress("[text] " + (shown if len(shown) <= 300 else shown[:299] + "…"))
             self.last_text_progress = time.monotonic()
 
-    def _retry(self, status: dict[str, Any]) -> bool:
+    def _retry(self, status: dict[str, Any]) -> str:
         attempt = int(_number(status.get("attempt")))
         message = _first_line(status.get("message"), 200) or "provider error"
         self.ctx.progress(f"[retry] provider error: {message} (attempt {attempt})")
@@ -452,8 +458,8 @@ class _Run:
             self.session_error = (f"provider error: {message} (gave up after {limit} "
                                   f"{'retry' if limit == 1 else 'retries'})")
             self.gave_up = True
-            return True
-        return False
+            return "check"
+        return ""
 
     def _refuse(self, kind: str, props: dict[str, Any]) -> None:
         rid = props.get("id")
@@ -535,16 +541,18 @@ class OpenCodeExecutor(Executor):
             return Result(status=FAILED, error=str(exc), details=details)
 
     def _session(self, client: _Client, order: "Order", ctx: RunContext, directory: str | None,
-                 fresh: bool, details: dict[str, Any]) -> tuple[str, str | None]:
+                 fresh: bool, details: dict[str, Any]) -> tuple[str, str]:
+        """The order's session id and the newest message id in it before the prompt."""
         store = self.sessions(ctx) if order.session else None
         entry = store.get(order.session) if store and order.session and not fresh else None
         if entry and (entry.get("directory") or None) == directory:
             try:
-                info = client.call("GET", f"/session/{urllib.parse.quote(entry['id'])}",
-                                   query={"directory": directory})
+                # One call checks that the session still exists and finds the marker.
+                newest = client.call("GET", f"/session/{urllib.parse.quote(entry['id'])}/message",
+                                     query={"directory": directory, "limit": 1}) or []
                 details["session_new"] = False
-                ctx.progress(f"continuing opencode session {info.get('id', entry['id'])}")
-                return entry["id"], directory
+                ctx.progress(f"continuing opencode session {entry['id']}")
+                return entry["id"], newest[-1]["info"]["id"] if newest else ""
             except ServerError as exc:
                 if exc.status != 404:
                     raise
@@ -560,21 +568,21 @@ class OpenCodeExecutor(Executor):
             store.put(order.session, sid, directory)
         details["session_new"] = True
         ctx.progress(f"new opencode session {sid}" + (f" in {directory}" if directory else ""))
-        return sid, directory
+        return sid, ""
 
     def _run(self, order: "Order", ctx: RunContext, client: _Client, agent: str | None,
              model_ref: tuple[str, str] | None, directory: str | None, fresh: bool,
              details: dict[str, Any]) -> Result:
-        sid, directory = self._session(client, order, ctx, directory, fresh, details)
-        details.update({"opencode_session": sid, "directory": directory})
-        q = {"directory": directory}
-        path = f"/session/{urllib.parse.quote(sid)}"
-        newest = client.call("GET", path + "/message", query={**q, "limit": 1}) or []
-        marker = newest[-1]["info"]["id"] if newest else ""
-        run = _Run(self, ctx, sid, directory, marker)
+        # Subscribe first (it needs only the directory) while the session is looked up.
         stream = _EventStream(client, directory)
-        stream.start(timeout=self.request_timeout)
+        stream.begin()
         try:
+            sid, marker = self._session(client, order, ctx, directory, fresh, details)
+            details.update({"opencode_session": sid, "directory": directory})
+            q = {"directory": directory}
+            path = f"/session/{urllib.parse.quote(sid)}"
+            run = _Run(self, ctx, sid, directory, marker)
+            stream.wait_connected(self.request_timeout)
             body: dict[str, Any] = {"parts": [{"type": "text", "text": order.payload}]}
             if agent:
                 body["agent"] = agent
@@ -598,7 +606,7 @@ class OpenCodeExecutor(Executor):
         stream = streams[-1]
         sent = time.monotonic()
         last_check = sent
-        check = False
+        check = ""
         reconnects = 0
         while True:
             if not ctx.cancelled.is_set() and ctx.remaining() <= 0:
@@ -623,35 +631,43 @@ class OpenCodeExecutor(Executor):
                     stream = _EventStream(client, run.directory)
                     streams.append(stream)
                     stream.start(timeout=self.request_timeout)
-                    check = True
+                    check = "check"
                 else:
                     check = run.handle(event) or check
             now = time.monotonic()
             if now - last_check >= 5.0:
-                check = True  # a slow poll in case an event was lost
+                check = check or "check"  # a slow poll in case an event was lost
             if not check:
                 continue
-            check = False
+            signal, check = check, ""
             last_check = now
             if run.gave_up:
                 self._abort(client, path, q)
                 return self._finish(ctx, client, run, path, q, details)
-            status = (client.call("GET", "/session/status", query=q) or {}).get(run.sid) or {}
-            if status.get("type") in ("busy", "retry"):
-                continue
+            if signal != "idle":
+                status = (client.call("GET", "/session/status", query=q) or {}).get(run.sid) or {}
+                if status.get("type") in ("busy", "retry"):
+                    continue
             messages = self._messages(client, run, path, q)
             assistants = [m for m in messages if (m.get("info") or {}).get("role") == "assistant"]
             if assistants and _settled(assistants[-1]):
                 return self._finish(ctx, client, run, path, q, details, messages)
             if run.session_error and not assistants:
                 return self._finish(ctx, client, run, path, q, details, messages)
+            if signal == "idle":
+                # Idle is announced before the last message update lands; look again soon.
+                check, last_check = "", now - 4.8
             if not messages and time.monotonic() - sent > 30:
                 return Result(status=FAILED, details=details,
                               error="opencode accepted the prompt but never started it")
 
     def _messages(self, client: _Client, run: _Run, path: str, q: dict[str, Any]) -> list[dict[str, Any]]:
-        everything = client.call("GET", path + "/message", query=q) or []
-        return [m for m in everything if run.ours((m.get("info") or {}).get("id"))]
+        # The newest messages are enough unless the run made more than a page of them.
+        page = client.call("GET", path + "/message", query={**q, "limit": 64}) or []
+        ids = [(m.get("info") or {}).get("id") or "" for m in page]
+        if len(page) >= 64 and min(ids) > run.marker:
+            page = client.call("GET", path + "/message", query=q) or []
+        return [m for m in page if run.ours((m.get("info") or {}).get("id"))]
 
     def _abort(self, client: _Client, path: str, q: dict[str, Any]) -> str | None:
         try:
@@ -682,6 +698,12 @@ class OpenCodeExecutor(Executor):
                 messages = []
         assistants = [m for m in messages if (m.get("info") or {}).get("role") == "assistant"]
         details.update(_figures(assistants))
+        users = [m for m in messages if (m.get("info") or {}).get("role") == "user"]
+        if users and assistants:
+            begun = _number(((users[0].get("info") or {}).get("time") or {}).get("created"))
+            ended = _number(((assistants[-1].get("info") or {}).get("time") or {}).get("completed"))
+            if begun and ended >= begun:
+                details["opencode_ms"] = int(ended - begun)  # the server's own time for the prompt
         details["tools"] = run.tool_names
         answer = ""
         for msg in reversed(assistants):
