@@ -136,6 +136,11 @@ def test_alerts(app_for: Any, filled: Any) -> None:
     ("type=health_check", {"type": "health_check"}),
     ("host=web2&type=order_failed,order_timed_out", {"host": "web2", "type": "order_failed,order_timed_out"}),
     ("type=worker_started&limit=2", {"type": "worker_started", "limit": 2}),
+    ("host=web1,web2,db1&limit=7", {"host": "web1,web2,db1", "limit": 7}),
+    ("host=web2,db1&type=health_check,worker_started", {"host": "web2,db1", "type": "health_check,worker_started"}),
+    ("type=order_done,order_failed,health_check&limit=5", {"type": "order_done,order_failed,health_check",
+                                                           "limit": 5}),
+    ("severity=info,error&host=web1&limit=9", {"severity": "info,error", "host": "web1", "limit": 9}),
 ])
 def test_audit_matches_the_store(app_for: Any, filled: Any, query: str, filters: dict[str, Any]) -> None:
     got = app_for().test_client().get(f"/api/audit?{query}").get_json()
