@@ -115,6 +115,10 @@ def test_status_text_single_and_fan_out() -> None:
     assert "… and" in text and r.tg_len(text) < 4096
     # Unfinished parts are listed first.
     assert text.index("queued") < text.index("done")
+    # Long error lines: fewer machines listed, still one message.
+    failed = [Rec(id=f"f{i}", host=f"n{i:03d}", state="failed", error="e" * 400) for i in range(100)]
+    text = r.status_text(failed, "all", now=now)
+    assert r.tg_len(text) <= 4096 and "… and" in text
 
 
 def test_fan_out_answer_has_one_summary_and_per_node_detail() -> None:

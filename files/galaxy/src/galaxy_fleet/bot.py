@@ -175,7 +175,8 @@ class GalaxyBot(Follower):
                               ("health", self.cmd_health), ("audit", self.cmd_audit), ("new", self.cmd_new)):
             app.add_handler(CommandHandler(name, handler))
         app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND & filters.ChatType.PRIVATE, self.on_text))
-        app.add_handler(MessageHandler(filters.COMMAND, self.on_unknown_command))
+        # In groups, commands for other bots are none of our business.
+        app.add_handler(MessageHandler(filters.COMMAND & filters.ChatType.PRIVATE, self.on_unknown_command))
         app.add_handler(CallbackQueryHandler(self.on_callback))
         app.add_error_handler(self.on_error)
         self.app = app

@@ -422,11 +422,15 @@ def status_text(records: Sequence[Any], spec: str | None = None, now: float | No
     finished = sum(1 for r in records if r.state in TERMINAL)
     head = f"📡 <b>{esc(spec or first.target_spec or 'fan-out')}</b> · {finished}/{len(records)} finished"
     ordered = sorted(records, key=lambda r: (r.state == "done", r.state in TERMINAL, r.host))
-    shown = [status_line(r, now) for r in ordered[:max_lines]]
-    if len(ordered) > max_lines:
-        rest = _count_states(ordered[max_lines:])
-        shown.append("… and " + ", ".join(f"{n} {state_label(s)}" for s, n in rest.items()))
-    return "\n".join([head, payload, *shown])
+    while True:
+        shown = [status_line(r, now) for r in ordered[:max_lines]]
+        if len(ordered) > max_lines:
+            rest = _count_states(ordered[max_lines:])
+            shown.append("… and " + ", ".join(f"{n} {state_label(s)}" for s, n in rest.items()))
+        text = "\n".join([head, payload, *shown])
+        if tg_len(text) <= TELEGRAM_LIMIT - 96 or max_lines <= 1:  # long errors or progress lines
+            return text
+        max_lines //= 2
 
 
 # -- fleet views ------------------------------------------------------------------------
