@@ -115,7 +115,8 @@ def main() -> int:
             lab.stop()
     ms = 1000.0
     print(f"bench_bot: {args.orders} sequential no-op orders through the bot (one local node, /bin/true)")
-    print(f"bot: update received -> answer sent : p50 {pct(overhead, 50)*ms:7.2f} ms  p99 {pct(overhead, 99)*ms:7.2f} ms")
+    print(f"bot: update received -> answer sent : p50 {pct(overhead, 50)*ms:7.2f} ms  "
+          f"p99 {pct(overhead, 99)*ms:7.2f} ms")
     print(f"baseline Fleet.submit -> answer     : p50 {pct(base, 50)*ms:7.2f} ms  p99 {pct(base, 99)*ms:7.2f} ms")
     print(f"added by the bot (p50 difference)   : {(pct(overhead, 50) - pct(base, 50))*ms:7.2f} ms"
           f"  (ratio bot / baseline p50: {pct(overhead, 50) / pct(base, 50):.2f}x)")

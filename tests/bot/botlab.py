@@ -88,7 +88,8 @@ class Node:
         self.config: dict[str, Any] = {
             "host": name,
             "spool_dir": str(self.spool),
-            "worker": {"runners": 2, "default_timeout": 120, "heartbeat_interval": 0.5, "default_executor": default_executor,
+            "worker": {"runners": 2, "default_timeout": 120, "heartbeat_interval": 0.5,
+                       "default_executor": default_executor,
                        "cancel_grace": 0.5, "shutdown_grace": 1},
             "executors": {"sh": {"type": "command", "argv": ["/bin/sh", "-c", "{payload}"]},
                           "noop": {"type": "command", "argv": ["/bin/true"]}},

@@ -95,7 +95,8 @@ def test_length_counts_utf16_units() -> None:
 
 
 def test_answer_body_and_plain_output() -> None:
-    response = "# Order X: done\n\n- **Host:** web1\n\n## Order\n\ndf -h\n\n## Response\n\nFilesystem  Size\n/dev/sda1   10G\n"
+    response = ("# Order X: done\n\n- **Host:** web1\n\n## Order\n\ndf -h\n\n"
+                "## Response\n\nFilesystem  Size\n/dev/sda1   10G\n")
     body = r.answer_body(response)
     assert body == "Filesystem  Size\n/dev/sda1   10G"
     assert r.as_markdown(body).startswith("```\n")  # aligned columns keep their monospace
