@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from nodeenv import wait_for
 from support.executor_harness import Harness
 from support.llm_server import Error, Hang, ScriptedLLM, Text, ToolCall, message_text
 from support.opencode_server import OpenCodeServer, request
@@ -74,6 +75,19 @@ def test_new_session_starts_fresh_and_remaps_the_key(harness, llm, project):
     assert _mapping(harness)["chat2-web1"]["id"] == second.details["opencode_session"]
 
 
+def test_orders_on_one_key_run_one_at_a_time(harness, llm, project):
+    llm.script(Text("first reply", chunks=3, delay=0.4), Text("second reply"))
+    one = harness.start("first order", session="chat4-web1", workdir=project)
+    wait_for(lambda: one.progress, what="the first order to take the session")
+    two = harness.start("second order", session="chat4-web1", workdir=project)
+    a, b = one.wait(), two.wait()
+    assert a.status == b.status == DONE, (a.error, b.error)
+    assert a.details["opencode_session"] == b.details["opencode_session"]
+    # The second prompt went in only after the first reply was complete.
+    assert "first reply" in _said(llm) and _said(llm)[-1] == "second order"
+    assert {a.output, b.output} == {"first reply", "second reply"}
+
+
 def test_orders_without_a_key_never_share_a_session(harness, llm, project):
     llm.script(Text("one"), Text("two"))
     a = harness.run("first", workdir=project).result
@@ -108,6 +122,23 @@ def test_tool_call_writes_a_file_in_the_project(harness, llm, project):
     assert "[tool] write notes.txt" in run.lines()
     # The second request carried the tool's result back to the model.
     assert any(m.get("role") == "tool" for m in llm.chats[-1]["messages"])
+
+
+def test_subagent_work_shows_as_progress(harness, llm, project):
+    llm.script(ToolCall("task", {"description": "make a file", "prompt": "Write sub.txt",
+                                 "subagent_type": "general"}),
+               ToolCall("write", {"filePath": str(project / "sub.txt"), "content": "from the subagent\n"}),
+               Text("Subagent: done."),
+               Text("The subagent wrote sub.txt."))
+    run = harness.run("Delegate it", workdir=project)
+    result = run.result
+    assert result.status == DONE, result.error
+    assert result.output == "The subagent wrote sub.txt."
+    assert (project / "sub.txt").read_text() == "from the subagent\n"
+    lines = run.lines()
+    assert any(line.startswith("[tool] task") for line in lines), lines
+    assert "[subagent] [tool] write sub.txt" in lines, lines
+    assert not any("Subagent: done." in line for line in lines)
 
 
 def test_progress_arrives_before_the_answer(harness, llm, project):
@@ -251,6 +282,22 @@ def test_server_dying_mid_run_fails_clearly(tmp_path):
     assert result.error.startswith("opencode server went away mid-run")
     assert "not reachable" in result.error and "\n" not in result.error
     assert run.returned_at - stopped_at < 15
+
+
+def test_a_permission_ask_is_refused_not_waited_on(tmp_path):
+    # A server whose config asks before edits: a headless run must not hang on it.
+    with ScriptedLLM() as llm, OpenCodeServer(llm.url, permission={"*": "allow", "edit": "ask"}) as server:
+        h, project = _own_server_harness(tmp_path, server)
+        llm.script(ToolCall("write", {"filePath": str(project / "x.txt"), "content": "x"}),
+                   Text("I could not write it."))
+        run = h.run("Write x.txt", workdir=project)
+    result = run.result
+    assert result.status == FAILED
+    assert result.error == ("opencode asked for permission 'edit'; set its permissions so that "
+                            "headless runs never ask")
+    assert not (project / "x.txt").exists()
+    assert any(line.startswith("[refused]") for line in run.lines())
+    assert result.output == "I could not write it."
 
 
 def test_basic_auth(tmp_path, monkeypatch):

@@ -107,6 +107,7 @@ class ScriptedLLM:
         self._script: list[Any] = []
         self._release = threading.Event()
         self.requests: list[Recorded] = []
+        self._calls = 0
         self.hung = threading.Event()  # set once a Hang step has started streaming
         self.hang_ended = threading.Event()  # set when a Hang step saw the client go
         self._server: ThreadingHTTPServer | None = None
@@ -139,6 +140,11 @@ class ScriptedLLM:
     def pending(self) -> int:
         with self._lock:
             return len(self._script)
+
+    def call_id(self) -> str:
+        with self._lock:
+            self._calls += 1
+            return f"call_{self._calls}"
 
     def _next(self, body: dict[str, Any]) -> tuple[str, Any]:
         system = _system_text(body)
@@ -239,7 +245,7 @@ class _Handler(BaseHTTPRequestHandler):
         message: dict[str, Any] = {"role": "assistant", "content": None}
         finish = "stop"
         if isinstance(step, ToolCall):
-            message["tool_calls"] = [{"id": "call_1", "type": "function",
+            message["tool_calls"] = [{"id": self.owner.call_id(), "type": "function",
                                       "function": {"name": step.name, "arguments": json.dumps(step.arguments)}}]
             finish = "tool_calls"
         else:
@@ -276,7 +282,7 @@ class _Handler(BaseHTTPRequestHandler):
                     send({"content": piece})
                 send(finish="stop", usage=_usage(step))
             elif isinstance(step, ToolCall):
-                send({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                send({"tool_calls": [{"index": 0, "id": self.owner.call_id(), "type": "function",
                                       "function": {"name": step.name, "arguments": json.dumps(step.arguments)}}]})
                 send(finish="tool_calls", usage=_usage(step))
             elif isinstance(step, Hang):

@@ -310,13 +310,39 @@ class SessionStore:
                 os.close(dfd)
 
 
-_key_locks: dict[str, threading.Lock] = {}
-_key_locks_guard = threading.Lock()
+class _KeyLocks:
+    """One lock per session key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    def acquire(self, key: str, cancelled: threading.Event) -> bool:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        while not lock.acquire(timeout=0.2):
+            if cancelled.is_set():
+                self._drop(key)
+                return False
+        return True
+
+    def release(self, key: str) -> None:
+        with self._guard:
+            lock, _ = self._locks[key]
+        lock.release()
+        self._drop(key)
+
+    def _drop(self, key: str) -> None:
+        with self._guard:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
-def _key_lock(name: str) -> threading.Lock:
-    with _key_locks_guard:
-        return _key_locks.setdefault(name, threading.Lock())
+_session_locks = _KeyLocks()
 
 
 def _number(value: Any) -> float:
@@ -343,13 +369,14 @@ class _Run:
         self.ex = executor
         self.ctx = ctx
         self.sid = session_id
+        self.children: set[str] = set()  # subagent sessions started by this run
         self.directory = directory
         self.marker = marker  # newest message id before the prompt ("" if none)
         self.parts: dict[str, str] = {}  # part id -> part type
         self.user_messages: set[str] = set()  # the prompt itself, not to be echoed
         self.text: dict[str, str] = {}  # text part id -> text so far
         self.text_sent: dict[str, int] = {}  # text part id -> chars already reported
-        self.tools_seen: dict[str, str] = {}  # call id -> last reported status
+        self.tools_seen: dict[str, str] = {}  # tool part id -> last reported status
         self.tool_names: list[str] = []
         self.session_error: str | None = None
         self.gave_up = False  # too many provider retries: abort and fail
@@ -363,7 +390,22 @@ class _Run:
         """Take one event; "idle" or "check" when the run may be over (look over REST)."""
         kind = event.get("type")
         props = event.get("properties")
-        if not isinstance(props, dict) or props.get("sessionID") not in (None, self.sid):
+        if not isinstance(props, dict):
+            return ""
+        session = props.get("sessionID")
+        if kind == "session.created":
+            info = props.get("info") or {}
+            if info.get("parentID") in self.children | {self.sid} and isinstance(info.get("id"), str):
+                self.children.add(info["id"])
+            return ""
+        if session in self.children:
+            # A subagent's work: show its tool calls, refuse its asks, keep its text out.
+            if kind == "message.part.updated" and (props.get("part") or {}).get("type") == "tool":
+                self._part(props["part"], prefix="[subagent] ")
+            elif kind in ("permission.asked", "question.asked"):
+                self._refuse(kind, props)
+            return ""
+        if session not in (None, self.sid):
             return ""
         if kind == "message.part.updated":
             self._part(props.get("part") or {})
@@ -396,7 +438,7 @@ class _Run:
             self._refuse(kind, props)
         return ""
 
-    def _part(self, part: dict[str, Any]) -> None:
+    def _part(self, part: dict[str, Any], prefix: str = "") -> None:
         pid, ptype = part.get("id"), part.get("type")
         if (not isinstance(pid, str) or not self.ours(part.get("messageID"))
                 or part.get("messageID") in self.user_messages):
@@ -409,18 +451,18 @@ class _Run:
         elif ptype == "tool":
             state = part.get("state") or {}
             status = state.get("status")
-            call = str(part.get("callID") or pid)
+            call = pid  # part ids are unique; call ids repeat across messages
             previous = self.tools_seen.get(call)
             if status in ("running", "completed") and previous is None:
                 self.tools_seen[call] = str(status)
                 self.tool_names.append(str(part.get("tool")))
                 self._flush_text(final=True)
-                self.ctx.progress(f"[tool] {_tool_summary(part, self.directory)}")
+                self.ctx.progress(f"{prefix}[tool] {_tool_summary(part, self.directory)}")
             elif status == "error" and previous != "error":
                 if previous is None:
                     self.tool_names.append(str(part.get("tool")))
                 self.tools_seen[call] = "error"
-                self.ctx.progress(f"[tool] {_tool_summary(part, self.directory)} failed: "
+                self.ctx.progress(f"{prefix}[tool] {_tool_summary(part, self.directory)} failed: "
                                   f"{_first_line(state.get('error'), 200)}")
 
     def _text_progress(self, final: bool = False) -> None:
@@ -531,10 +573,18 @@ class OpenCodeExecutor(Executor):
             model_ref = _split_model(model) if model else None
             directory = ctx.workdir or self.spec.get("directory") or None
             client = self.client()
-            # One order at a time per session: a second prompt would interleave.
-            with _key_lock(f"{self.name}:{order.session or order.id}"):
+            if not order.session:
+                return self._run(order, ctx, client, agent, model_ref, directory, True, details)
+            # One order at a time per session key: a second prompt would interleave.
+            key = f"{self.name}:{order.session}"
+            if not _session_locks.acquire(key, ctx.cancelled):
+                return Result(status=ctx.stopped_status(), details=details,
+                              error=f"stopped ({ctx.cancel_reason}) while waiting for session {order.session}")
+            try:
                 return self._run(order, ctx, client, agent, model_ref, directory,
                                  bool(options.get("new_session")), details)
+            finally:
+                _session_locks.release(key)
         except ServerError as exc:
             return Result(status=FAILED, error=str(exc), details=details)
         except ExecutorError as exc:
