@@ -302,3 +302,15 @@ def test_silent_worker_is_detected_and_recovery_announced(local_fleet):
         worker.send_signal(signal.SIGCONT)
     wait_for(lambda: [a for a in fleet.store.alerts() if a["kind"] == "worker_heard"], 15, what="recovery")
     assert len([a for a in fleet.store.alerts() if a["kind"] == "worker_silent"]) == 1
+
+
+def test_control_events_reach_the_central_trail_without_moving_cursors(local_fleet):
+    lf = local_fleet(["web1"])
+    lf.start_workers()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    cursor = fleet.store.cursor("control")
+    ev = fleet.audit_event("bot_refused", severity="warning", user="666", message="not authorized")
+    assert ev["host"] == "control" and ev["hash"]
+    assert [e["type"] for e in fleet.audit(None, type="bot_refused")] == ["bot_refused"]
+    assert fleet.store.cursor("control") == cursor

@@ -87,7 +87,8 @@ class Fleet:
         self._subscribers: list[Callable[[FleetEvent], None]] = []
         self._last_hash: dict[str, str | None] = {}
         self._heartbeats: dict[str, tuple[float, float, dict[str, Any]]] = {}
-        self._silent: set[str] = set()
+        self._silent: set[str] = self._silent_at_start()
+        self._audit: Any = None
         self._lost_marked: set[str] = set()
         self.router = Router(self.inventory.hosts, self.settings, on_message=self._on_message,
                              on_state=self._on_state, cursor=self._cursor)
@@ -213,14 +214,16 @@ class Fleet:
         self.router.request(rec.host, "cancel", order_id=order_id, user=user)
         return self.store.order(order_id) or rec
 
-    def retry(self, order_id: str, *, user: str, chat_id: int | None = None) -> list[OrderRecord]:
+    def retry(self, order_id: str, *, user: str, chat_id: int | None = None,
+              message_id: int | None = None) -> list[OrderRecord]:
         rec = self.store.order(order_id)
         if rec is None:
             raise KeyError(f"no order {order_id!r}")
         opts = dict(rec.options)
         timeout = opts.pop("_timeout", None)
         return self.submit(rec.host, rec.payload, user=user, chat_id=chat_id if chat_id is not None else rec.chat_id,
-                           executor=rec.executor, options=opts, session_key=rec.session_key, timeout=timeout)
+                           message_id=message_id, executor=rec.executor, options=opts,
+                           session_key=rec.session_key, timeout=timeout)
 
     def wait(self, order_ids: list[str], timeout: float | None = None) -> list[OrderRecord]:
         """Block until every order is finished (or ``timeout``); returns their records."""
@@ -256,6 +259,18 @@ class Fleet:
         """The central audit trail (every node's events, as they streamed in)."""
         hosts = ",".join(self.resolve(spec)) if spec else None
         return self.store.events(host=hosts, **filters)
+
+    def audit_event(self, type: str, **fields: Any) -> dict[str, Any]:
+        """An event of the control node itself (a refusal, a confirmation): written to
+        its own hash-chained log and into the central store, so fleet-wide queries
+        and the dashboard see it."""
+        if self._audit is None:
+            from galaxy_fleet.worker import open_audit
+
+            self._audit = open_audit(self.config)
+        event = self._audit.append(type, **fields)
+        self.store.add_events(self.config.host, [event], advance_cursor=False)
+        return event
 
     # -- delivery bookkeeping ------------------------------------------------------
     def pending(self) -> list[FleetEvent]:
@@ -320,6 +335,14 @@ class Fleet:
                  "ts": utcnow(), "message": message, "origin": "control"}
         if self.store.add_alert(alert):
             self._emit(FleetEvent("alert", host, alert=alert))
+
+    def _silent_at_start(self) -> set[str]:
+        """Workers reported silent and not yet heard from again (survives restarts)."""
+        last: dict[str, str] = {}
+        for alert in reversed(self.store.alerts(limit=500)):  # oldest first
+            if alert.get("kind") in ("worker_silent", "worker_heard"):
+                last[alert.get("host", "?")] = alert["kind"]
+        return {h for h, kind in last.items() if kind == "worker_silent"}
 
     def _check_heartbeats(self) -> None:
         """A connected node whose worker stopped beating: alert once, within a few intervals."""

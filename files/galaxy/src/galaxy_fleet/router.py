@@ -86,12 +86,12 @@ def _ssh_connect(host: Host, settings: RouterSettings) -> _Conn:
         chan.exec_command(settings.remote_command)
     except paramiko.BadHostKeyException:
         client.close()
-        raise NodeUnavailable(f"host key of {host.name} does not match known_hosts (possible impostor)") from None
+        raise NodeUnavailable("its host key does not match known_hosts (possible impostor)") from None
     except paramiko.SSHException as exc:
         client.close()
         text = str(exc)
         if "not found in known_hosts" in text:
-            text = f"{host.name} is not in {settings.known_hosts} (run the control role to record host keys)"
+            text = f"its host key is not in {settings.known_hosts} (run the control role to record host keys)"
         raise NodeUnavailable(text) from None
     except OSError as exc:
         client.close()
@@ -234,10 +234,10 @@ class NodeLink(threading.Thread):
             hello = {}
         if hello.get("type") != "hello":
             reason = hello.get("error") if hello.get("type") == "error" else f"no hello (got {line[:80]!r})"
-            self._set_error(f"{self.host.name}: galaxy remote did not start: {reason}")
+            self._set_error(f"galaxy remote did not start: {reason}")
             return False
         if hello.get("protocol") != 1:
-            self._set_error(f"{self.host.name}: unsupported protocol {hello.get('protocol')!r}")
+            self._set_error(f"unsupported protocol {hello.get('protocol')!r}")
             return False
         self.hello = hello
         self.last_rx = time.monotonic()

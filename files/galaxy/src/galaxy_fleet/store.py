@@ -205,8 +205,11 @@ class Store:
         return [_record(r) for r in rows]
 
     # -- events (central audit) ----------------------------------------------
-    def add_events(self, host: str, events: list[dict[str, Any]]) -> int:
-        """Insert events (duplicates ignored); returns how many were new."""
+    def add_events(self, host: str, events: list[dict[str, Any]], *, advance_cursor: bool = True) -> int:
+        """Insert events (duplicates ignored); returns how many were new.
+
+        ``advance_cursor``: the events came in order from the host's stream, so
+        its resume point moves on (not for events written here, out of band)."""
         rows = [(host, e["seq"], e.get("ts", ""), e.get("type", ""), e.get("severity", "info"), e.get("order_id"),
                  e.get("user"), e.get("message"), e.get("hash"), e.get("prev"),
                  json.dumps(e, ensure_ascii=False, separators=(",", ":"))) for e in events]
@@ -216,7 +219,7 @@ class Store:
             try:
                 self.db.executemany("INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
                 new = self.db.total_changes - before
-                if events:
+                if events and advance_cursor:
                     last = max(events, key=lambda e: e["seq"])
                     self.db.execute(
                         "INSERT INTO cursors (host, seq, hash) VALUES (?, ?, ?) ON CONFLICT(host) DO UPDATE SET"
