@@ -87,3 +87,14 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     """The PLAY RECAP counters per host."""
     keys = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
     return {m.group(1): dict(zip(keys, map(int, m.groups()[1:]))) for m in _RECAP.finditer(output)}
+
+
+def failures(output: str) -> str:
+    """The fatal/failed task lines of a playbook run (with their task names), for assertion messages."""
+    lines = output.splitlines()
+    picked = []
+    for i, line in enumerate(lines):
+        if re.match(r"^(fatal|failed): \[", line) or line.startswith("ERROR!") or line.startswith("[ERROR]"):
+            task = next((lines[j] for j in range(i, -1, -1) if lines[j].startswith(("TASK [", "RUNNING HANDLER ["))), "")
+            picked += [task, line[:3000]]
+    return "\n".join(picked) or output[-3000:]

@@ -8,7 +8,7 @@ import re
 
 import yaml
 
-from collection import playbook, recap
+from collection import failures, playbook, recap
 
 WRONG_TYPES = ["-e", '{"galaxy_node_worker_runners": "many", "galaxy_control_dashboard_port": "eighty",'
                      ' "galaxy_node_projects": ["not", "a", "mapping"]}']
@@ -17,10 +17,10 @@ WRONG_TYPES = ["-e", '{"galaxy_node_worker_runners": "many", "galaxy_control_das
 def test_wrong_variable_types_are_rejected_before_anything_changes(deploy_lab):
     cp = playbook(deploy_lab.inventory, "site.yml", *deploy_lab.source_vars(), *WRONG_TYPES)
     out = cp.stdout + cp.stderr
-    assert cp.returncode == 2, out[-4000:]
+    assert cp.returncode == 2, failures(out)
     assert "Validating arguments against arg spec" in out
     for name in ("galaxy_node_worker_runners", "galaxy_node_projects", "galaxy_control_dashboard_port"):
-        assert name in out, f"{name} not named in:\n{out[-4000:]}"
+        assert name in out, f"{name} not named in:\n{failures(out)}"
     counts = recap(out)
     assert set(counts) == {"control", "web1", "web2"}
     assert all(c["changed"] == 0 and c["failed"] == 1 for c in counts.values()), counts
@@ -37,10 +37,10 @@ def test_an_unreachable_node_fails_alone_and_the_others_deploy(deploy_lab):
     cp = playbook([deploy_lab.inventory, ghost], "site.yml", *deploy_lab.source_vars())
     out = cp.stdout + cp.stderr
     counts = recap(out)
-    assert counts["web9"]["unreachable"] == 1, out[-4000:]
-    assert re.search(r"fatal: \[web9\]: UNREACHABLE! => .*(timed out|No route|Connection refused)", out), out[-4000:]
+    assert counts["web9"]["unreachable"] == 1, failures(out)
+    assert re.search(r"fatal: \[web9\]: UNREACHABLE! => .*(timed out|No route|Connection refused)", out), failures(out)
     for host in ("control", "web1", "web2"):
-        assert counts[host]["failed"] == 0 and counts[host]["unreachable"] == 0, (host, counts, out[-4000:])
+        assert counts[host]["failed"] == 0 and counts[host]["unreachable"] == 0, (host, counts, failures(out))
         assert counts[host]["changed"] > 0
     assert cp.returncode == 4  # ansible-playbook: some hosts were unreachable
     assert "No SSH host key known for web9" in out
@@ -56,15 +56,25 @@ def test_a_second_run_changes_nothing(deploy_lab):
     cp = playbook([deploy_lab.inventory, deploy_lab.state / "ghost.yml"], "site.yml", *deploy_lab.source_vars())
     out = cp.stdout + cp.stderr
     counts = recap(out)
-    assert counts.pop("web9")["unreachable"] == 1, out[-4000:]
-    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), (counts, out[-4000:])
+    assert counts.pop("web9")["unreachable"] == 1, failures(out)
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), (counts, failures(out),
+                                                                                re.findall(r"(?m)^changed: .*$", out))
+
+
+def test_check_mode_reports_no_change_on_a_deployed_fleet(deploy_lab):
+    cp = playbook([deploy_lab.inventory, deploy_lab.state / "ghost.yml"], "site.yml", "--check", "--diff",
+                  *deploy_lab.source_vars())
+    out = cp.stdout + cp.stderr
+    counts = recap(out)
+    counts.pop("web9")
+    assert all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), (counts, failures(out))
 
 
 def test_order_playbook_prints_the_response(deploy_lab):
     cp = playbook(deploy_lab.inventory, "order.yml", "-e", "target=web1", "-e", "payload=uptime",
                   "-e", "executor=shell")
     out = cp.stdout + cp.stderr
-    assert cp.returncode == 0, out[-4000:]
+    assert cp.returncode == 0, failures(out)
     assert "load average" in out and "# Order " in out and ": done" in out
 
 
@@ -72,7 +82,7 @@ def test_order_playbook_fails_cleanly_on_an_unknown_executor(deploy_lab):
     cp = playbook(deploy_lab.inventory, "order.yml", "-e", "target=web2", "-e", "payload=uptime",
                   "-e", "executor=teleport")
     out = cp.stdout + cp.stderr
-    assert cp.returncode == 2, out[-4000:]
+    assert cp.returncode == 2, failures(out)
     assert "galaxy rejected the order" in out and "unknown executor 'teleport'" in out
 
 
@@ -85,21 +95,21 @@ def test_order_playbook_without_a_target_explains_usage(deploy_lab):
 def test_health_playbook_prints_one_table(deploy_lab):
     cp = playbook(deploy_lab.inventory, "health.yml")
     out = cp.stdout + cp.stderr
-    assert cp.returncode == 0, out[-4000:]
+    assert cp.returncode == 0, failures(out)
     assert re.search(r'"NODE\s+STATUS\s+CHECKS\s+FAILING"', out)
     assert re.search(r'"web1\s+healthy\s+\d+/\d+\s+-"', out) and re.search(r'"web2\s+healthy', out)
 
 
 def test_audit_playbook_collects_once(deploy_lab):
     first = playbook(deploy_lab.inventory, "audit.yml", "-e", "audit_verify=true")
-    assert first.returncode == 0, first.stdout[-4000:]
+    assert first.returncode == 0, first.stdfailures(out)
     counts = [int(n) for n in re.findall(r"(\d+) new event\(s\) from web1", first.stdout)]
     assert counts and counts[0] > 0
     second = playbook(deploy_lab.inventory, "audit.yml")
-    assert second.returncode == 0, second.stdout[-4000:]
+    assert second.returncode == 0, second.stdfailures(out)
     assert re.search(r"0 new event\(s\) from web1, cursor \d+", second.stdout)
     store = deploy_lab.ssh("control", "wc -l < /var/lib/galaxy/central/web1.jsonl; cat /var/lib/galaxy/central/web1.cursor;"
-                                      " stat -c %U:%a /var/lib/galaxy/central/web1.jsonl")
+                                      " echo; stat -c %U:%a /var/lib/galaxy/central/web1.jsonl")
     lines, cursor, owner = store.stdout.split()
     assert int(lines) == counts[0] and int(cursor) >= counts[0] and owner == "galaxy:640"
 
@@ -112,12 +122,12 @@ def test_rolling_update_stops_at_an_unhealthy_node(deploy_lab, tmp_path):
     cp = playbook([deploy_lab.inventory, sick], "update.yml", *deploy_lab.source_vars(),
                   "-e", "galaxy_update_health_retries=2", "-e", "galaxy_update_health_delay=1")
     out = cp.stdout + cp.stderr
-    assert cp.returncode == 2, out[-4000:]
+    assert cp.returncode == 2, failures(out)
     roll = out[out.index("PLAY [Roll the update over the Galaxy nodes]"):]
     assert re.search(r"fatal: \[web1\]: FAILED! .*unhealthy: memory", roll), roll[-4000:]
     assert "[web2]" not in roll, "web2 was touched after web1 failed its health gate"
     # Put web1 right again: the next update rolls over both.
     cp = playbook(deploy_lab.inventory, "update.yml", *deploy_lab.source_vars())
     out = cp.stdout + cp.stderr
-    assert cp.returncode == 0, out[-4000:]
+    assert cp.returncode == 0, failures(out)
     assert out.count("TASK [Wait until the node is healthy]") == 2
