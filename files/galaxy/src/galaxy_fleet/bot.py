@@ -13,7 +13,7 @@ Access control (see bot_access.py): an allow-list of user ids, per-user
 targets and rate limits, authorized users only in group chats, and an
 expiring Confirm/Cancel step for dangerous targets or payloads. A refusal is
 a short reply (a few per minute at most) and always an audit event
-(``bot_refused`` in this host's audit trail).
+(``bot_refused`` in the control node's audit trail and the fleet's central one).
 
 The token is read from $GALAXY_TELEGRAM_TOKEN or the systemd credential
 ``telegram_token``, removed from the environment (child processes never see
@@ -268,11 +268,13 @@ class GalaxyBot(Follower):
 
     def _audit(self, type_: str, *, severity: str = "warning", message: str = "", user: str | None = None,
                **data: Any) -> None:
-        if self.audit is None:
-            return
+        """An event in the control node's own trail, and through the store in the fleet's."""
+        fields = {k: v for k, v in data.items() if v is not None}
         try:
-            self.audit.append(type_, severity=severity, message=message, user=user,
-                              **{k: v for k, v in data.items() if v is not None})
+            if self.audit is not None:
+                self.audit.append(type_, severity=severity, message=message, user=user, **fields)
+            else:
+                self.fleet.audit_event(type_, severity=severity, message=message, user=user, **fields)
         except Exception:  # the audit trail must not take the bot down
             log.warning("could not write audit event %s", type_, exc_info=True)
 
@@ -854,14 +856,7 @@ def run(args: "argparse.Namespace", config: "Config") -> int:
         print(f"galaxy bot: OK ({len(fleet.inventory.hosts)} machines, {len(settings.authorized_users)} "
               "authorized users)")
         return 0
-    audit = None
-    try:
-        from galaxy_fleet.worker import open_audit
-
-        audit = open_audit(config)
-    except Exception as exc:  # refusals are then only logged
-        log.warning("audit trail unavailable (%s): refusals are logged only", exc)
-    GalaxyBot(fleet, settings, token, audit=audit).run()
+    GalaxyBot(fleet, settings, token).run()
     return 0
 
 
