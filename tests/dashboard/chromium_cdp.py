@@ -178,7 +178,10 @@ class Page:
     def wait_for(self, expression: str, timeout: float = 20.0) -> Any:
         deadline = time.monotonic() + timeout
         while True:
-            value = self.evaluate(expression)
+            try:
+                value = self.evaluate(expression)
+            except RuntimeError:  # mid-navigation: no document, or its context just went away
+                value = None
             if value:
                 return value
             if time.monotonic() > deadline:

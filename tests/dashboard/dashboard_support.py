@@ -12,6 +12,7 @@ The fleet keeps running while the tests read the store.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import signal
@@ -82,7 +83,9 @@ def fill(lf: Any, fleet: Any) -> dict[str, Any]:
     web2.stop_workers()
     web2.galaxy("health", "--json")
     web1.galaxy("health", "--json", check=True)
-    # the full reports, as the bot's /health stores them
+    # the full reports, as the bot's /health stores them (web1's worker has reported its running order)
+    beat = web1.spool / "state" / "heartbeat.json"
+    wait_for(lambda: json.loads(beat.read_text()).get("running"), 20, what="web1's heartbeat with the running order")
     reports = fleet.health("web1,web2")
     assert reports["web1"]["healthy"] is True and reports["web2"]["healthy"] is False
     store = fleet.store

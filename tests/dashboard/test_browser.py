@@ -114,6 +114,7 @@ def test_the_page_shows_the_store(dashboard: DashboardProcess, chromium: Any, fi
         assert seen["nodes"][host]["fields"]["opencode"] == "not used"  # these nodes run the echo executor
     assert seen["nodes"]["web1"]["fields"]["worker"] == "✓ busy"
     assert seen["nodes"]["web2"]["fields"]["worker"] == "✗ down"
+    assert seen["nodes"]["db1"]["fields"]["worker"] == "unknown"  # out of reach: its old report is no answer
     # the health history strip: a day of 15-minute slots, the newest holding the checks
     assert seen["nodes"]["web1"]["slots"] == 96 and seen["nodes"]["web1"]["ok_slots"] == 1
     assert seen["nodes"]["web2"]["bad_slots"] == 1 and seen["nodes"]["ghost"]["ok_slots"] == 0

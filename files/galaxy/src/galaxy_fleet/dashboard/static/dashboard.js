@@ -159,7 +159,7 @@
       return;
     }
     const max = niceDuration(Math.max(...vals) * 1.05);
-    axes(g, box, max, (v) => dur(v).replace(" ", "").replace(/m0s$/, "m").replace(/h0m$/, "h"), buckets.map((b) => b.start));
+    axes(g, box, max, (v) => (v ? dur(v).replace(" ", "").replace(/m0s$/, "m").replace(/h0m$/, "h") : "0"), buckets.map((b) => b.start));
     const iw = box.w - box.l - box.r, ih = box.h - box.t - box.b, n = buckets.length;
     const px = (i) => box.l + (iw * (i + 0.5)) / n, py = (v) => box.t + ih - (v / max) * ih;
     for (const key of ["p95", "p50"]) {
@@ -223,14 +223,15 @@
   const STATUS_ORDER = { down: 0, failing: 1, unknown: 2, healthy: 3 };
   const CARDS_UP_TO = 24;  // beyond this many nodes, one table row per node
   function nodeView(n, st) {
-    const w = n.worker, oc = n.opencode;
+    const w = n.worker, oc = n.opencode, gone = n.status === "down";
     const marks = st.history.health[n.name] || "-".repeat(st.history.window.health_slots);
     return {
-      worker: w.ok === null ? (n.connected ? "connected" : "–") : mark(w.ok) + (w.ok ? (w.running ? "busy" : "idle") : "down"),
-      workerTip: w.ok === null ? null : (w.message || "") + (w.ok ? ` · ${w.running} running, ${w.queued || 0} queued` : ""),
+      // a node out of reach: its last report says nothing about its worker or opencode now
+      worker: gone ? "unknown" : w.ok === null ? (n.connected ? "connected" : "–") : mark(w.ok) + (w.ok ? (w.running ? "busy" : "idle") : "down"),
+      workerTip: gone || w.ok === null ? null : (w.message || "") + (w.ok ? ` · ${w.running} running, ${w.queued || 0} queued` : ""),
       uptimeLabel: n.uptime_s !== null ? "Uptime" : "Worker up",
       uptime: n.uptime_s !== null ? dur(n.uptime_s) : w.uptime_s !== null ? dur(w.uptime_s) : "–",
-      opencode: oc.ok === null ? "not used" : mark(oc.ok) + (oc.ok ? (oc.ms !== null && oc.ms !== undefined ? Math.round(oc.ms) + " ms" : "healthy") : "unhealthy"),
+      opencode: gone ? "unknown" : oc.ok === null ? "not used" : mark(oc.ok) + (oc.ok ? (oc.ms !== null && oc.ms !== undefined ? Math.round(oc.ms) + " ms" : "healthy") : "unhealthy"),
       slots: [...marks].map((c) => (c === "-" ? -1 : Number(c))),
       note: n.status === "down" && n.error ? n.error
         : n.status === "failing" && n.failing.length ? "failing: " + n.failing.join(", ")
@@ -245,7 +246,7 @@
         h("h3", { text: n.name }),
         h("span", { class: "pill " + n.status, "data-field": "status", text: n.status })),
       v.note ? h("p", { class: n.status === "unknown" ? "node-note" : "node-error", text: v.note }) : null,
-      h("dl", { class: "figs" },
+      h("dl", { class: "figs" + (n.status === "down" ? " stale" : "") },
         fig("pending", "Pending", num(n.orders.pending), n.orders.pending ? "info" : ""),
         fig("processed", "Processed", num(n.orders.processed)),
         fig("failed", "Failed", num(n.orders.failed), n.orders.failed ? "bad" : ""),
