@@ -110,6 +110,7 @@ class ScriptedLLM:
         self._calls = 0
         self.hung = threading.Event()  # set once a Hang step has started streaming
         self.hang_ended = threading.Event()  # set when a Hang step saw the client go
+        self.hang_ended_at = 0.0  # time.monotonic() of that
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -299,6 +300,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             if isinstance(step, Hang):
+                self.owner.hang_ended_at = time.monotonic()
                 self.owner.hang_ended.set()
 
 

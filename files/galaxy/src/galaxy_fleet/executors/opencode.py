@@ -711,25 +711,30 @@ class OpenCodeExecutor(Executor):
                 return Result(status=FAILED, details=details,
                               error="opencode accepted the prompt but never started it")
 
-    def _messages(self, client: _Client, run: _Run, path: str, q: dict[str, Any]) -> list[dict[str, Any]]:
+    def _messages(self, client: _Client, run: _Run, path: str, q: dict[str, Any],
+                  timeout: float | None = None) -> list[dict[str, Any]]:
         # The newest messages are enough unless the run made more than a page of them.
-        page = client.call("GET", path + "/message", query={**q, "limit": 64}) or []
+        page = client.call("GET", path + "/message", query={**q, "limit": 64}, timeout=timeout) or []
         ids = [(m.get("info") or {}).get("id") or "" for m in page]
         if len(page) >= 64 and min(ids) > run.marker:
-            page = client.call("GET", path + "/message", query=q) or []
+            page = client.call("GET", path + "/message", query=q, timeout=timeout) or []
         return [m for m in page if run.ours((m.get("info") or {}).get("id"))]
 
-    def _abort(self, client: _Client, path: str, q: dict[str, Any]) -> str | None:
+    def _abort(self, client: _Client, path: str, q: dict[str, Any], timeout: float = 5) -> str | None:
         try:
-            client.call("POST", path + "/abort", None, q, timeout=5)
+            client.call("POST", path + "/abort", None, q, timeout=timeout)
             return None
         except ServerError as exc:
             return str(exc)
 
     def _stop(self, ctx: RunContext, client: _Client, run: _Run, path: str, q: dict[str, Any],
               details: dict[str, Any]) -> Result:
-        failure = self._abort(client, path, q)
-        result = self._finish(ctx, client, run, path, q, details, tolerate=True)
+        # Bounded so that a cancelled order is answered within two seconds even
+        # when opencode is slow: the abort is sent at once, whatever happens after.
+        begun = time.monotonic()
+        failure = self._abort(client, path, q, timeout=1.2)
+        result = self._finish(ctx, client, run, path, q, details, tolerate=True,
+                              timeout=max(0.2, 1.7 - (time.monotonic() - begun)))
         result.status = ctx.stopped_status()
         what = "timed out" if ctx.cancel_reason == "timeout" else "cancelled"
         result.error = f"{what}; opencode run aborted" if failure is None else f"{what}; abort failed: {failure}"
@@ -737,11 +742,11 @@ class OpenCodeExecutor(Executor):
 
     def _finish(self, ctx: RunContext, client: _Client, run: _Run, path: str, q: dict[str, Any],
                 details: dict[str, Any], messages: list[dict[str, Any]] | None = None,
-                tolerate: bool = False) -> Result:
+                tolerate: bool = False, timeout: float | None = None) -> Result:
         run._flush_text(final=True)
         if messages is None:
             try:
-                messages = self._messages(client, run, path, q)
+                messages = self._messages(client, run, path, q, timeout)
             except ServerError:
                 if not tolerate:
                     raise
@@ -760,6 +765,8 @@ class OpenCodeExecutor(Executor):
             answer = _text_of(msg)
             if answer:
                 break
+        if not messages:  # the server did not answer in time: what the events showed
+            answer = "\n\n".join(t.strip() for t in run.text.values() if t.strip())
         error = run.session_error
         for msg in assistants:
             err = (msg.get("info") or {}).get("error")
