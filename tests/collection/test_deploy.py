@@ -131,3 +131,32 @@ def test_rolling_update_stops_at_an_unhealthy_node(deploy_lab, tmp_path):
     out = cp.stdout + cp.stderr
     assert cp.returncode == 0, failures(out)
     assert out.count("TASK [Wait until the node is healthy]") == 2
+
+
+def test_an_existing_login_user_runs_the_worker(deploy_lab, tmp_path):
+    """A developer's workstation: the services run as alice; her own SSH key stays authorized."""
+    setup = deploy_lab.ssh("web2", "id alice 2>/dev/null || useradd -m -s /bin/bash alice; install -d -o alice -m 700"
+                                   " /home/alice/.ssh /home/alice/src; echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAlicesOwnKeyForHerLaptop0000000000000000000 alice@laptop'"
+                                   " > /home/alice/.ssh/authorized_keys; chown alice: /home/alice/.ssh/authorized_keys /home/alice/src")
+    assert setup.returncode == 0, setup.stderr
+    workstation = tmp_path / "workstation.yml"
+    workstation.write_text(yaml.safe_dump({"galaxy_nodes": {"hosts": {"web2": {
+        "galaxy_node_user": "alice", "galaxy_node_user_create": False,
+        "galaxy_node_projects": {"thesis": "/home/alice/src"}}}}}))
+    cp = playbook([deploy_lab.inventory, workstation], "site.yml", "--limit", "control,web2", *deploy_lab.source_vars())
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 0, failures(out)
+    state = deploy_lab.ssh("web2", "systemctl show galaxy-worker -p User -p ActiveState -p ProtectHome;"
+                                   " stat -c %U /var/lib/galaxy; cat /home/alice/.ssh/authorized_keys")
+    assert "User=alice" in state.stdout and "ActiveState=active" in state.stdout, state.stdout
+    assert "ProtectHome=no" in state.stdout
+    lines = state.stdout.splitlines()
+    assert "alice" in lines
+    assert any(line.endswith("alice@laptop") and not line.startswith("restrict") for line in lines)
+    assert any(line.startswith('restrict,command="/opt/galaxy/bin/galaxy remote" ssh-ed25519 ') for line in lines)
+    order = playbook([deploy_lab.inventory, workstation], "order.yml", "-e", "target=web2", "-e", "payload=uptime",
+                     "-e", "executor=shell")
+    assert order.returncode == 0, failures(order.stdout + order.stderr)
+    assert "load average" in order.stdout
+    router = deploy_lab.ssh("control", "cat /etc/galaxy/inventory.yml")
+    assert 'galaxy_route_user: "alice"' in router.stdout

@@ -7,6 +7,8 @@ so the repository root (the collection root) is linked into a temporary
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -16,3 +18,4 @@ _TREE = Path(tempfile.mkdtemp(prefix="galaxy-collections-"))
 (_TREE / "ansible_collections" / "galaxy_protocol").mkdir(parents=True)
 (_TREE / "ansible_collections" / "galaxy_protocol" / "fleet").symlink_to(_ROOT)
 sys.path.insert(0, str(_TREE))
+atexit.register(shutil.rmtree, _TREE, True)
