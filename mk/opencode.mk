@@ -5,7 +5,7 @@
 #   make test-opencode    run tests/opencode against the real binary
 #   make bench-opencode   Galaxy's overhead on top of opencode
 #
-# `make test` needs `opencode-tools` before it runs pytest.
+# `make test` and `make bench` get `opencode-tools` as a prerequisite from here.
 
 OPENCODE_VERSION ?= 1.18.33
 OPENCODE_TOOLS := $(CURDIR)/.tools
@@ -41,3 +41,4 @@ bench-opencode: deps opencode-tools
 	$(PY) bench/bench_opencode.py
 
 test: opencode-tools
+bench: opencode-tools
