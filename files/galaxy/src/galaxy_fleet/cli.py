@@ -292,6 +292,13 @@ def cmd_bot(args: argparse.Namespace) -> int:
     return bot.run(args, _config(args))
 
 
+# -- galaxy dashboard ------------------------------------------------------------
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from galaxy_fleet import dashboard
+
+    return dashboard.run(args, _config(args))
+
+
 # -- galaxy mcp ----------------------------------------------------------------
 def cmd_mcp(args: argparse.Namespace) -> int:
     from galaxy_fleet.mcp_server import run
@@ -398,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(sub, "bot", cmd_bot, "run the Telegram bot (the galaxy-bot service, control node)", json_flag=False)
     p.add_argument("--check", action="store_true",
                    help="validate the bot section and that a token is available, then exit")
+
+    from galaxy_fleet import dashboard
+
+    p = add(sub, "dashboard", cmd_dashboard, "serve the web dashboard (the galaxy-dashboard service, control node)",
+            json_flag=False)
+    dashboard.add_arguments(p)
 
     add(sub, "mcp", cmd_mcp, "serve the fleet as MCP tools on stdio (for AI agents)", json_flag=False)
 
