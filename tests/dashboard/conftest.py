@@ -1,4 +1,4 @@
-"""Fixtures: a store filled by a real local fleet (session-wide), the real
+"""Fixtures: a store filled by a real local fleet (for these tests, then stopped), the real
 `galaxy dashboard` process on it, headless Chromium, Flask apps over the store."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from dashboard_support import DashboardProcess, FilledFleet, fill, local_fleet_class
+from dashboard.dashboard_support import DashboardProcess, FilledFleet, fill, local_fleet_class
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilledFleet]:
     root = tmp_path_factory.mktemp("dashfleet")
     LocalFleet = local_fleet_class()
@@ -33,7 +33,7 @@ def filled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FilledFleet]:
         lf.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dashboard(filled: FilledFleet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DashboardProcess]:
     proc = DashboardProcess(filled.config_path, tmp_path_factory.mktemp("dashproc"))
     try:
@@ -42,9 +42,9 @@ def dashboard(filled: FilledFleet, tmp_path_factory: pytest.TempPathFactory) -> 
         proc.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from chromium_cdp import Chromium
+    from dashboard.chromium_cdp import Chromium
 
     browser = Chromium(tmp_path_factory.mktemp("chromium"))
     try:

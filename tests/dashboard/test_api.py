@@ -30,7 +30,7 @@ def test_healthz(app_for: Any) -> None:
 
 
 def test_page_embeds_the_status_safely(app_for: Any, filled: Any) -> None:
-    from dashboard_support import HOSTILE_PAYLOAD
+    from dashboard.dashboard_support import HOSTILE_PAYLOAD
 
     resp = app_for().test_client().get("/")
     assert resp.status_code == 200

@@ -11,7 +11,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from dashboard_support import ARTIFACTS, HOSTILE_PAYLOAD, DashboardProcess
+from dashboard.dashboard_support import ARTIFACTS, HOSTILE_PAYLOAD, DashboardProcess
 
 from nodeenv import wait_for
 
@@ -219,7 +219,7 @@ def test_token_login_in_the_browser(filled: Any, chromium: Any, tmp_path: Any) -
 
 def test_a_large_fleet_gets_one_row_per_node(chromium: Any, tmp_path: Any) -> None:
     """Beyond 24 nodes the page lists them in a table, problems first."""
-    from dashboard_support import local_fleet_class
+    from dashboard.dashboard_support import local_fleet_class
 
     LocalFleet = local_fleet_class()
     unreachable = {f"edge{i:02d}": {"ansible_host": "127.0.0.1", "ansible_port": 1} for i in range(1, 30)}

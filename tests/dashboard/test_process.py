@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-from dashboard_support import DashboardProcess, dashboard_command
+from dashboard.dashboard_support import DashboardProcess, dashboard_command
 
 TOKEN = "process-test-token-0123456789"
 

@@ -37,7 +37,7 @@ def create_app(config: Any, **overrides: Any) -> Any:
 
     s = settings.load(config, **overrides)
     app = Flask(__name__)
-    app.config.update(JSON_SORT_KEYS=False, MAX_CONTENT_LENGTH=64 * 1024)
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024)
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.compact = True  # type: ignore[attr-defined]
     reader = StoreReader(s.store)

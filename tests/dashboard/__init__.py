@@ -1,0 +1,1 @@
+"""Dashboard tests (a package, so that its local fleet stops when these tests end)."""
