@@ -61,6 +61,17 @@ def test_a_second_run_changes_nothing(deploy_lab):
                                                                                 re.findall(r"(?m)^changed: .*$", out))
 
 
+def test_booleans_given_as_strings_mean_the_same(deploy_lab):
+    # -e makes strings: "false" must not switch opencode on, "true" must keep the dedicated account.
+    cp = playbook(deploy_lab.inventory, "site.yml", "--limit", "control,web1", *deploy_lab.source_vars(),
+                  "-e", "galaxy_node_opencode_enabled=false", "-e", "galaxy_node_user_create=true",
+                  "-e", "galaxy_control_bot_enabled=false", "-e", "galaxy_control_dashboard_enabled=no")
+    out = cp.stdout + cp.stderr
+    assert cp.returncode == 0, failures(out)
+    counts = recap(out)
+    assert all(c["changed"] == 0 for c in counts.values()), (counts, re.findall(r"(?m)^changed: .*$", out))
+
+
 def test_check_mode_reports_no_change_on_a_deployed_fleet(deploy_lab):
     cp = playbook([deploy_lab.inventory, deploy_lab.state / "ghost.yml"], "site.yml", "--check", "--diff",
                   *deploy_lab.source_vars())
