@@ -63,7 +63,8 @@ def test_a_second_run_changes_nothing(deploy_lab):
 
 def test_booleans_given_as_strings_mean_the_same(deploy_lab):
     # -e makes strings: "false" must not switch opencode on, "true" must keep the dedicated account.
-    cp = playbook(deploy_lab.inventory, "site.yml", "--limit", "control,web1", *deploy_lab.source_vars(),
+    cp = playbook([deploy_lab.inventory, deploy_lab.state / "ghost.yml"], "site.yml", "--limit", "control,web1",
+                  *deploy_lab.source_vars(),
                   "-e", "galaxy_node_opencode_enabled=false", "-e", "galaxy_node_user_create=true",
                   "-e", "galaxy_control_bot_enabled=false", "-e", "galaxy_control_dashboard_enabled=no")
     out = cp.stdout + cp.stderr
