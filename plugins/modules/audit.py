@@ -18,9 +18,10 @@ description:
     module fails when the chain is broken.
   - The module only reads; it never reports a change.
 author:
-  - Galaxy maintainers
+  - Galaxy maintainers (@galaxy-protocol)
 extends_documentation_fragment:
   - galaxy_protocol.fleet.galaxy
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -29,6 +30,7 @@ attributes:
   diff_mode:
     support: none
   platform:
+    support: full
     platforms: posix
 options:
   after:

@@ -17,9 +17,10 @@ description:
   - An unhealthy node is a successful result with RV(healthy=false), unless
     O(fail_on_unhealthy=true).
 author:
-  - Galaxy maintainers
+  - Galaxy maintainers (@galaxy-protocol)
 extends_documentation_fragment:
   - galaxy_protocol.fleet.galaxy
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -28,6 +29,7 @@ attributes:
   diff_mode:
     support: none
   platform:
+    support: full
     platforms: posix
 options:
   fail_on_unhealthy:

@@ -20,9 +20,10 @@ description:
   - Fails cleanly, with the node's own message, when the node rejects the order
     (an unknown executor, a payload over the node's size limit, a bad option).
 author:
-  - Galaxy maintainers
+  - Galaxy maintainers (@galaxy-protocol)
 extends_documentation_fragment:
   - galaxy_protocol.fleet.galaxy
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
@@ -31,6 +32,7 @@ attributes:
   diff_mode:
     support: none
   platform:
+    support: full
     platforms: posix
 options:
   payload:
