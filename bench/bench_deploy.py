@@ -17,7 +17,6 @@ user's would be: the first run ever also downloads the wheels.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -28,7 +27,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+sys.path.insert(0, str(REPO / "tests" / "collection"))
+from collection import BIN, ansible_env  # noqa: E402 - the tests' helpers: tools and the collections path
 LAB_ID = os.environ.get("GALAXY_BENCH_LAB_ID", "9")
 STATE = REPO / "artifacts" / "bench-lab"
 INVENTORY = STATE / "hosts.yml"
@@ -47,21 +47,11 @@ def lab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return cp
 
 
-def env() -> dict[str, str]:
-    coll = REPO / "artifacts" / "collections"
-    link = coll / "ansible_collections" / "galaxy_protocol" / "fleet"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if not link.is_symlink():
-        link.symlink_to(REPO, target_is_directory=True)
-    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=str(coll), ANSIBLE_PIPELINING="1", ANSIBLE_NOCOLOR="1",
-                ANSIBLE_FORCE_COLOR="0", ANSIBLE_RETRY_FILES_ENABLED="0", PATH=f"{BIN}:{os.environ['PATH']}")
-
-
 def timed(argv: list[str]) -> tuple[float, str, list[tuple[float, str]]]:
     """Run argv; return wall seconds, output, and (time, line) for every line as it arrived."""
     start = time.monotonic()
     lines: list[tuple[float, str]] = []
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(),
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ansible_env(),
                           cwd=REPO, stdin=subprocess.DEVNULL) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
