@@ -164,6 +164,8 @@ def brief_order(o: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in BRIEF_ORDER}
 
 
+BRIEF_ALERT = ("id", "host", "kind", "severity", "message", "ts", "received", "delivered", "order_id")
+
 HEALTH_MARK = {-1: "-", 0: "0", 1: "1"}
 
 
@@ -213,7 +215,7 @@ class Summary:
             "alerts": {"last_day": r.alerts_since(day)},
             "nodes": nodes,
             "recent_orders": [brief_order(o) for o in r.orders(limit=self.recent_orders)],
-            "recent_alerts": r.alerts(self.recent_alerts),
+            "recent_alerts": [{k: a.get(k) for k in BRIEF_ALERT} for a in r.alerts(self.recent_alerts)],
             "health_checks": r.health_checks(20),
         }
 
