@@ -180,7 +180,6 @@ class Summary:
         self.recent_alerts = recent_alerts
         self.started = clock()
         self._lock = threading.Lock()
-        self._live: tuple[float, dict[str, Any]] | None = None
         self._history: tuple[float, dict[str, Any]] | None = None
         self._encoded: tuple[float, bytes, str] | None = None
         self._gzipped: tuple[str, bytes] | None = None
@@ -188,6 +187,7 @@ class Summary:
     # -- the pieces ------------------------------------------------------------------
     def nodes(self, now: float | None = None, counts: dict[str, dict[str, int]] | None = None
               ) -> list[dict[str, Any]]:
+        """Every node the Fleet knows (the inventory's), with its figures."""
         now = self.clock() if now is None else now
         r = self.reader
         nodes = r.nodes()
@@ -240,10 +240,6 @@ class Summary:
         }
 
     # -- cached ----------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        """The whole summary (computed or from the cache)."""
-        return json.loads(self.encoded()[0])
-
     def gzipped(self) -> tuple[bytes, str]:
         """The cached summary gzip-compressed (once per refresh), for clients that accept it."""
         data, etag = self.encoded()
