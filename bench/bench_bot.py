@@ -34,18 +34,11 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "bot"))
 
 from botlab import ALICE, BotLab, is_answer, new_token, wait_for  # noqa: E402
+from benchlib import pct, rss_mb  # noqa: E402
 
 
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def bot_orders(lab: BotLab, n: int, warmup: int) -> tuple[list[float], list[float]]:

@@ -35,11 +35,9 @@ sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
 from nodeenv import NodeEnv  # noqa: E402
+from benchlib import pct  # noqa: E402
 
 
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
 PAYLOAD = {"executor": "noop", "payload": "noop"}

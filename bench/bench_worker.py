@@ -18,7 +18,6 @@ import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,22 +29,15 @@ import yaml
 
 from galaxy_fleet.config import load
 from galaxy_fleet.nodeapi import Node, new_order
+from benchlib import pct, rss_mb  # noqa: E402
 
 N_THROUGHPUT = int(os.environ.get("BENCH_ORDERS", "2000"))
 N_LATENCY = int(os.environ.get("BENCH_LATENCY_ORDERS", "300"))
 N_BASELINE = int(os.environ.get("BENCH_BASELINE_ORDERS", "12"))
 
 
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Env:

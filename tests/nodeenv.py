@@ -26,7 +26,7 @@ EXECUTORS: dict[str, Any] = {
 }
 
 
-def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> Any:
+def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.02, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

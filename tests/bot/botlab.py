@@ -22,12 +22,12 @@ import secrets
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from nodeenv import wait_for  # noqa: F401  (the bot tests import it from here)
 from support.telegram_emulator import BotMessage, TelegramEmulator, TelegramUser
 
 PY = sys.executable
@@ -65,15 +65,6 @@ def bot_settings(api_base_url: str, **overrides: Any) -> dict[str, Any]:
     return settings
 
 
-def wait_for(predicate: Any, timeout: float = 15.0, interval: float = 0.05, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Node:

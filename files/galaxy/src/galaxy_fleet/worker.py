@@ -23,7 +23,7 @@ from galaxy_fleet.audit import AuditLog
 from galaxy_fleet.config import Config
 from galaxy_fleet.executors import Executor, ExecutorError, Result, RunContext, build
 from galaxy_fleet.order import (
-    CANCELLED, DELIVERED, DONE, FAILED, INTERRUPTED, QUEUED, RECEIVED, RUNNING, TERMINAL,
+    CANCELLED, DELIVERED, DONE, FAILED, INTERRUPTED, RUNNING, TERMINAL,
     Order, OrderError, from_dict, parse, pid_alive, sort_key, utcnow,
 )
 from galaxy_fleet.spool import Claim, Spool, SpoolFull, read_json, write_json
