@@ -59,8 +59,10 @@ def test_builds_once_and_rebuilds_when_the_source_changes(tmp_path):
 def test_control_extras_and_parallel_callers_share_one_build(tmp_path):
     cache = tmp_path / "cache"
     results: list[dict] = []
-    threads = [threading.Thread(target=lambda: results.append(build(REPO / "files" / "galaxy", cache, "--extras", "control")))
-               for _ in range(3)]
+    def caller() -> None:
+        results.append(build(REPO / "files" / "galaxy", cache, "--extras", "control"))
+
+    threads = [threading.Thread(target=caller), threading.Thread(target=caller), threading.Thread(target=caller)]
     for t in threads:
         t.start()
     for t in threads:
