@@ -410,6 +410,8 @@ def main() -> int:
         proc, url, log = start_dashboard(config, work, args.server_threads)
         try:
             urllib.request.urlopen(url + "/api/status", timeout=30).read()  # warm the cache and the page
+            for route in ("/healthz", "/api/status"):  # and the server's threads and connections (not counted)
+                wrk(url + route, connections=args.connections, duration=2, threads=args.threads)
             print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration:g}s against {url},"
                   f" {args.rounds} round(s) taking turns (the median round counts):")
             rounds: dict[str, list[dict[str, Any]]] = {"trivial": [], "status": []}
