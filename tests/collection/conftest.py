@@ -16,18 +16,21 @@ from labfixture import lab_tool
 
 from collection import REPO
 
-DEPLOY_LAB_ID = os.environ.get("GALAXY_DEPLOY_LAB_ID", "8")
+# Lab ids are per machine: another checkout's run may hold one; take the first free.
+DEPLOY_LAB_IDS = [os.environ["GALAXY_DEPLOY_LAB_ID"]] if os.environ.get("GALAXY_DEPLOY_LAB_ID") else \
+    ["8", "11", "12", "13", "14", "15"]
 
 
 @dataclass
 class DeployLab:
+    lab_id: str
     inventory: Path
     hosts: dict[str, str]
     state: Path
     source: Path  # a snapshot of files/galaxy: edits to the working tree do not leak into a run
 
     def lab(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return lab_tool("--lab-id", DEPLOY_LAB_ID, "--state-dir", str(self.state), "--inventory",
+        return lab_tool("--lab-id", self.lab_id, "--state-dir", str(self.state), "--inventory",
                         str(self.inventory), *args, check=check)
 
     def ssh(self, name: str, command: str) -> subprocess.CompletedProcess[str]:
@@ -46,12 +49,23 @@ def deploy_lab() -> Iterator[DeployLab]:
     shutil.rmtree(source, ignore_errors=True)
     shutil.copytree(REPO / "files" / "galaxy", source,
                     ignore=shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__"))
-    lab = DeployLab(state / "hosts.yml", {}, state, source)
+    lab = DeployLab(DEPLOY_LAB_IDS[0], state / "hosts.yml", {}, state, source)
+    up = False
     try:
-        lab.lab("up", "--nodes", "2")
+        for lab_id in DEPLOY_LAB_IDS:
+            lab.lab_id = lab_id
+            lab.lab("down", check=False)  # machines left by an interrupted run of this checkout: start fresh
+            booted = lab.lab("up", "--nodes", "2", check=False)
+            if booted.returncode == 0:
+                up = True
+                break
+            if "already running from another state directory" not in booted.stderr:
+                raise RuntimeError(f"lab up failed:\n{booted.stderr}{booted.stdout}")
+        else:
+            raise RuntimeError(f"no free lab id among {DEPLOY_LAB_IDS}")
         info = json.loads(lab.lab("status", "--json").stdout)
         lab.hosts = dict(info["hosts"])
         yield lab
     finally:
-        lab_tool("--lab-id", DEPLOY_LAB_ID, "--state-dir", str(state), "--inventory", str(lab.inventory), "down",
-                 check=False)
+        if up:
+            lab.lab("down", check=False)

@@ -59,6 +59,7 @@ def test_builds_once_and_rebuilds_when_the_source_changes(tmp_path):
 def test_control_extras_and_parallel_callers_share_one_build(tmp_path):
     cache = tmp_path / "cache"
     results: list[dict] = []
+
     def caller() -> None:
         results.append(build(REPO / "files" / "galaxy", cache, "--extras", "control"))
 
