@@ -83,6 +83,7 @@ class Fleet:
         self.store = store or Store(section.get("store", "/var/lib/galaxy/control/galaxy.db"))
         self.settings = RouterSettings.from_config(section)
         self.lost_after = float(section.get("lost_after", 30))
+        self.health_every = float(section.get("health_every", 60))  # 0: only on request
         self.sessions = Sessions(self.store)
         self._subscribers: list[Callable[[FleetEvent], None]] = []
         self._last_hash: dict[str, str | None] = {}
@@ -255,6 +256,15 @@ class Fleet:
                 self.store.set_node(name, health=result, health_ts=time.time())
         return out
 
+    def _poll_health(self) -> None:
+        """Keep every connected node's latest health report in the store (the dashboard reads it)."""
+        names = [n for n, link in self.router.links.items() if link.connected]
+        if names:
+            try:
+                self.health(",".join(names))
+            except Exception:
+                log.exception("health poll failed")
+
     def audit(self, spec: str | None = None, **filters: Any) -> list[dict[str, Any]]:
         """The central audit trail (every node's events, as they streamed in)."""
         hosts = ",".join(self.resolve(spec)) if spec else None
@@ -297,7 +307,8 @@ class Fleet:
         if up:
             self._lost_marked.discard(host)
         if not self.passive:
-            self.store.set_node(host, connected=int(up), error=error, **({"last_seen": now} if up else {}))
+            extra = {"last_seen": now, "hello": self.router.links[host].hello} if up else {}
+            self.store.set_node(host, connected=int(up), error=error, **extra)
         self._emit(FleetEvent("node_up" if up else "node_down", host, message=error or ""))
 
     def _on_message(self, host: str, msg: dict[str, Any]) -> None:
@@ -392,10 +403,19 @@ class Fleet:
 
     def _watch_lost(self) -> None:
         """Orders on a node that has been unreachable for ``lost_after`` are reported failed ("lost")."""
+        errors: dict[str, str | None] = {}
+        next_health = time.monotonic() + 5.0
         while not self._stop.wait(1.0):
+            now = time.monotonic()
             if not self.passive:
                 self._check_heartbeats()
-            now = time.monotonic()
+                for name, link in self.router.links.items():  # why a node never came up, for the dashboard
+                    if not link.connected and errors.get(name) != link.error:
+                        errors[name] = link.error
+                        self.store.set_node(name, error=link.error)
+                if self.health_every > 0 and now >= next_health:
+                    next_health = now + self.health_every
+                    threading.Thread(target=self._poll_health, name="galaxy-health-poll", daemon=True).start()
             for name, link in self.router.links.items():
                 if link.connected or link.down_since is None or name in self._lost_marked:
                     continue

@@ -53,7 +53,7 @@ class Report:
         return all(c.ok for c in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "ts": self.ts, "healthy": self.healthy,
+        return {"host": self.host, "ts": self.ts, "healthy": self.healthy, "uptime_s": _uptime(),
                 "checks": [asdict(c) for c in self.checks]}
 
     def text(self) -> str:
@@ -62,6 +62,13 @@ class Report:
         lines += [f"{stamp} {'✓' if c.ok else '✗'} {c.message}" for c in self.checks]
         lines.append(f"{stamp} === Health Check {'PASSED' if self.healthy else 'FAILED'} ===")
         return "\n".join(lines)
+
+
+def _uptime() -> float | None:
+    try:
+        return round(float(Path("/proc/uptime").read_text().split()[0]), 1)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _settings(config: Config) -> dict[str, Any]:
@@ -228,10 +235,12 @@ def record(config: Config, report: Report) -> Check:
     try:
         audit = open_audit(config)
         figures = {c.name: c.ok for c in report.checks}
-        disk = next((c.data.get("used_percent") for c in report.checks if c.name == "disk_spool"), None)
+        disks = [c.data["used_percent"] for c in report.checks if c.name.startswith("disk_")]
+        opencode = next((c.ok for c in report.checks if c.name == "opencode"), None)
         audit.append("health_check", severity="info" if report.healthy else "error",
                      message="healthy" if report.healthy else f"failing: {', '.join(failing)}",
-                     healthy=report.healthy, failing=failing, checks=figures, disk_used_percent=disk)
+                     healthy=report.healthy, failing=failing, checks=figures,
+                     disk_percent=max(disks) if disks else None, opencode=opencode, uptime_s=_uptime())
         audit.close()
     except OSError as exc:
         return Check("audit", False, f"Audit trail is not writable: {exc.strerror or exc}")

@@ -66,8 +66,15 @@ class Node:
                           message=order.payload[:200])
         self.spool.write_state(order.id, {"id": order.id, "state": QUEUED, "updated": utcnow(),
                                           "host": self.config.host})
-        self.spool.write(self.spool.orders / f"{order.id}.json", order.to_json())
-        self.audit.append("order_queued", order_id=order.id, user=user)
+        # The file is written first, the queued event next, and only then is the
+        # file put where a worker can see it: so "queued" always precedes "delivered".
+        staged = self.spool.stage(order.id, order.to_json())
+        try:
+            self.audit.append("order_queued", order_id=order.id, user=user)
+            self.spool.publish(staged, self.spool.orders / f"{order.id}.json")
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
         return order
 
     def known(self, order_id: str) -> bool:

@@ -129,6 +129,16 @@ class Spool:
     def write_json(self, path: Path, obj: Any) -> None:
         write_json(path, obj, self.tmp, durable=self.durable)
 
+    def stage(self, name: str, data: bytes) -> Path:
+        """Write ``data`` durably to a temporary file, to be published later."""
+        staged = self.tmp / f".{name}.{secrets.token_hex(6)}.staged"
+        write_atomic(staged, data, self.tmp, durable=self.durable)
+        return staged
+
+    def publish(self, staged: Path, dst: Path) -> None:
+        """Move a staged file into place (atomic rename, synced)."""
+        self.move(staged, dst)
+
     def write_pair(self, files: list[tuple[Path, bytes]]) -> None:
         """Write several files of one directory durably with a single directory sync."""
         for path, data in files:

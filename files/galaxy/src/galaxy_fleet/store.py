@@ -238,24 +238,39 @@ class Store:
     def events(self, *, host: str | None = None, limit: int | None = 100, severity: str | None = None,
                type: str | None = None, order_id: str | None = None, since: str | None = None,
                until: str | None = None) -> list[dict[str, Any]]:
-        """Newest matching events across the fleet, returned oldest first."""
-        sql, args = "SELECT data FROM events WHERE 1=1", []
-        for col, val in (("host", host), ("severity", severity), ("type", type), ("order_id", order_id)):
-            if val is not None:
-                vals = [v for v in str(val).split(",") if v]
-                sql += f" AND {col} IN ({','.join('?' * len(vals))})"
+        """Newest matching events across the fleet, returned oldest first.
+
+        A list of hosts (or types, or severities) is asked one value at a time, each
+        newest-first from its index and cut at ``limit``, and the parts merged: SQLite
+        would otherwise read and sort every event of those hosts."""
+        values = {col: [v for v in str(val).split(",") if v]
+                  for col, val in (("host", host), ("severity", severity), ("type", type), ("order_id", order_id))
+                  if val is not None}
+        split = next((c for c in ("host", "type", "severity") if len(values.get(c, [])) > 1), None)
+        if limit is None:
+            split = None
+        where, args = "1=1", []
+        for col, vals in values.items():
+            if col != split:
+                where += f" AND {col} IN ({','.join('?' * len(vals))})"
                 args += vals
         if since:
-            sql += " AND ts >= ?"
+            where += " AND ts >= ?"
             args.append(since)
         if until:
-            sql += " AND ts < ?"
+            where += " AND ts < ?"
             args.append(until)
-        sql += " ORDER BY ts DESC, host, seq DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(limit)
-        rows = self._exec(sql, args).fetchall()
+        order = "ORDER BY ts DESC, host, seq DESC" + (" LIMIT ?" if limit is not None else "")
+        tail = [limit] if limit is not None else []
+        if split is None:
+            rows = self._exec(f"SELECT data FROM events WHERE {where} {order}", [*args, *tail]).fetchall()
+        else:
+            part = f"SELECT * FROM (SELECT ts, host, seq, data FROM events WHERE {split} = ? AND {where} {order})"
+            params: list[Any] = []
+            for value in values[split]:
+                params += [value, *args, *tail]
+            sql = f"SELECT data FROM ({' UNION ALL '.join([part] * len(values[split]))}) {order}"
+            rows = self._exec(sql, [*params, *tail]).fetchall()
         return [json.loads(r["data"]) for r in reversed(rows)]
 
     # -- alerts --------------------------------------------------------------
