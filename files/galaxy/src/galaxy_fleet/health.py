@@ -105,9 +105,11 @@ def check_opencode(config: Config, s: dict[str, Any]) -> Check | None:
 
     from galaxy_fleet.config import secret
 
-    url = str(config.executors.get("opencode", {}).get("url", "http://127.0.0.1:4096")).rstrip("/")
+    spec = config.executors.get("opencode", {})
+    url = str(spec.get("url", "http://127.0.0.1:4096")).rstrip("/")
     req = urllib.request.Request(url + "/global/health")
-    password = secret("opencode_password", "OPENCODE_SERVER_PASSWORD")
+    # The same credential as the executor's (executors/opencode.py).
+    password = secret(str(spec.get("password_credential") or "opencode-password"), "OPENCODE_SERVER_PASSWORD")
     if password:
         token = base64.b64encode(f"opencode:{password}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
