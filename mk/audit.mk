@@ -6,4 +6,4 @@ bench-audit: deps
 	$(PY) bench/bench_audit.py
 
 test-audit: deps
-	$(PY) -m pytest $(PYTEST_ARGS) tests/runtime/test_audit.py
+	$(PY) -m pytest $(PYTEST_ARGS) tests/runtime/test_audit_trail.py
