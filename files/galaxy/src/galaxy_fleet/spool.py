@@ -132,7 +132,21 @@ class Spool:
     def stage(self, name: str, data: bytes) -> Path:
         """Write ``data`` durably to a temporary file, to be published later."""
         staged = self.tmp / f".{name}.{secrets.token_hex(6)}.staged"
-        write_atomic(staged, data, self.tmp, durable=self.durable)
+        try:
+            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self.durable:
+                    os.fdatasync(fd)  # its directory entry is synced where it is published
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            staged.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise SpoolFull(exc.errno, f"no space left to write {name}") from None
+            raise
         return staged
 
     def publish(self, staged: Path, dst: Path) -> None:
