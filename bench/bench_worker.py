@@ -106,7 +106,7 @@ def latency() -> dict[str, float]:
         cancels = []
         for _ in range(5):
             order = env.node.submit(new_order("60", {"executor": "sleep"}))
-            while (env.node.spool.read_state(order.id) or {}).get("state") != "running":
+            while env.node.status(order.id).get("state") != "running":
                 time.sleep(0.005)
             t0 = time.perf_counter()
             status = env.node.cancel(order.id, wait=10)

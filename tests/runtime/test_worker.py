@@ -90,8 +90,7 @@ def test_timeout_marks_timed_out_and_alerts(node):
 def test_cancel_running_order_within_two_seconds(node):
     node.start_worker()
     oid = node.submit("60", "--executor", "sleep")
-    wait_for(lambda: (node.spool / "state" / f"{oid}.json").exists()
-             and json.loads((node.spool / "state" / f"{oid}.json").read_text())["state"] == "running",
+    wait_for(lambda: json.loads(node.galaxy("order", "status", "--json", oid).stdout)["state"] == "running",
              what="order running")
     t0 = time.monotonic()
     proc = node.galaxy("order", "cancel", "--json", "--from", "bob", oid)

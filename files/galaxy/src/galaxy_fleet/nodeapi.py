@@ -15,7 +15,7 @@ from galaxy_fleet.audit import AuditLog
 from galaxy_fleet.config import Config
 from galaxy_fleet.executors import Result
 from galaxy_fleet.order import (
-    CANCELLED, QUEUED, TERMINAL, Order, OrderError, from_dict, new_id, utcnow,
+    CANCELLED, QUEUED, RUNNING, TERMINAL, Order, OrderError, from_dict, new_id, utcnow,
 )
 from galaxy_fleet.spool import Spool, read_json
 
@@ -98,6 +98,9 @@ class Node:
                 except OSError:
                     sidecar["response"] = ""
             return sidecar
+        if (sp.processing / f"{order_id}.json").exists():
+            # claimed by a runner: no state file is written for that (one write less per order)
+            return {"id": order_id, "state": RUNNING, "host": self.config.host}
         state = sp.read_state(order_id)
         if state is None:
             if (sp.orders / f"{order_id}.json").exists():
@@ -148,6 +151,8 @@ class Node:
         out: list[dict[str, Any]] = []
         for name in names:
             st = self.spool.read_state(name[:-5])
+            if st is not None and st.get("state") == QUEUED and (self.spool.processing / name).exists():
+                st["state"] = RUNNING
             if st is None or (state and st.get("state") != state):
                 continue
             out.append(st)

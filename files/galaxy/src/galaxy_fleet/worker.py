@@ -23,7 +23,7 @@ from galaxy_fleet.audit import AuditLog
 from galaxy_fleet.config import Config
 from galaxy_fleet.executors import Executor, ExecutorError, Result, RunContext, build
 from galaxy_fleet.order import (
-    CANCELLED, DELIVERED, DONE, FAILED, INTERRUPTED, RUNNING, TERMINAL,
+    CANCELLED, DELIVERED, DONE, FAILED, INTERRUPTED, TERMINAL,
     Order, OrderError, from_dict, parse, pid_alive, sort_key, utcnow,
 )
 from galaxy_fleet.spool import Claim, Spool, SpoolFull, read_json, write_json
@@ -329,8 +329,6 @@ class Worker:
         if spool.cancel_requested(order.id):
             ctx.cancel("cancel")
         self._deadlines.add(ctx)
-        spool.write_state(order.id, {"id": order.id, "state": RUNNING, "updated": claimed,
-                                     "host": self.host, "executor": name, "pid": os.getpid()})
         audit.append("order_running", order_id=order.id, user=user, executor=name, timeout=timeout, sync=False)
         try:
             if ctx.cancelled.is_set():
@@ -388,7 +386,8 @@ class Worker:
                    "(retry it to run it again)")
         result = Result(INTERRUPTED, error=message, output=f"Interrupted: {message}.",
                         details={"retry": True, "was": state.get("state", DELIVERED)})
-        finish(self.spool, self.audit, self.host, claim.path, order, state.get("executor") or "-", result,
+        executor = order.executor or self.config.worker.default_executor
+        finish(self.spool, self.audit, self.host, claim.path, order, executor, result,
                {"received": order.timestamp, "run_s": 0.0})
         log.warning("order %s interrupted (its runner was gone)", oid)
 
