@@ -30,6 +30,7 @@ from e2e import E2ELab, LabLLM, control_config  # noqa: E402
 
 E2E_LAB_IDS = [os.environ["GALAXY_E2E_LAB_ID"]] if os.environ.get("GALAXY_E2E_LAB_ID") else \
     ["16", "17", "18", "19"]
+OPENCODE_START_GRACE = 10  # seconds the health check leaves a starting opencode serve alone
 # GALAXY_E2E_KEEP=1 (debugging): reuse a running lab and leave it running.
 KEEP = bool(os.environ.get("GALAXY_E2E_KEEP"))
 
@@ -50,7 +51,7 @@ def boot_lab(state: Path, ids: list[str]) -> E2ELab:
             raise RuntimeError(f"lab up failed:\n{booted.stderr}{booted.stdout}")
     else:
         raise RuntimeError(f"no free lab id among {ids}")
-    lab.hosts = dict(json.loads(lab.lab("status", "--json").stdout)["hosts"])
+    lab.hosts = dict(json.loads(lab.lab("status", "--json", check=False).stdout)["hosts"])
     return lab
 
 
@@ -72,10 +73,15 @@ def deploy(lab: E2ELab, llm: LabLLM) -> None:
                                 "limit": {"context": 100000, "output": 4096}}}}},
         "galaxy_node_opencode_model": "scripted/echo",
         "galaxy_node_worker_heartbeat_interval": 2,
+        "galaxy_node_health": {"opencode_start_grace": OPENCODE_START_GRACE},
     }))
     cp = playbook(lab.inventory, "site.yml", "-e", f"@{extra}")
     if cp.returncode != 0:
         raise RuntimeError(f"site.yml failed:\n{failures(cp.stdout + cp.stderr)}")
+    # A changed config restarts opencode serve at the end of the play: wait until it listens.
+    for node in ("web1", "web2"):
+        lab.must(node, "for i in $(seq 120); do ss -Hltn 'sport = :4096' | grep -q . && exit 0; sleep 0.5; done; "
+                       "systemctl status opencode-serve --no-pager; exit 1")
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "opencode_unit": "opencode-serve.service",
     "opencode_restart": True,  # kill a wedged or bloated server; systemd (Restart=always) starts it again
     "opencode_max_rss_mb": 2048,  # above this, restart it between orders
+    "opencode_start_grace": 30.0,  # a server younger than this is starting, not wedged: left alone
 }
 
 
@@ -276,6 +277,16 @@ def _unit_pid(unit: str) -> int | None:
     return int(out) if out.isdigit() and int(out) > 0 else None
 
 
+def _age_s(pid: int) -> float | None:
+    """Seconds since process ``pid`` started (its start time and the uptime share the boot clock)."""
+    try:
+        start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _rss_mb(pid: int) -> float | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -310,6 +321,11 @@ def recover(config: Config, report: Report) -> list[Check]:
             reason = f"opencode serve uses {rss:.0f} MB (limit {s['opencode_max_rss_mb']} MB), restarted between orders"
     if reason is None:
         return []
+    age = _age_s(pid) if pid is not None else None
+    if not oc.ok and age is not None and age < float(s["opencode_start_grace"]):
+        # Just (re)started, still loading: killing it now would only start it over.
+        return [Check("opencode_restart", True, f"opencode serve (pid {pid}) started {age:.0f}s ago; "
+                                                f"not restarted while it starts")]
     if pid is None:
         return [Check("opencode_restart", False, f"cannot restart opencode serve: no running {s['opencode_unit']}")]
     try:
