@@ -3,6 +3,8 @@ scripted LLM on the lab network, and the control side (a Fleet) on this host."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -16,9 +18,13 @@ TESTS = Path(__file__).resolve().parents[1]
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
 
+if str(TESTS / "collection") not in sys.path:
+    sys.path.insert(0, str(TESTS / "collection"))
+
 from labfixture import REPO, lab_tool  # noqa: E402
 from support.llm_server import ScriptedLLM, _Handler  # noqa: E402
 
+OPENCODE_START_GRACE = 10  # seconds the health check leaves a starting opencode serve alone (lab setting)
 # The control side notices a dead link within a few seconds (the defaults, 5 s
 # pings and 12 s, are gentler on slow links).
 CONTROL_SETTINGS = {"ping_interval": 1.0, "dead_after": 4.0, "connect_timeout": 5.0, "backoff_max": 2.0,
@@ -170,6 +176,57 @@ def control_config(lab: E2ELab, root: Path) -> Path:
     return cfg
 
 
+def boot_lab(state: Path, ids: list[str], keep: bool = False) -> E2ELab:
+    """A fresh lab on the first free id (an id held by another checkout's run is skipped)."""
+    state.mkdir(parents=True, exist_ok=True)
+    lab = E2ELab(ids[0], state)
+    for lab_id in ids:
+        lab.lab_id = lab_id
+        if not keep:
+            lab.lab("down", check=False)  # machines left by an interrupted run of this checkout: start fresh
+        booted = lab.lab("up", "--nodes", "2", check=False)
+        if booted.returncode == 0:
+            lab.up = True
+            break
+        if "already running from another state directory" not in booted.stderr:
+            raise RuntimeError(f"lab up failed:\n{booted.stderr}{booted.stdout}")
+    else:
+        raise RuntimeError(f"no free lab id among {ids}")
+    lab.hosts = dict(json.loads(lab.lab("status", "--json", check=False).stdout)["hosts"])
+    return lab
+
+
+def deploy(lab: E2ELab, llm: LabLLM, start_grace: float = OPENCODE_START_GRACE) -> None:
+    """site.yml with opencode on the nodes, its only provider the scripted LLM."""
+    source = lab.state / "galaxy-src"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(REPO / "files" / "galaxy", source,
+                    ignore=shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__"))
+    extra = lab.state / "opencode-vars.json"
+    extra.write_text(json.dumps({
+        "galaxy_node_source_dir": str(source),
+        "galaxy_control_source_dir": str(source),
+        "galaxy_node_opencode_enabled": True,
+        "galaxy_node_opencode_providers": {"scripted": {
+            "npm": "@ai-sdk/openai-compatible", "name": "Scripted LLM",
+            "options": {"baseURL": llm.url, "apiKey": "scripted-lab-key"},
+            "models": {"echo": {"name": "Echo", "cost": {"input": 1.0, "output": 2.0},
+                                "limit": {"context": 100000, "output": 4096}}}}},
+        "galaxy_node_opencode_model": "scripted/echo",
+        "galaxy_node_worker_heartbeat_interval": 2,
+        "galaxy_node_health": {"opencode_start_grace": start_grace},
+    }))
+    from collection import failures, playbook  # tests/collection: the playbook runner of the deploy tests
+
+    cp = playbook(lab.inventory, "site.yml", "-e", f"@{extra}")
+    if cp.returncode != 0:
+        raise RuntimeError(f"site.yml failed:\n{failures(cp.stdout + cp.stderr)}")
+    # A changed config restarts opencode serve at the end of the play: wait until it listens.
+    for node in ("web1", "web2"):
+        lab.must(node, "for i in $(seq 120); do ss -Hltn 'sport = :4096' | grep -q . && exit 0; sleep 0.5; done; "
+                       "systemctl status opencode-serve --no-pager; exit 1")
+
+
 def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -181,4 +238,4 @@ def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: floa
         time.sleep(interval)
 
 
-__all__ = ["REPO", "E2ELab", "LabLLM", "control_config", "poll"]
+__all__ = ["OPENCODE_START_GRACE", "REPO", "E2ELab", "LabLLM", "boot_lab", "control_config", "deploy", "poll"]

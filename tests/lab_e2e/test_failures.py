@@ -10,8 +10,7 @@ import json
 import time
 import uuid
 
-from conftest import OPENCODE_START_GRACE
-from e2e import E2ELab, poll
+from e2e import OPENCODE_START_GRACE, E2ELab, poll
 from support.llm_server import Text
 
 
