@@ -121,7 +121,7 @@ def main() -> int:
             # the lab has no LLM: the shell executor's allow-listed `hostname` is the trivial order
             PAYLOAD.update(executor="shell", payload="hostname")
         else:
-            cfg, envs = local_setup(root, 3)
+            cfg, envs = local_setup(root, 2)  # the lab's default: web1 and web2
             one, inventory = "node1", None
         fleet = Fleet(load(cfg))
         fleet.start()

@@ -169,13 +169,20 @@ class RemoteServer:
             raise RemoteError("'after' must be a non-negative integer (an event seq)")
         if self._stream is not None:
             raise RemoteError("already subscribed")
+        if after is None:
+            # "from now" is fixed before we answer: whatever the client sends after
+            # this answer is in the stream.
+            from galaxy_fleet.audit import query
+
+            newest = query(self.config.audit.path, limit=1)
+            after = newest[-1]["seq"] if newest else 0
         self._stream = threading.Thread(target=self._stream_events, args=(after,), name="galaxy-stream",
                                         daemon=True)
         self._stream.start()
-        return {"subscribed": True}
+        return {"subscribed": True, "after": after}
 
     # -- the event stream ----------------------------------------------------
-    def _stream_events(self, after: int | None) -> None:
+    def _stream_events(self, after: int) -> None:
         from galaxy_fleet import outbox
         from galaxy_fleet.audit import query
         from galaxy_fleet.watch import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Watcher
@@ -203,9 +210,6 @@ class RemoteServer:
         watcher.add(self.node.spool.state, IN_MOVED_TO)
         watcher.start()
         path = self.config.audit.path
-        if after is None:
-            newest = query(path, limit=1)
-            after = newest[-1]["seq"] if newest else 0
         sent_alerts: set[Any] = set()
         try:
             while not self._stop.is_set():

@@ -147,7 +147,7 @@ class NodeLink(threading.Thread):
         self._cursor = cursor
         self._conn: _Conn | None = None
         self._pending: dict[int, Future[Any]] = {}
-        self._ids = itertools.count(1)
+        self._ids = itertools.count(1)  # 0 is the subscription's
         self._lock = threading.Lock()
         self._up = threading.Event()
         self._halt = threading.Event()
@@ -241,15 +241,16 @@ class NodeLink(threading.Thread):
             return False
         self.hello = hello
         self.last_rx = time.monotonic()
+        # Subscribe first; the link counts as up only once the node has answered,
+        # so nothing a caller sends can overtake the start of the event stream.
+        sub_id = 0
         with self._lock:
-            self._conn = conn
-            self.error = None
-            self.down_since = None
-            self._up.set()
-        self._on_state(self.host.name, True, None)
-        self.request_async("subscribe", after=self._cursor(self.host.name))
+            self._conn = conn  # so that drop() and stop() can close it; requests wait for _up
         reason = "connection closed"
+        came_up = False
         try:
+            conn.send(json.dumps({"id": sub_id, "op": "subscribe",
+                                  "after": self._cursor(self.host.name)}).encode() + b"\n")
             while True:
                 line = conn.readline()
                 if not line:
@@ -259,6 +260,17 @@ class NodeLink(threading.Thread):
                     msg = json.loads(line)
                 except ValueError:
                     log.warning("%s: unreadable line %r", self.host.name, line[:120])
+                    continue
+                if msg.get("type") == "result" and msg.get("id") == sub_id and not self._up.is_set():
+                    if not msg.get("ok"):
+                        self._set_error(f"subscribe refused: {msg.get('error')}")
+                        break
+                    with self._lock:
+                        self.error = None
+                        self.down_since = None
+                        self._up.set()
+                    came_up = True
+                    self._on_state(self.host.name, True, None)
                     continue
                 if msg.get("type") == "result":
                     with self._lock:
@@ -276,7 +288,7 @@ class NodeLink(threading.Thread):
         except Exception as exc:
             reason = f"connection lost: {exc}"
         self._set_error(reason if self.error is None else self.error)
-        return True
+        return came_up
 
     def _close(self, conn: _Conn) -> None:
         was_up = self._up.is_set()
