@@ -29,7 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "collection"))
 from collection import BIN, ansible_env  # noqa: E402 - the tests' helpers: tools and the collections path
-LAB_ID = os.environ.get("GALAXY_BENCH_LAB_ID", "9")
+# Lab ids are per machine and other checkouts may hold some: the first free one.
+LAB_IDS = os.environ.get("GALAXY_BENCH_LAB_ID", "9 22 23 24").split()
+LAB_ID = LAB_IDS[0]
 STATE = REPO / "artifacts" / "bench-lab"
 INVENTORY = STATE / "hosts.yml"
 SOURCE = STATE / "galaxy-src"
@@ -45,6 +47,19 @@ def lab(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check and cp.returncode:
         raise SystemExit(f"galaxy_lab.py {' '.join(args)} failed:\n{cp.stderr}{cp.stdout}")
     return cp
+
+
+def boot() -> None:
+    """Boot control, web1, web2 on the first lab id no other checkout holds."""
+    global LAB_ID
+    for LAB_ID in LAB_IDS:  # noqa: B020 - the loop picks the module-wide id
+        lab("down", check=False)  # machines left by an interrupted run of this checkout
+        booted = lab("up", "--nodes", "2", check=False)
+        if booted.returncode == 0:
+            return
+        if "already running from another state directory" not in booted.stderr:
+            break
+    raise SystemExit(f"galaxy_lab.py up failed:\n{booted.stderr}{booted.stdout}")
 
 
 def timed(argv: list[str]) -> tuple[float, str, list[tuple[float, str]]]:
@@ -78,10 +93,9 @@ def main() -> int:
     shutil.rmtree(SOURCE, ignore_errors=True)
     shutil.copytree(REPO / "files" / "galaxy", SOURCE,
                     ignore=shutil.ignore_patterns("build", "dist", "*.egg-info", "__pycache__"))
-    lab("down", check=False)
     try:
         t0 = time.monotonic()
-        lab("up", "--nodes", "2")
+        boot()
         print(f"lab up (control, web1, web2):            {time.monotonic() - t0:6.1f} s")
 
         fresh, out, _ = playbook("site.yml")
