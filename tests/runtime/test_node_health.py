@@ -58,3 +58,24 @@ def test_edited_audit_line_is_detected(node):
     assert code == 1 and "Audit chain BROKEN" in out and "edited" in out
     proc = node.galaxy("audit", "--verify")
     assert proc.returncode == 1
+
+
+def test_config_check_covers_every_section(node, tmp_path):
+    good = tmp_path / "good.yml"
+    good.write_text("host: web1\ncontrol: {inventory: /etc/galaxy/inventory.yml, connect_timeout: 5}\n"
+                    "bot: {authorized_users: [1]}\ndashboard: {port: 5000}\nretention: {orders_days: 7}\n"
+                    "health: {disk_max_percent: 80}\n")
+    proc = node.galaxy("config", "check", str(good))
+    assert proc.returncode == 0, proc.stderr
+    for text, message in [
+        ("control: {inventry: x}\n", "control.inventry: unknown setting"),
+        ("control: {connect_timeout: soon}\n", "control.connect_timeout: expected a number"),
+        ("dashboard: {listen: 0.0.0.0}\n", "dashboard.listen: unknown setting"),
+        ("retention: {orders_days: -1}\n", "retention.orders_days"),
+        ("health: {disk_max: 80}\n", "health.disk_max: unknown setting"),
+        ("bot: {authorized_users: nobody}\n", "bot"),
+    ]:
+        bad = tmp_path / "bad.yml"
+        bad.write_text(text)
+        proc = node.galaxy("config", "check", str(bad))
+        assert proc.returncode == 2 and message in proc.stderr, (text, proc.stderr)

@@ -307,6 +307,33 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
 
 # -- galaxy config check ----------------------------------------------------
+def _check_sections(cfg: Any) -> None:
+    """The control node's sections too, so a typo fails at deploy time, not at service start."""
+    raw = cfg.raw
+    if raw.get("control") is not None:
+        from galaxy_fleet.control import check_section
+
+        check_section(cfg.section("control"))
+    if raw.get("bot") is not None:
+        from galaxy_fleet.bot_access import BotSettings
+
+        BotSettings.from_section(cfg.section("bot"))
+    if raw.get("dashboard") is not None:
+        from galaxy_fleet.dashboard import settings
+
+        settings.load(cfg, token=None)  # the token arrives as a credential at start, not now
+    if raw.get("retention") is not None:
+        from galaxy_fleet.retention import settings as retention
+
+        retention(cfg)
+    if raw.get("health") is not None:
+        from galaxy_fleet.health import DEFAULTS
+
+        unknown = sorted(set(cfg.section("health")) - set(DEFAULTS))
+        if unknown:
+            raise ValueError(f"health.{unknown[0]}: unknown setting")
+
+
 def cmd_config_check(args: argparse.Namespace) -> int:
     from galaxy_fleet.config import ConfigError, load
     from galaxy_fleet.executors import ExecutorError, build
@@ -315,7 +342,8 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         cfg = load(args.path)
         for name, spec in cfg.executors.items():
             build(name, spec, cfg)
-    except (ConfigError, ExecutorError) as exc:
+        _check_sections(cfg)
+    except (ConfigError, ExecutorError, ValueError) as exc:
         raise CliError(f"invalid config: {exc}") from None
     _emit(args, {"ok": True, "path": str(args.path), "host": cfg.host},
           f"{args.path}: OK (host {cfg.host}, {len(cfg.executors)} executors)")

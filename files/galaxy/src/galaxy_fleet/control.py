@@ -41,6 +41,24 @@ log = logging.getLogger("galaxy.control")
 STATE_OF_EVENT = {"order_queued": "queued", "order_delivered": "delivered", "order_running": "running"}
 
 
+CONTROL_KEYS = {"inventory": str, "nodes_group": str, "store": str, "known_hosts": str, "ssh_key": str,
+                "remote_command": str, "connect_timeout": (int, float), "request_timeout": (int, float),
+                "ping_interval": (int, float), "dead_after": (int, float), "backoff_max": (int, float),
+                "lost_after": (int, float), "health_every": (int, float)}
+
+
+def check_section(section: dict[str, Any]) -> None:
+    """Validate the ``control:`` section without touching the network (for `galaxy config check`)."""
+    for key, value in section.items():
+        kind = CONTROL_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"control.{key}: unknown setting (known: {', '.join(sorted(CONTROL_KEYS))})")
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ConfigError(f"control.{key}: expected {'a number' if kind != str else 'a string'}, got {value!r}")
+        if kind != str and value < 0:
+            raise ConfigError(f"control.{key}: must not be negative")
+
+
 @dataclass
 class FleetEvent:
     kind: str  # "order", "alert", "node_down", "node_up"
