@@ -126,6 +126,33 @@ def test_audit_playbook_collects_once(deploy_lab):
     assert int(lines) == counts[0] and int(cursor) >= counts[0] and owner == "galaxy:640"
 
 
+def test_cleanup_playbook_applies_retention(deploy_lab):
+    dry = playbook(deploy_lab.inventory, "cleanup.yml", "-e", "galaxy_cleanup_dry_run=true")
+    assert dry.returncode == 0, failures(dry.stdout)
+    assert '"orders":' in dry.stdout and "changed=0" in dry.stdout
+    # everything finished is older than 0 days: a real run removes it and says so
+    real = playbook(deploy_lab.inventory, "cleanup.yml", "-e", "galaxy_cleanup_orders_days=0")
+    assert real.returncode == 0, failures(real.stdout)
+    left = deploy_lab.ssh("web1", "ls /var/lib/galaxy/responses | wc -l; tail -n 1 /var/lib/galaxy/audit/audit.jsonl")
+    count, last = left.stdout.split("\n", 1)
+    assert int(count) == 0 and '"type":"cleanup"' in last
+
+
+def test_backup_playbook_copies_config_and_audit(deploy_lab, tmp_path):
+    cp = playbook(deploy_lab.inventory, "backup.yml", "-e", f"galaxy_backup_dir={tmp_path}")
+    assert cp.returncode == 0, failures(cp.stdout)
+    import tarfile
+
+    for host in ("control", "web1", "web2"):
+        [archive] = list((tmp_path / host).glob("galaxy-backup-*.tar.gz"))
+        names = tarfile.open(archive).getnames()
+        assert "/etc/galaxy/config.yml" in names, names
+        assert any(n.startswith("/var/lib/galaxy/audit/audit.jsonl") for n in names), names
+    assert "/etc/galaxy/inventory.yml" in tarfile.open(next((tmp_path / "control").glob("*.tar.gz"))).getnames()
+    left = deploy_lab.ssh("web1", "ls /var/tmp | grep -c galaxy-backup || true")
+    assert left.stdout.strip() == "0"
+
+
 def test_rolling_update_stops_at_an_unhealthy_node(deploy_lab, tmp_path):
     # web1 demands more free memory than any machine has: its health gate fails.
     sick = tmp_path / "sick.yml"

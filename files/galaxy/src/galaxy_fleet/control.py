@@ -42,7 +42,7 @@ STATE_OF_EVENT = {"order_queued": "queued", "order_delivered": "delivered", "ord
 
 
 CONTROL_KEYS = {"inventory": str, "nodes_group": str, "store": str, "known_hosts": str, "ssh_key": str,
-                "remote_command": str, "connect_timeout": (int, float), "request_timeout": (int, float),
+                "central_dir": str, "remote_command": str, "connect_timeout": (int, float), "request_timeout": (int, float),
                 "ping_interval": (int, float), "dead_after": (int, float), "backoff_max": (int, float),
                 "lost_after": (int, float), "health_every": (int, float)}
 
