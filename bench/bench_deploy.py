@@ -131,7 +131,7 @@ def main() -> int:
         # opencode itself arrives with its own issue: to score the unit, web2 gets it
         # with a stand-in program (the unit's sandbox is what is measured).
         playbook("site.yml", "--limit", "web2", "-e", "galaxy_node_opencode_enabled=true",
-                 "-e", "galaxy_node_opencode_bin=/bin/sleep")
+                 "-e", "galaxy_node_opencode_install=none", "-e", "galaxy_node_opencode_bin=/bin/sleep")
         print("systemd-analyze security (exposure, lower is better):")
         for host, units in UNITS.items():
             for unit in units:

@@ -39,8 +39,8 @@ class NodeError(RuntimeError):
 class RouterSettings:
     connect_timeout: float = 10.0  # a node that is not reachable by then fails its part
     request_timeout: float = 30.0
-    ping_interval: float = 5.0  # an idle link is pinged this often ...
-    dead_after: float = 12.0  # ... and dropped when nothing came back for this long
+    ping_interval: float = 2.0  # an idle link is pinged this often ...
+    dead_after: float = 6.0  # ... and dropped when nothing came back for this long (detection < 10 s)
     backoff_max: float = 30.0
     known_hosts: str = "/etc/galaxy/known_hosts"
     remote_command: str = "galaxy remote"
