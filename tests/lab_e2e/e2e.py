@@ -22,6 +22,7 @@ if str(TESTS / "collection") not in sys.path:
     sys.path.insert(0, str(TESTS / "collection"))
 
 from labfixture import REPO, lab_tool  # noqa: E402
+from nodeenv import wait_for  # noqa: E402
 from support.llm_server import ScriptedLLM, _Handler  # noqa: E402
 
 OPENCODE_START_GRACE = 10  # seconds the health check leaves a starting opencode serve alone (lab setting)
@@ -228,14 +229,7 @@ def deploy(lab: E2ELab, llm: LabLLM, start_grace: float = OPENCODE_START_GRACE) 
 
 
 def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    return wait_for(predicate, timeout, interval, what)
 
 
 __all__ = ["OPENCODE_START_GRACE", "REPO", "E2ELab", "LabLLM", "boot_lab", "control_config", "deploy", "poll"]

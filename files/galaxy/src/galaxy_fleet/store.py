@@ -61,6 +61,42 @@ TERMINAL = ("done", "failed", "cancelled", "timed_out", "interrupted")
 RANK = {"received": 0, "queued": 1, "delivered": 2, "running": 3}
 
 
+def events_query(*, limit: int | None, since: str | None = None, until: str | None = None,
+                 **filters: str | None) -> tuple[str, list[Any]]:
+    """SQL (newest first) for the central trail with `galaxy audit`'s filters.
+
+    ``filters`` are columns (host, severity, type, order_id, user) with one value or
+    several joined by commas. A list of hosts (or types, or severities) is asked one
+    value at a time, each newest-first from its index and cut at ``limit``, and the
+    parts merged: SQLite would otherwise read and sort every event of those hosts
+    (150 ms for two of 20 nodes over 1M events, 5 ms this way).
+    """
+    values = {col: [v for v in str(val).split(",") if v] for col, val in filters.items() if val is not None}
+    split = next((c for c in ("host", "type", "severity") if len(values.get(c, [])) > 1), None)
+    if limit is None:
+        split = None
+    where, args = "1=1", []
+    for col, vals in values.items():
+        if col != split:
+            where += f" AND {col} IN ({','.join('?' * len(vals))})"
+            args += vals
+    if since:
+        where += " AND ts >= ?"
+        args.append(since)
+    if until:
+        where += " AND ts < ?"
+        args.append(until)
+    order = "ORDER BY ts DESC, host, seq DESC" + (" LIMIT ?" if limit is not None else "")
+    tail = [limit] if limit is not None else []
+    if split is None:
+        return f"SELECT data FROM events WHERE {where} {order}", [*args, *tail]
+    part = f"SELECT * FROM (SELECT ts, host, seq, data FROM events WHERE {split} = ? AND {where} {order})"
+    params: list[Any] = []
+    for value in values[split]:
+        params += [value, *args, *tail]
+    return f"SELECT data FROM ({' UNION ALL '.join([part] * len(values[split]))}) {order}", [*params, *tail]
+
+
 @dataclass
 class OrderRecord:
     id: str
@@ -238,40 +274,10 @@ class Store:
     def events(self, *, host: str | None = None, limit: int | None = 100, severity: str | None = None,
                type: str | None = None, order_id: str | None = None, since: str | None = None,
                until: str | None = None) -> list[dict[str, Any]]:
-        """Newest matching events across the fleet, returned oldest first.
-
-        A list of hosts (or types, or severities) is asked one value at a time, each
-        newest-first from its index and cut at ``limit``, and the parts merged: SQLite
-        would otherwise read and sort every event of those hosts."""
-        values = {col: [v for v in str(val).split(",") if v]
-                  for col, val in (("host", host), ("severity", severity), ("type", type), ("order_id", order_id))
-                  if val is not None}
-        split = next((c for c in ("host", "type", "severity") if len(values.get(c, [])) > 1), None)
-        if limit is None:
-            split = None
-        where, args = "1=1", []
-        for col, vals in values.items():
-            if col != split:
-                where += f" AND {col} IN ({','.join('?' * len(vals))})"
-                args += vals
-        if since:
-            where += " AND ts >= ?"
-            args.append(since)
-        if until:
-            where += " AND ts < ?"
-            args.append(until)
-        order = "ORDER BY ts DESC, host, seq DESC" + (" LIMIT ?" if limit is not None else "")
-        tail = [limit] if limit is not None else []
-        if split is None:
-            rows = self._exec(f"SELECT data FROM events WHERE {where} {order}", [*args, *tail]).fetchall()
-        else:
-            part = f"SELECT * FROM (SELECT ts, host, seq, data FROM events WHERE {split} = ? AND {where} {order})"
-            params: list[Any] = []
-            for value in values[split]:
-                params += [value, *args, *tail]
-            sql = f"SELECT data FROM ({' UNION ALL '.join([part] * len(values[split]))}) {order}"
-            rows = self._exec(sql, [*params, *tail]).fetchall()
-        return [json.loads(r["data"]) for r in reversed(rows)]
+        """Newest matching events across the fleet, returned oldest first."""
+        sql, args = events_query(host=host, severity=severity, type=type, order_id=order_id, since=since,
+                                 until=until, limit=limit)
+        return [json.loads(r["data"]) for r in reversed(self._exec(sql, args).fetchall())]
 
     # -- alerts --------------------------------------------------------------
     def add_alert(self, alert: dict[str, Any]) -> bool:
