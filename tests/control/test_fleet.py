@@ -314,3 +314,17 @@ def test_control_events_reach_the_central_trail_without_moving_cursors(local_fle
     assert ev["host"] == "control" and ev["hash"]
     assert [e["type"] for e in fleet.audit(None, type="bot_refused")] == ["bot_refused"]
     assert fleet.store.cursor("control") == cursor
+
+
+def test_remote_submit_reports_a_duplicate_id(local_fleet):
+    lf = local_fleet(["web1"])
+    order = json.dumps({"payload": "once", "id": "dup-remote-1"})
+    reqs = f'{{"id": 1, "op": "submit", "order": {order}}}\n'.encode()
+    first = subprocess.run([*GALAXY, "remote"], env=lf.nodes["web1"].env, input=reqs, capture_output=True, timeout=30)
+    again = subprocess.run([*GALAXY, "remote"], env=lf.nodes["web1"].env, input=reqs, capture_output=True, timeout=30)
+
+    def result(proc):
+        return next(m for m in map(json.loads, proc.stdout.splitlines()) if m.get("id") == 1)
+
+    assert result(first)["data"] == {"id": "dup-remote-1", "state": "queued", "duplicate": False}
+    assert result(again)["data"] == {"id": "dup-remote-1", "state": "queued", "duplicate": True}

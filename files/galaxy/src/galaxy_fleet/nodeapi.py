@@ -58,6 +58,7 @@ class Node:
                               user=data.get("from") if isinstance(data, dict) and isinstance(data.get("from"), str) else None)
             raise
         if not order.id_assigned and self.known(order.id):
+            order.duplicate = True
             return order
         order.extra["acknowledged"] = False
         user = order.sender or None

@@ -99,6 +99,7 @@ class Order:
     options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     id_assigned: bool = False  # the id was given by Galaxy (seed-format order)
+    duplicate: bool = False  # submitted again with an id this node already had: not queued twice
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = dict(self.extra)

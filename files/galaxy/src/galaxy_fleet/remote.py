@@ -124,9 +124,8 @@ class RemoteServer:
         data = req.get("order")
         if not isinstance(data, dict):
             raise RemoteError("submit needs an 'order' object")
-        known = isinstance(data.get("id"), str) and self.node.known(data["id"])
         order = self.node.submit(data)
-        return {"id": order.id, "state": "queued", "duplicate": bool(known)}
+        return {"id": order.id, "state": "queued", "duplicate": order.duplicate}
 
     def op_cancel(self, req: dict[str, Any]) -> dict[str, Any]:
         return self.node.cancel(_str(req, "order_id"), user=req.get("user"), wait=float(req.get("wait", 3.0)))
