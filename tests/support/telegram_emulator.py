@@ -150,7 +150,7 @@ class _EmulatorConnection:
 class CompatProxy:
     """The Bot API side of the emulator, fixed up for PTB 22 (see the module docstring)."""
 
-    def __init__(self, emulator_port: int):
+    def __init__(self, emulator_port: int, host: str = "127.0.0.1"):
         self.upstream = _EmulatorConnection(emulator_port)
         self.lock = threading.Condition()
         self.pending: dict[str, list[dict[str, Any]]] = {}  # token -> updates not yet confirmed
@@ -182,8 +182,9 @@ class CompatProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet: the request line holds the token
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
+        self.host = host
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="telegram-compat-proxy", daemon=True)
 
@@ -531,8 +532,12 @@ class TelegramUser:
 class TelegramEmulator:
     """``telegram-test-api`` on loopback plus the compatibility proxy. A context manager."""
 
-    def __init__(self, token: str, *, store_timeout: int = 3600):
+    def __init__(self, token: str, *, store_timeout: int = 3600, proxy_host: str = "127.0.0.1"):
+        """``proxy_host``: where the bot reaches the Bot API. The lab tests give this host's
+        lab address (198.18.N.1), so a bot on a lab machine reaches it; the emulator itself
+        and the user side always stay on loopback."""
         self.token = token
+        self.proxy_host = proxy_host
         self.store_timeout = store_timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.proxy: CompatProxy | None = None
@@ -559,7 +564,7 @@ class TelegramEmulator:
             self._kill_node()
         else:
             raise RuntimeError(f"telegram-test-api did not start: {self.log()}")
-        self.proxy = CompatProxy(self.port)
+        self.proxy = CompatProxy(self.port, self.proxy_host)
         self.proxy.start()
         return self
 
@@ -604,7 +609,7 @@ class TelegramEmulator:
     def api_base_url(self) -> str:
         """PTB's ``base_url`` (the token is appended): the proxy, not the emulator."""
         assert self.proxy, "emulator not started"
-        return f"http://127.0.0.1:{self.proxy.port}/bot"
+        return f"http://{self.proxy.host}:{self.proxy.port}/bot"
 
     @property
     def emulator_url(self) -> str:
