@@ -102,6 +102,35 @@ def test_cancel_running_order_within_two_seconds(node):
     assert "order_cancel_requested" in types and types[-1] == "order_cancelled"
 
 
+def test_progress_lines_are_batched_not_dropped(node):
+    """Lines faster than one event a second go out together; a held line is flushed
+    while the order still runs, not only at its end."""
+    node.start_worker()
+    script = ("import sys, time\n"
+              "for i in range(30):\n"
+              "    print(f'[tool] step {i}', flush=True)\n"
+              "print('held back', flush=True)\n"
+              "time.sleep(60)\n")
+    oid = node.submit(script, "--executor", "py")
+
+    def lines() -> list[str]:
+        out = []
+        for e in node.audit_events(oid):
+            if e["type"] == "order_progress":
+                assert e["message"] == (e.get("lines") or [e["message"]])[-1], e
+                out += e.get("lines") or [e["message"]]
+        return out
+
+    wait_for(lambda: "held back" in lines(), 20, what="the held line to be flushed")
+    assert json.loads(node.galaxy("order", "status", "--json", oid).stdout)["state"] == "running"
+    assert lines() == [f"[tool] step {i}" for i in range(30)] + ["held back"]
+    events = [e for e in node.audit_events(oid) if e["type"] == "order_progress"]
+    assert len(events) < 31, "the lines were not batched"
+    assert node.galaxy("order", "cancel", "--json", oid).returncode == 0
+    node.wait_done(oid)
+    assert [e.get("message") for e in node.audit_events(oid) if e["type"] == "order_progress"][-1] == "held back"
+
+
 def test_cancel_queued_order_never_runs(node):
     oid = node.submit("should not run")
     proc = node.galaxy("order", "cancel", "--json", oid)

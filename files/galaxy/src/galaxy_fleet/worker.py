@@ -31,7 +31,9 @@ from galaxy_fleet.spool import Claim, Spool, SpoolFull, read_json, write_json
 log = logging.getLogger("galaxy.worker")
 
 SEVERITY = {DONE: "info", CANCELLED: "warning", FAILED: "error", INTERRUPTED: "error"}
-PROGRESS_EVERY = 1.0  # seconds between progress events per order (the latest line wins)
+PROGRESS_EVERY = 1.0  # seconds between progress events per order (faster lines are batched)
+PROGRESS_KEEP = 50  # lines one progress event carries at most
+PROGRESS_LINE_MAX = 500  # characters kept of one progress line
 SETTLE_AFTER = 2.0  # a half-written order file gets this long before it counts as malformed
 
 
@@ -98,26 +100,31 @@ def finish(spool: Spool, audit: AuditLog, host: str, proc_path: Path, order: Ord
     return sidecar
 
 
-class _Deadlines(threading.Thread):
-    """One thread that cancels runs whose deadline has passed (no timer per order)."""
+class _Timers(threading.Thread):
+    """One thread for every timed action of the runs (no timer thread per order):
+    deadlines, and progress lines held back by the throttle."""
 
     def __init__(self) -> None:
-        super().__init__(name="galaxy-deadlines", daemon=True)
+        super().__init__(name="galaxy-timers", daemon=True)
         self._cv = threading.Condition()
-        self._heap: list[tuple[float, int, RunContext]] = []
-        self._active: set[int] = set()
+        self._heap: list[tuple[float, int]] = []
+        self._actions: dict[int, Any] = {}  # token -> callable, while scheduled
         self._count = itertools.count()
         self._stop = False
 
-    def add(self, ctx: RunContext) -> None:
+    def schedule(self, when: float, action: Any) -> int:
+        """Run ``action()`` at monotonic time ``when``; returns a token for ``cancel``."""
+        token = next(self._count)
         with self._cv:
-            self._active.add(id(ctx))
-            heapq.heappush(self._heap, (ctx.deadline, next(self._count), ctx))
+            self._actions[token] = action
+            heapq.heappush(self._heap, (when, token))
             self._cv.notify()
+        return token
 
-    def remove(self, ctx: RunContext) -> None:
-        with self._cv:
-            self._active.discard(id(ctx))
+    def cancel(self, token: int | None) -> None:
+        if token is not None:
+            with self._cv:
+                self._actions.pop(token, None)
 
     def stop(self) -> None:
         with self._cv:
@@ -128,7 +135,7 @@ class _Deadlines(threading.Thread):
         while True:
             with self._cv:
                 while not self._stop:
-                    while self._heap and id(self._heap[0][2]) not in self._active:
+                    while self._heap and self._heap[0][1] not in self._actions:
                         heapq.heappop(self._heap)
                     if not self._heap:
                         self._cv.wait()
@@ -139,9 +146,68 @@ class _Deadlines(threading.Thread):
                     self._cv.wait(delay)
                 if self._stop:
                     return
-                _, _, ctx = heapq.heappop(self._heap)
-                self._active.discard(id(ctx))
-            ctx.cancel("timeout")
+                _, token = heapq.heappop(self._heap)
+                action = self._actions.pop(token)
+            try:
+                action()
+            except Exception:  # a failing action must not stop the deadlines of the others
+                log.exception("timed action failed")
+
+
+class _Progress:
+    """An order's progress lines into the audit trail, at most one event per
+    PROGRESS_EVERY: lines that arrive faster are held and go out together in the
+    next event (``lines``), by a trailing flush if nothing else comes, so none is
+    lost ([tool] lines included); only beyond PROGRESS_KEEP lines per event are
+    the oldest counted (``skipped``) instead of kept."""
+
+    def __init__(self, emit: Any, timers: _Timers) -> None:
+        self._emit = emit
+        self._timers = timers
+        self._lock = threading.Lock()
+        self._pending: list[str] = []
+        self._skipped = 0
+        self._last_emit = float("-inf")
+        self._token: int | None = None
+        self.last = ""
+
+    def __call__(self, line: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self.last = line
+            self._pending.append(line[:PROGRESS_LINE_MAX])
+            if len(self._pending) > PROGRESS_KEEP:
+                self._skipped += len(self._pending) - PROGRESS_KEEP
+                del self._pending[:-PROGRESS_KEEP]
+            if now - self._last_emit >= PROGRESS_EVERY:
+                self._flush_locked(now)
+            elif self._token is None:
+                self._token = self._timers.schedule(self._last_emit + PROGRESS_EVERY, self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._token = None
+            self._flush_locked(time.monotonic())
+
+    def close(self) -> None:
+        """The run ended: whatever is held goes out now."""
+        with self._lock:
+            self._timers.cancel(self._token)
+            self._token = None
+            self._flush_locked(time.monotonic())
+
+    def _flush_locked(self, now: float) -> None:
+        if not self._pending:
+            return
+        lines, skipped = self._pending, self._skipped
+        self._pending, self._skipped = [], 0
+        self._last_emit = now
+        extra: dict[str, Any] = {}
+        if len(lines) > 1:
+            extra["lines"] = lines
+        if skipped:
+            extra["skipped"] = skipped
+        self._emit(lines[-1], extra)
 
 
 class Worker:
@@ -162,7 +228,7 @@ class Worker:
         self._running: dict[str, RunContext] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._deadlines = _Deadlines()
+        self._timers = _Timers()
         self._watcher: Any = None
 
     # -- intake ----------------------------------------------------------
@@ -310,15 +376,12 @@ class Worker:
                 return fail(f"unknown project {project!r}; this node has: "
                             f"{', '.join(sorted(self.config.projects)) or '(none)'}")
         timeout = order.timeout or self.config.worker.default_timeout
-        last = {"t": 0.0, "line": ""}
 
-        def progress(line: str) -> None:
-            now = time.monotonic()
-            last["line"] = line
-            if now - last["t"] >= PROGRESS_EVERY:
-                last["t"] = now
-                audit.append("order_progress", severity="debug", order_id=order.id, user=user,
-                             message=line[:500], sync=False)
+        def emit(line: str, extra: dict[str, Any]) -> None:
+            audit.append("order_progress", severity="debug", order_id=order.id, user=user,
+                         message=line, sync=False, **extra)
+
+        progress = _Progress(emit, self._timers)
 
         state_dir = spool.state / "executors" / name
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -328,7 +391,7 @@ class Worker:
             self._running[order.id] = ctx
         if spool.cancel_requested(order.id):
             ctx.cancel("cancel")
-        self._deadlines.add(ctx)
+        deadline = self._timers.schedule(ctx.deadline, lambda: ctx.cancel("timeout"))
         audit.append("order_running", order_id=order.id, user=user, executor=name, timeout=timeout, sync=False)
         try:
             if ctx.cancelled.is_set():
@@ -339,7 +402,8 @@ class Worker:
             log.exception("executor %s crashed on %s", name, order.id)
             result = Result(FAILED, error=f"executor {name} crashed: {type(exc).__name__}: {exc}")
         finally:
-            self._deadlines.remove(ctx)
+            self._timers.cancel(deadline)
+            progress.close()
             with self._cv:
                 self._running.pop(order.id, None)
         if result.status not in TERMINAL:
@@ -347,8 +411,8 @@ class Worker:
         if result.status == DONE and ctx.cancelled.is_set():
             result.status = ctx.stopped_status()
         timings["run_s"] = round(time.monotonic() - t0, 6)
-        if last["line"]:
-            result.details.setdefault("last_progress", last["line"])
+        if progress.last:
+            result.details.setdefault("last_progress", progress.last)
         finish(spool, audit, self.host, claim.path, order, name, result, timings)
 
     # -- recovery --------------------------------------------------------
@@ -438,7 +502,7 @@ class Worker:
                         interrupted=recovered)
             outbox.post(self.spool, self.host, "worker_recovered",
                         f"{self.host}: the order worker is running again (pid {os.getpid()})", severity="info")
-        self._deadlines.start()
+        self._timers.start()
         self._watcher = Watcher(self._on_event, name="galaxy-spool-watch")
         self._watcher.add(self.spool.orders)
         self._watcher.add(self.spool.cancel_dir)
@@ -472,7 +536,7 @@ class Worker:
             ctx.cancel("shutdown")
         for t in self._threads:
             t.join(10)
-        self._deadlines.stop()
+        self._timers.stop()
         for ex in self._executors.values():
             ex.close()
         self.audit.append("worker_stopped", message="clean shutdown", pid=os.getpid(),

@@ -91,8 +91,9 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
                 out += chunk[: limit + 1 - len(out)]
             lines = (partial + chunk).split(b"\n")
             partial = lines.pop()
-            if lines and lines[-1].strip():
-                ctx.progress(lines[-1].decode("utf-8", "replace")[:500])
+            for line in lines:  # every line: the worker batches them, none is dropped
+                if line.strip():
+                    ctx.progress(line.decode("utf-8", "replace")[:500])
     sel.close()
     code = proc.wait()
     proc.stdout.close()  # type: ignore[union-attr]
