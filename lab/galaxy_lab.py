@@ -373,14 +373,16 @@ def _spawn(lab: Lab, state: dict[str, Any], m: Machine) -> None:
     if _systemd_host():
         # A delegated scope of its own per machine; systemd-run execs nspawn in place.
         unit = f"{lab.netns(m.name)}.scope"
-        state["scopes"].append(unit)
+        if unit not in state["scopes"]:
+            state["scopes"].append(unit)
         argv = ["systemd-run", "--quiet", "--scope", f"--unit={unit}", "--property=Delegate=yes", *nspawn]
     else:
         # No systemd on the host: put the container in a cgroup of its own, in the
         # unified and name=systemd hierarchies, before nspawn starts (--keep-unit
         # makes nspawn use the cgroup it finds itself in).
         rel = f"{lab.cgroup}/{m.name}"
-        state["cgroups"].append(rel)
+        if rel not in state["cgroups"]:
+            state["cgroups"].append(rel)
         lab.save(state)
         joins = []
         for h in cgroup_hierarchies():
@@ -653,6 +655,56 @@ def status(lab: Lab, as_json: bool) -> int:
     return 0 if ok else 1
 
 
+def _machine(lab: Lab, state: dict[str, Any] | None, name: str) -> Machine:
+    if state is None or state.get("phase") != "up":
+        raise LabError("the lab is not up: run `make lab-up` first")
+    for m in state["machines"]:
+        if m["name"] == name:
+            return Machine(**m)
+    raise LabError(f"no machine {name!r} in the lab (machines: {', '.join(m['name'] for m in state['machines'])})")
+
+
+def stop_machine(lab: Lab, name: str) -> int:
+    """Power one machine off (its systemd shuts down in order, as on a real host); its
+    disk, address and namespace stay, so `start` boots it again as it was."""
+    with lab.lock():
+        state = lab.load()
+        m = _machine(lab, state, name)
+        assert state is not None
+        proc = tuple(state["procs"][m.name])
+        init = tuple(state.get("inits", {}).get(m.name) or (0, None))
+        if not proc_alive(*proc):
+            log(f"{name} is already stopped")
+            return 0
+        signal_proc(proc[0], proc[1], signal.SIGTERM)  # nspawn: SIGRTMIN+3 to the container's systemd
+        stuck = wait_gone([proc, init] if init[0] else [proc], STOP_TIMEOUT)
+        for pid, start in stuck:
+            signal_proc(pid, start, signal.SIGKILL)
+        wait_gone(stuck, 5.0)
+        unit = f"{lab.netns(m.name)}.scope"
+        if unit in state.get("scopes", []):
+            run(["systemctl", "stop", unit], check=False)
+    log(f"{name} stopped")
+    return 0
+
+
+def start_machine(lab: Lab, name: str) -> int:
+    """Boot a machine that `stop` (or a poweroff inside it) brought down."""
+    with lab.lock():
+        state = lab.load()
+        m = _machine(lab, state, name)
+        assert state is not None
+        if proc_alive(*state["procs"][m.name]):
+            log(f"{name} is already running")
+            return 0
+        _spawn(lab, state, m)
+        init, t_run, t_ssh = _wait_machine(lab, state, m)
+        state["inits"][m.name] = [init, proc_start_time(init)]
+        lab.save(state)
+    log(f"{name} running after {t_run:.1f} s, ssh after {t_ssh:.1f} s")
+    return 0
+
+
 def ssh(lab: Lab, name: str, command: list[str]) -> int:
     state = lab.load()
     if state is None:
@@ -696,6 +748,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p_ssh = sub.add_parser("ssh", help="ssh into a machine: ssh web1 [-- command ...]")
     p_ssh.add_argument("name")
     p_ssh.add_argument("command", nargs=argparse.REMAINDER)
+    for verb, text in (("stop", "power one machine off (its disk and address stay)"),
+                       ("start", "boot a stopped machine again")):
+        sub.add_parser(verb, help=text).add_argument("name")
     p_release = sub.add_parser("release", help="(for test fixtures) drop a hold taken with `up --hold`")
     p_release.add_argument("pid", type=int)
     sub.add_parser("rootfs", help="build the cached root file system if its recipe changed, print its path")
@@ -716,6 +771,10 @@ def main(argv: list[str] | None = None) -> int:
             return release(lab, args.pid)
         if args.cmd == "status":
             return status(lab, args.json)
+        if args.cmd == "stop":
+            return stop_machine(lab, args.name)
+        if args.cmd == "start":
+            return start_machine(lab, args.name)
         if args.cmd == "ssh":
             command = args.command[1:] if args.command[:1] == ["--"] else args.command
             return ssh(lab, args.name, command)

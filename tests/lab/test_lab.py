@@ -208,3 +208,27 @@ def test_down_cleans_up_after_a_killed_up(tmp_path):
     lab_tool(*args, "down")
     assert resources(251, tmp_path, state) == []
     assert not state_file.exists()
+
+
+def test_a_stopped_machine_boots_again_as_it_was(tmp_path):
+    args = side_lab(252, tmp_path)
+    lab_tool(*args, "up", "--nodes", "1")
+    try:
+        def on_web1(command: str) -> subprocess.CompletedProcess[str]:
+            return lab_tool(*args, "ssh", "web1", "--", command, check=False)
+
+        assert on_web1("echo kept > /var/tmp/mark").returncode == 0
+        lab_tool(*args, "stop", "web1")
+        rows = {r["name"]: r for r in json.loads(lab_tool(*args, "status", "--json", check=False).stdout)["machines"]}
+        assert rows["web1"]["container"] == "stopped" and not rows["web1"]["sshd"]
+        assert rows["control"]["container"] == "running"
+        lab_tool(*args, "start", "web1")
+        info = json.loads(lab_tool(*args, "status", "--json").stdout)
+        assert info["up"], info
+        cp = on_web1("cat /var/tmp/mark; systemctl is-system-running")
+        assert cp.stdout.split() == ["kept", "running"], cp.stdout + cp.stderr
+        assert "already running" in lab_tool(*args, "start", "web1").stderr
+        state = json.loads((tmp_path / "state" / "state.json").read_text())
+    finally:
+        lab_tool(*args, "down")
+    assert resources(252, tmp_path, state) == []
