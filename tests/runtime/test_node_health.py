@@ -79,3 +79,27 @@ def test_config_check_covers_every_section(node, tmp_path):
         bad.write_text(text)
         proc = node.galaxy("config", "check", str(bad))
         assert proc.returncode == 2 and message in proc.stderr, (text, proc.stderr)
+
+
+def test_an_edit_to_an_event_checked_before_is_found_by_the_full_verification(node):
+    node.start_worker()
+    oid = node.submit("checked once")
+    node.wait_done(oid)
+    code, out = health(node)  # the first run checks the whole chain, and records when
+    assert code == 0 and "all " in out and "events checked" in out, out
+    path = node.spool / "audit" / "audit.jsonl"
+    text = path.read_text()
+    assert '"payload_preview":"checked once"' in text or "checked once" in text
+    path.write_text(text.replace("checked once", "checked twice", 1))
+    # Within audit_full_verify_every (a day by default) only new events are read: not seen yet.
+    code, out = health(node)
+    assert code == 0 and "new events checked" in out, out
+    node.write_config(health={"audit_full_verify_every": 0})
+    code, out = health(node)
+    assert code == 1 and "Audit chain BROKEN" in out and "edited" in out, out
+    assert [a["kind"] for a in node.outbox()][-1] == "health_failing"
+    # It stays failing (every run verifies in full again) until the trail is put right.
+    assert health(node)[0] == 1
+    path.write_text(path.read_text().replace("checked twice", "checked once", 1))
+    code, out = health(node)
+    assert code == 0, out

@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     "opencode_restart": True,  # kill a wedged or bloated server; systemd (Restart=always) starts it again
     "opencode_max_rss_mb": 2048,  # above this, restart it between orders
     "opencode_start_grace": 30.0,  # a server younger than this is starting, not wedged: left alone
+    # Every run checks the events added since the last run; this often (seconds) the whole
+    # chain, rotated segments included, so an edit to an event checked before is found too.
+    "audit_full_verify_every": 86400,
 }
 
 
@@ -194,24 +197,37 @@ def check_memory(s: dict[str, Any]) -> Check:
     return Check("memory", ok, f"Memory {'OK' if ok else 'LOW'} ({avail} MB available)", {"available_mb": avail})
 
 
-def check_audit_chain(config: Config, spool: Spool) -> Check:
-    """The audit chain is intact since the last check (only new events are read)."""
-    from galaxy_fleet.audit import verify_since
+def check_audit_chain(config: Config, spool: Spool, s: dict[str, Any] | None = None) -> Check:
+    """The audit chain is intact since the last check (only new events are read), and
+    as a whole every ``audit_full_verify_every`` seconds."""
+    from galaxy_fleet.audit import verify, verify_since
 
+    every = float((s or DEFAULTS)["audit_full_verify_every"])
     try:
         last = read_json(spool.state / "health.json")
     except (OSError, ValueError):
         last = {}
     seq, digest = int(last.get("audit_seq") or 0), last.get("audit_hash")
+    full_ts = float(last.get("audit_full_ts") or 0)
     if not config.audit.path.exists():
         return Check("audit_chain", True, "Audit trail is empty", {"audit_seq": 0, "audit_hash": None})
     try:
         ok, seq2, digest2, reason = verify_since(config.audit.path, seq, digest)
+        data = {"audit_seq": seq2, "audit_hash": digest2, "audit_full_ts": full_ts}
+        if not ok:
+            return Check("audit_chain", False, f"Audit chain BROKEN: {reason}", data)
+        if time.time() - full_ts >= every:
+            report = verify(config.audit.path)
+            if not report.ok:
+                b = report.broken or {}
+                return Check("audit_chain", False, f"Audit chain BROKEN: event {b.get('seq')} "
+                             f"({b.get('segment')}, line {b.get('line')}) {b.get('reason')}: {b.get('detail')}",
+                             data)
+            data["audit_full_ts"] = time.time()
+            return Check("audit_chain", True, f"Audit chain intact (all {report.count} events checked)", data)
     except (OSError, ValueError) as exc:
-        return Check("audit_chain", False, f"Audit trail unreadable: {exc}", {"audit_seq": seq, "audit_hash": digest})
-    data = {"audit_seq": seq2, "audit_hash": digest2}
-    if not ok:
-        return Check("audit_chain", False, f"Audit chain BROKEN: {reason}", data)
+        return Check("audit_chain", False, f"Audit trail unreadable: {exc}",
+                     {"audit_seq": seq, "audit_hash": digest, "audit_full_ts": full_ts})
     return Check("audit_chain", True, f"Audit chain intact ({seq2 - seq} new events checked)", data)
 
 
@@ -223,7 +239,7 @@ def run_checks(config: Config) -> Report:
     if oc is not None:
         checks.append(oc)
     checks += check_disk({"spool": config.spool_dir, "audit": config.audit.path.parent}, s)
-    checks += [check_stuck(config, spool), check_backlog(spool, s), check_audit_chain(config, spool),
+    checks += [check_stuck(config, spool), check_backlog(spool, s), check_audit_chain(config, spool, s),
                check_memory(s)]
     return Report(config.host, utcnow(), checks)
 
@@ -262,7 +278,8 @@ def record(config: Config, report: Report) -> Check:
                         severity="error", failing=failing)
     chain = next((c.data for c in report.checks if c.name == "audit_chain"), {})
     spool.write_json(state_file, {"healthy": report.healthy, "failing": failing, "ts": report.ts,
-                                  "audit_seq": chain.get("audit_seq"), "audit_hash": chain.get("audit_hash")})
+                                  "audit_seq": chain.get("audit_seq"), "audit_hash": chain.get("audit_hash"),
+                                  "audit_full_ts": chain.get("audit_full_ts")})
     return Check("audit", True, "Audit trail is writable")
 
 
