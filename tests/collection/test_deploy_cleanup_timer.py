@@ -72,9 +72,12 @@ def test_the_cleanup_service_is_sandboxed_like_the_health_check(deployed):
     assert cleanup <= health, (cleanup, health)
 
 
-def test_a_second_run_changes_nothing(deployed):
+def test_a_second_run_and_check_mode_change_nothing(deployed):
     cp, out = deploy(deployed)
     assert cp.returncode == 0, failures(out)
+    assert recap(out)["web1"]["changed"] == 0, re.findall(r"(?m)^changed: .*$", out)
+    check, out = deploy(deployed, "--check", "--diff")
+    assert check.returncode == 0, failures(out)
     assert recap(out)["web1"]["changed"] == 0, re.findall(r"(?m)^changed: .*$", out)
 
 
