@@ -17,7 +17,19 @@ is never patched. The proxy fixes the package's known gaps against PTB 22:
   are missing: implemented by recording them (``chat_actions``, ``commands``,
   ``documents``); a document also goes into the chat as a message with a
   ``document`` field, so the emulator's history shows it in order;
-- ``null`` results of boolean methods: ``true``.
+- ``null`` results of boolean methods: ``true``;
+- ``setWebhook``/``deleteWebhook``/``getWebhookInfo``: the package would push raw,
+  unfixed updates without the secret header; here they are recorded
+  (``webhook_calls``) and, while a webhook is set, the proxy plays Telegram's
+  side: it pushes each update (fixed as above) to the webhook URL with the
+  ``X-Telegram-Bot-Api-Secret-Token`` header, in order, again until it gets a
+  2xx; ``getUpdates`` is refused with 409 as Telegram does.
+
+For the flood-limit tests the proxy records every call with its arrival time,
+chat and answer (``requests``), and ``flood(n, retry_after)`` makes it answer
+the next n sendMessage/editMessageText calls with Telegram's 429
+(``{"ok": false, "error_code": 429, "description": "Too Many Requests: retry
+after N", "parameters": {"retry_after": N}}``) without passing them on.
 
 The user side goes straight to the emulator's own JSON API: ``/sendMessage``,
 ``/sendCommand``, ``/sendCallback``, ``/getUpdatesHistory`` (``TelegramUser``).
@@ -75,6 +87,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _chat(params: dict[str, Any]) -> int | None:
+    try:
+        return int(params["chat_id"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _seconds(date: Any) -> Any:
     """The emulator stamps bot messages with Date.now() (ms); Telegram uses seconds."""
     if isinstance(date, (int, float)) and date > 10_000_000_000:
@@ -97,6 +116,42 @@ class ChatAction:
     chat_id: int
     action: str
     time: float
+
+
+@dataclass
+class Call:
+    """A Bot API call as it reached the proxy."""
+    method: str
+    time: float
+    chat_id: int | None
+    status: int
+    text: str = ""
+
+
+@dataclass
+class FloodRule:
+    count: int
+    retry_after: int
+    methods: tuple[str, ...]
+    chat_id: int | None = None
+
+
+WEBHOOK_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+
+
+def post_update(url: str, update: dict[str, Any], secret: str | None, timeout: float = 10) -> tuple[int, bytes]:
+    """POST one Update to a bot's webhook as Telegram does (JSON, the secret header); (status, body)."""
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=timeout)
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers[WEBHOOK_SECRET_HEADER] = secret
+    try:
+        conn.request("POST", parsed.path or "/", body=json.dumps(update).encode(), headers=headers)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
 
 
 @dataclass
@@ -164,6 +219,12 @@ class CompatProxy:
         # bot sent each message (time the request arrived, chat id, text or caption).
         self.first_delivery: dict[int, tuple[float, dict[str, Any]]] = {}
         self.outgoing: list[tuple[float, int, str]] = []
+        self.requests: list[Call] = []  # every call: arrival time, chat, the status answered
+        self.floods: list[FloodRule] = []
+        self.webhook_calls: list[dict[str, Any]] = []  # setWebhook/deleteWebhook as the bot made them
+        self.webhooks: dict[str, dict[str, Any]] = {}  # token -> the webhook set now
+        self.pushed: list[tuple[float, int, int]] = []  # (time, update_id, status) of webhook pushes
+        self.pusher: threading.Thread | None = None
         self.stopping = False
         proxy = self
 
@@ -215,20 +276,47 @@ class CompatProxy:
         ctype = req.headers.get("Content-Type", "")
         arrived = time.time()
         self.calls.append((method, arrived))
+        params: dict[str, Any] = {}
         try:
             params = self._params(ctype, body, parsed.query)
-            if method in ("sendMessage", "sendDocument"):
-                with self.lock:
-                    self.outgoing.append((arrived, int(params.get("chat_id", 0)),
-                                          str(params.get("text") or params.get("caption") or "")))
-            fix = getattr(self, f"_m_{method}", None)
-            if fix is not None:
-                status, payload = fix(token, params, req.command, parsed.path, body, ctype)
+            flooded = self._flooded(method, params)
+            if flooded is not None:
+                status, payload = 429, {"ok": False, "error_code": 429,
+                                        "description": f"Too Many Requests: retry after {flooded}",
+                                        "parameters": {"retry_after": flooded}}
             else:
-                status, payload = self._forward(req.command, req.path, body, ctype)
+                if method in ("sendMessage", "sendDocument"):
+                    with self.lock:
+                        self.outgoing.append((arrived, int(params.get("chat_id", 0)),
+                                              str(params.get("text") or params.get("caption") or "")))
+                fix = getattr(self, f"_m_{method}", None)
+                if fix is not None:
+                    status, payload = fix(token, params, req.command, parsed.path, body, ctype)
+                else:
+                    status, payload = self._forward(req.command, req.path, body, ctype)
         except Exception as exc:  # a broken proxy must show up in the test, not hang the bot
             status, payload = 500, {"ok": False, "error_code": 500, "description": f"compat proxy: {exc!r}"}
+        if method != "getUpdates":
+            with self.lock:
+                self.requests.append(Call(method, arrived, _chat(params), status,
+                                          str(params.get("text") or params.get("caption") or "")))
         self._reply(req, status, payload)
+
+    # -- flood limits (429) ------------------------------------------------------
+    def flood(self, count: int, retry_after: int = 1, methods: tuple[str, ...] = ("sendMessage", "editMessageText"),
+              chat_id: int | None = None) -> None:
+        """Answer the next ``count`` calls of ``methods`` (to ``chat_id``, or any chat) with 429."""
+        with self.lock:
+            self.floods.append(FloodRule(count, retry_after, tuple(methods), chat_id))
+
+    def _flooded(self, method: str, params: dict[str, Any]) -> int | None:
+        with self.lock:
+            for rule in self.floods:
+                if rule.count > 0 and method in rule.methods and (rule.chat_id is None
+                                                                  or _chat(params) == rule.chat_id):
+                    rule.count -= 1
+                    return rule.retry_after
+        return None
 
     @staticmethod
     def _reply(req: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
@@ -323,7 +411,21 @@ class CompatProxy:
             payload["result"] = {**BOT_USER, **payload["result"], "is_bot": True}
         return status, payload
 
+    def _take_updates(self, token: str) -> list[dict[str, Any]]:
+        """New updates from the emulator (fixed), queued with those not yet confirmed; the queue."""
+        status, payload = self._post_upstream(f"/bot{token}/getUpdates", {})
+        with self.lock:
+            queue = self.pending.setdefault(token, [])
+            if status == 200:
+                queue.extend(self._fix_update(u) for u in payload.get("result") or [])
+            return queue
+
     def _m_getUpdates(self, token: str, params: dict[str, Any], *forward: Any) -> tuple[int, Any]:
+        with self.lock:
+            if token in self.webhooks:
+                return 409, {"ok": False, "error_code": 409,
+                             "description": "Conflict: can't use getUpdates method while webhook is active; "
+                                            "use deleteWebhook to delete the webhook first"}
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         limit = int(params.get("limit") or 100)
@@ -415,8 +517,72 @@ class CompatProxy:
     def _m_deleteMessage(self, token: str, params: dict[str, Any], *forward: Any) -> tuple[int, Any]:
         return self._true_result(*forward)
 
+    # Webhooks: recorded here, and pushed by the proxy (the package's own push lacks the fixes).
     def _m_setWebhook(self, token: str, params: dict[str, Any], *forward: Any) -> tuple[int, Any]:
-        return self._true_result(*forward)
+        url = params.get("url") or ""
+        if not url:  # Telegram: an empty url removes the webhook
+            return self._m_deleteWebhook(token, params)
+        record = {k: v for k, v in params.items() if k != "certificate"}
+        if isinstance(params.get("certificate"), dict):
+            record["certificate"] = params["certificate"]["content"]
+        for key in ("allowed_updates",):
+            if isinstance(record.get(key), str):
+                record[key] = json.loads(record[key])
+        with self.lock:
+            self.webhook_calls.append({"method": "setWebhook", "time": time.time(), **record})
+            self.webhooks[token] = record
+            if self.pusher is None:
+                self.pusher = threading.Thread(target=self._push_loop, name="telegram-webhook-push", daemon=True)
+                self.pusher.start()
+            self.lock.notify_all()
+        return 200, {"ok": True, "result": True, "description": "Webhook was set"}
+
+    def _m_deleteWebhook(self, token: str, params: dict[str, Any], *forward: Any) -> tuple[int, Any]:
+        with self.lock:
+            self.webhook_calls.append({"method": "deleteWebhook", "time": time.time(),
+                                       **{k: v for k, v in params.items() if k != "url"}})
+            self.webhooks.pop(token, None)
+            if str(params.get("drop_pending_updates")).lower() == "true":
+                self.pending.pop(token, None)
+        return 200, {"ok": True, "result": True, "description": "Webhook was deleted"}
+
+    def _m_getWebhookInfo(self, token: str, params: dict[str, Any], *forward: Any) -> tuple[int, Any]:
+        with self.lock:
+            hook = self.webhooks.get(token) or {}
+            waiting = len(self.pending.get(token) or [])
+        return 200, {"ok": True, "result": {"url": hook.get("url", ""), "has_custom_certificate": "certificate" in hook,
+                                            "pending_update_count": waiting}}
+
+    def _push_loop(self) -> None:
+        """Telegram's side of a webhook: each update, in order, until the bot answers 2xx."""
+        while True:
+            with self.lock:
+                if self.stopping:
+                    return
+                hooks = dict(self.webhooks)
+            for token, hook in hooks.items():
+                queue = self._take_updates(token)
+                while queue:
+                    with self.lock:
+                        if self.stopping or self.webhooks.get(token) is not hook or not queue:
+                            break
+                        update = queue[0]
+                    try:
+                        status, _ = post_update(hook["url"], update, hook.get("secret_token"))
+                    except OSError:
+                        status = 0
+                    with self.lock:
+                        self.pushed.append((time.time(), update["update_id"], status))
+                        if 200 <= status < 300:
+                            self.first_delivery.setdefault(update["update_id"], (time.time(), update))
+                            if queue and queue[0] is update:
+                                queue.pop(0)
+                            continue
+                    time.sleep(0.2)  # the bot is not there (yet): Telegram tries again later
+                    break
+            with self.lock:
+                if not self.stopping:
+                    self.lock.wait(0.05)
 
     # Missing in the emulator: recorded here.
     def _m_sendChatAction(self, token: str, params: dict[str, Any], *forward: Any) -> tuple[int, Any]:
@@ -506,6 +672,15 @@ class TelegramUser:
             self.emu.client_call("/sendCommand", msg)
         else:
             self.emu.client_call("/sendMessage", msg)
+
+    def update(self, text: str, update_id: int, message_id: int | None = None) -> dict[str, Any]:
+        """``text`` typed into the chat as the Update Telegram hands a bot (what the proxy makes of the
+        emulator's updates), for tests that play Telegram's side of a webhook themselves."""
+        msg: dict[str, Any] = {"message_id": message_id if message_id is not None else update_id,
+                               "from": self._from, "chat": self._chat, "date": int(time.time()), "text": text}
+        if text.startswith("/"):
+            msg["entities"] = [{"offset": 0, "length": len(text.split(maxsplit=1)[0]), "type": "bot_command"}]
+        return {"update_id": update_id, "message": msg}
 
     def press(self, message: BotMessage, label_part: str) -> None:
         """Press the inline button whose label contains ``label_part`` on ``message``."""
@@ -690,3 +865,30 @@ class TelegramEmulator:
         assert self.proxy
         with self.proxy.lock:
             return list(self.proxy.callback_answers)
+
+    def flood(self, count: int, retry_after: int = 1, methods: tuple[str, ...] = ("sendMessage", "editMessageText"),
+              chat_id: int | None = None) -> None:
+        """Telegram's 429 (with ``retry_after``) for the next ``count`` calls of ``methods``."""
+        assert self.proxy
+        self.proxy.flood(count, retry_after, methods, chat_id)
+
+    def requests(self, method: str | None = None, chat_id: int | None = None) -> list[Call]:
+        """The Bot API calls (not getUpdates) that reached the proxy, oldest first."""
+        assert self.proxy
+        with self.proxy.lock:
+            return [c for c in self.proxy.requests
+                    if (method is None or c.method == method) and (chat_id is None or c.chat_id == chat_id)]
+
+    @property
+    def webhook_calls(self) -> list[dict[str, Any]]:
+        assert self.proxy
+        with self.proxy.lock:
+            return [dict(c) for c in self.proxy.webhook_calls]
+
+    @property
+    def webhook(self) -> dict[str, Any] | None:
+        """The webhook set now for this emulator's token (None: polling)."""
+        assert self.proxy
+        with self.proxy.lock:
+            hook = self.proxy.webhooks.get(self.token)
+            return dict(hook) if hook else None

@@ -1,4 +1,4 @@
-"""`galaxy bot`: the fleet's Telegram bot (python-telegram-bot 22, long polling).
+"""`galaxy bot`: the fleet's Telegram bot (python-telegram-bot 22, long polling or a webhook).
 
 One ``Application``, one handler per command, an error handler that logs
 ``exc_info``, periodic work on the ``JobQueue``. The bot talks to the fleet
@@ -15,9 +15,21 @@ expiring Confirm/Cancel step for dangerous targets or payloads. A refusal is
 a short reply (a few per minute at most) and always an audit event
 (``bot_refused`` in the control node's audit trail and the fleet's central one).
 
+Every request goes through ``FloodLimiter`` (bot_follow.py), which keeps
+Telegram's flood limits and waits out a 429 ``retry_after`` before sending
+the same request again.
+
+``bot.mode: webhook`` runs PTB's own web server (tornado) instead of long
+polling: at start the bot registers ``webhook.public_url`` with Telegram
+(``setWebhook``, with a secret token that Telegram sends back in the
+``X-Telegram-Bot-Api-Secret-Token`` header; requests without it get 403).
+Polling mode deletes any webhook at start (PTB's bootstrap).
+
 The token is read from $GALAXY_TELEGRAM_TOKEN or the systemd credential
 ``telegram_token``, removed from the environment (child processes never see
-it), and redacted from every log line: PTB and httpx put it in URLs.
+it), and redacted from every log line: PTB and httpx put it in URLs. The
+webhook secret (from $GALAXY_TELEGRAM_WEBHOOK_SECRET or the credential
+``telegram_webhook_secret``, else random for each run) is handled the same way.
 """
 
 from __future__ import annotations
@@ -32,8 +44,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from galaxy_fleet import bot_render as render
-from galaxy_fleet.bot_access import BotSettings, RateLimiter
-from galaxy_fleet.bot_follow import Follower
+from galaxy_fleet.bot_access import (WEBHOOK_SECRET_CREDENTIAL, WEBHOOK_SECRET_ENV, BotSettings, RateLimiter,
+                                     check_webhook_secret)
+from galaxy_fleet.bot_follow import Follower, flood_limiter
 
 if TYPE_CHECKING:
     import argparse
@@ -94,23 +107,41 @@ def read_token() -> str:
     return token.strip()
 
 
+def read_webhook_secret() -> tuple[str, bool]:
+    """The webhook's secret token and whether it was configured; removed from the environment.
+
+    Without $GALAXY_TELEGRAM_WEBHOOK_SECRET or the credential, a random one for this run: the bot
+    hands it to Telegram itself (setWebhook) at every start."""
+    from galaxy_fleet.config import secret
+
+    value = secret(WEBHOOK_SECRET_CREDENTIAL, WEBHOOK_SECRET_ENV)
+    os.environ.pop(WEBHOOK_SECRET_ENV, None)
+    if not value or not value.strip():
+        return secrets.token_urlsafe(32), False
+    return check_webhook_secret(value), True
+
+
 class RedactingFormatter(logging.Formatter):
     """Formats as usual, then blanks out secrets (the token sits in every Bot API URL)."""
 
-    def __init__(self, fmt: str, secrets_: list[str]):
+    def __init__(self, fmt: str, secrets_: list[str], named: dict[str, str] | None = None):
         super().__init__(fmt)
-        self.secrets = [s for s in secrets_ if s]
+        # secret -> what is shown instead; the longest first, so that no part of one is left
+        pairs = {s: "<token>" for s in secrets_ if s}
+        pairs.update({s: f"<{name}>" for s, name in (named or {}).items() if s})
+        self.secrets = sorted(pairs.items(), key=lambda kv: -len(kv[0]))
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        for s in self.secrets:
-            text = text.replace(s, "<token>")
+        for s, shown in self.secrets:
+            text = text.replace(s, shown)
         return text
 
 
-def setup_logging(token: str, verbose: bool = False) -> None:
+def setup_logging(token: str, verbose: bool = False, webhook_secret: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s", [token]))
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s", [token],
+                                            {webhook_secret: "webhook secret"} if webhook_secret else None))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -120,6 +151,7 @@ def setup_logging(token: str, verbose: bool = False) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("tornado.access").setLevel(logging.WARNING)  # the webhook server's request log
 
 
 @dataclass
@@ -143,10 +175,11 @@ class GalaxyBot(Follower):
     """The application and its commands; following orders and alerts is Follower's (bot_follow.py)."""
 
     def __init__(self, fleet: "Fleet", settings: BotSettings, token: str, *, audit: Any = None,
-                 manage_fleet: bool = True):
+                 manage_fleet: bool = True, webhook_secret: str | None = None):
         self.fleet = fleet
         self.settings = settings
         self.token = token
+        self.webhook_secret = webhook_secret  # webhook mode: what Telegram must send back
         self.audit = audit
         self.manage_fleet = manage_fleet
         self.app: Application | None = None
@@ -164,6 +197,7 @@ class GalaxyBot(Follower):
         builder = (Application.builder().token(self.token).base_url(self.settings.api_base_url)
                    .base_file_url(self.settings.api_base_url.replace("/bot", "/file/bot", 1))
                    .concurrent_updates(True)
+                   .rate_limiter(flood_limiter(self.settings.flood))
                    .get_updates_read_timeout(self.settings.poll_timeout + 10)
                    .post_init(self._post_init).post_stop(self._post_stop).post_shutdown(self._post_shutdown))
         app = builder.build()
@@ -182,10 +216,25 @@ class GalaxyBot(Follower):
         self.app = app
         return app
 
+    ALLOWED_UPDATES = ["message", "callback_query"]
+
     def run(self) -> None:
         app = self.app or self.build()
-        app.run_polling(allowed_updates=["message", "callback_query"], timeout=self.settings.poll_timeout,
-                        drop_pending_updates=False, close_loop=True)
+        if self.settings.mode != "webhook":
+            # PTB deletes a webhook left from an earlier webhook run first (getUpdates is refused while one is set).
+            app.run_polling(allowed_updates=self.ALLOWED_UPDATES, timeout=self.settings.poll_timeout,
+                            drop_pending_updates=False, close_loop=True)
+            return
+        wh = self.settings.webhook
+        if not self.webhook_secret:
+            raise RuntimeError("webhook mode needs a secret token")
+        log.info("webhook mode: listening on %s:%d/%s for %s", wh.listen, wh.port, wh.url_path, wh.public_url)
+        # setWebhook at start (URL, secret, certificate); updates Telegram keeps while the bot is
+        # down are delivered when it is back (drop_pending_updates=False), so nothing is deleted at stop.
+        app.run_webhook(listen=wh.listen, port=wh.port, url_path=wh.url_path, cert=wh.cert, key=wh.key,
+                        webhook_url=wh.public_url, allowed_updates=self.ALLOWED_UPDATES,
+                        drop_pending_updates=False, max_connections=wh.max_connections,
+                        secret_token=self.webhook_secret, close_loop=True)
 
     async def _post_init(self, app: "Application") -> None:
         from telegram import BotCommand
@@ -836,15 +885,29 @@ def run(args: "argparse.Namespace", config: "Config") -> int:
     """`galaxy bot`: 0 after a clean stop, 2 for a bad config or a missing token."""
     from galaxy_fleet.config import ConfigError
 
+    webhook_secret: str | None = None
     try:
         settings = BotSettings.from_section(config.section("bot"))
         token = read_token()
+        if settings.mode == "webhook":
+            webhook_secret, configured = read_webhook_secret()
+            for key in ("cert", "key"):
+                path = getattr(settings.webhook, key)
+                if path and not os.access(path, os.R_OK):
+                    raise ConfigError(f"bot.webhook.{key}: cannot read {path}")
     except (ConfigError, TokenMissing) as exc:
         print(f"galaxy bot: {exc}", file=sys.stderr)
         return 2
-    setup_logging(token, verbose=bool(getattr(args, "verbose", False)))
+    setup_logging(token, verbose=bool(getattr(args, "verbose", False)), webhook_secret=webhook_secret)
     if not settings.authorized_users:
         log.warning("bot.authorized_users is empty: the bot will refuse everyone")
+    if settings.mode == "webhook":
+        if not configured:
+            log.info("webhook: no secret in $%s or the credential %s: a random one for this run",
+                     WEBHOOK_SECRET_ENV, WEBHOOK_SECRET_CREDENTIAL)
+        if not settings.webhook.public_url.startswith("https://"):
+            log.warning("bot.webhook.public_url is not https: Telegram only calls https URLs "
+                        "(ports 443, 80, 88 or 8443)")
     from galaxy_fleet.control import Fleet
 
     try:
@@ -853,10 +916,11 @@ def run(args: "argparse.Namespace", config: "Config") -> int:
         print(f"galaxy bot: {exc}", file=sys.stderr)
         return 2
     if getattr(args, "check", False):
+        mode = f", webhook {settings.webhook.public_url}" if settings.mode == "webhook" else ""
         print(f"galaxy bot: OK ({len(fleet.inventory.hosts)} machines, {len(settings.authorized_users)} "
-              "authorized users)")
+              f"authorized users{mode})")
         return 0
-    GalaxyBot(fleet, settings, token).run()
+    GalaxyBot(fleet, settings, token, webhook_secret=webhook_secret).run()
     return 0
 
 

@@ -18,12 +18,30 @@ $GALAXY_TELEGRAM_TOKEN or the systemd credential ``telegram_token``)::
       progress_interval: 5                   # seconds between "running" refreshes and typing actions
       max_parts: 4                           # a longer answer is sent as a Markdown document
       node_down_alert_after: 30              # an unreachable machine is reported after this long
+      flood:                                 # Telegram's flood limits, kept by the bot (FloodLimiter)
+        overall_per_second: 30               # messages and edits a second, all chats together (0: off)
+        chat_per_second: 1                   # ... to any one chat (0: off)
+        chat_burst: 3                        # a chat may get this many at once before the spacing applies
+        group_per_minute: 20                 # ... to any one group chat (0: off)
+        max_retries: 5                       # a 429 answer is waited out (retry_after) and retried this often
+      mode: polling                          # or webhook: Telegram pushes updates to the bot
+      webhook:                               # only with mode: webhook
+        public_url: https://bot.example.org/galaxy-hook   # what Telegram calls (https, port 443/80/88/8443)
+        listen: 127.0.0.1                    # where the bot's own web server listens (behind a reverse proxy)
+        port: 8443
+        url_path: galaxy-hook                # default: the path of public_url
+        cert: /etc/galaxy/webhook.pem        # optional: a self-signed certificate to hand to Telegram ...
+        key: /etc/galaxy/webhook.key         # ... and its key, when the bot terminates TLS itself
+        max_connections: 40
+      # The webhook's secret token comes from $GALAXY_TELEGRAM_WEBHOOK_SECRET or the systemd credential
+      # telegram_webhook_secret; without one the bot makes a random one at each start.
 """
 
 from __future__ import annotations
 
 import re
 import time
+import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -47,6 +65,33 @@ class DangerPolicy:
 
 
 @dataclass
+class FloodPolicy:
+    """Telegram's flood limits (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this)."""
+    overall_per_second: float = 30.0
+    chat_per_second: float = 1.0
+    chat_burst: int = 3
+    group_per_minute: float = 20.0
+    max_retries: int = 5
+
+
+@dataclass
+class WebhookSettings:
+    public_url: str = ""
+    listen: str = "127.0.0.1"
+    port: int = 8443
+    url_path: str = ""
+    cert: str | None = None
+    key: str | None = None
+    max_connections: int = 40
+
+
+MODES = ("polling", "webhook")
+WEBHOOK_SECRET_ENV = "GALAXY_TELEGRAM_WEBHOOK_SECRET"
+WEBHOOK_SECRET_CREDENTIAL = "telegram_webhook_secret"
+WEBHOOK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what Telegram accepts as secret_token
+
+
+@dataclass
 class BotSettings:
     api_base_url: str = DEFAULT_API
     authorized_users: set[int] = field(default_factory=set)
@@ -61,6 +106,9 @@ class BotSettings:
     min_edit_interval: float = 1.0
     node_down_alert_after: float = 30.0
     refusal_replies_per_minute: int = 3
+    flood: FloodPolicy = field(default_factory=FloodPolicy)
+    mode: str = "polling"
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
 
     # -- parsing ------------------------------------------------------------------
     @classmethod
@@ -68,12 +116,18 @@ class BotSettings:
         s = cls()
         known = {"api_base_url", "authorized_users", "users", "default_machine", "alert_chats", "rate_per_minute",
                  "dangerous", "progress_interval", "max_parts", "poll_timeout", "min_edit_interval",
-                 "node_down_alert_after", "refusal_replies_per_minute"}
+                 "node_down_alert_after", "refusal_replies_per_minute", "flood", "mode", "webhook"}
         for key in section:
             if key not in known:
                 hint = " (the token never goes in the config: use $GALAXY_TELEGRAM_TOKEN or the systemd" \
                        " credential telegram_token)" if "token" in str(key) else ""
                 raise ConfigError(f"bot.{key}: unknown setting{hint}")
+        s.flood = _flood(section.get("flood"))
+        mode = section.get("mode", "polling")
+        if mode not in MODES:
+            raise ConfigError(f"bot.mode: expected polling or webhook, got {mode!r}")
+        s.mode = mode
+        s.webhook = _webhook(section.get("webhook"), required=mode == "webhook")
         if section.get("api_base_url") is not None:
             url = section["api_base_url"]
             if not isinstance(url, str) or not re.match(r"^https?://", url):
@@ -169,6 +223,90 @@ class BotSettings:
             if m:
                 return f"the order matches the dangerous pattern {pat.pattern!r}"
         return None
+
+
+def _flood(section: Any) -> FloodPolicy:
+    if section is None:
+        return FloodPolicy()
+    fields = {"overall_per_second", "chat_per_second", "chat_burst", "group_per_minute", "max_retries"}
+    if not isinstance(section, dict) or set(section) - fields:
+        raise ConfigError("bot.flood: expected {overall_per_second: 30, chat_per_second: 1, chat_burst: 3, "
+                          "group_per_minute: 20, max_retries: 5}" + _unknown(section, fields))
+    p = FloodPolicy()
+    for key in ("overall_per_second", "chat_per_second", "group_per_minute"):
+        if key in section:
+            setattr(p, key, _float(f"bot.flood.{key}", section[key], 0.0))
+    if "chat_burst" in section:
+        p.chat_burst = _int("bot.flood.chat_burst", section["chat_burst"], 1)
+    if "max_retries" in section:
+        p.max_retries = _int("bot.flood.max_retries", section["max_retries"], 0)
+    if 0 < p.overall_per_second < 1 or 0 < p.group_per_minute < 1:
+        raise ConfigError("bot.flood: overall_per_second and group_per_minute are at least 1 (or 0: no limit)")
+    return p
+
+
+def _webhook(section: Any, required: bool) -> WebhookSettings:
+    w = WebhookSettings()
+    if section is None:
+        if required:
+            raise ConfigError("bot.webhook: mode webhook needs at least {public_url: https://…}")
+        return w
+    fields = {"public_url", "listen", "port", "url_path", "cert", "key", "max_connections"}
+    if not isinstance(section, dict) or set(section) - fields:
+        secret_hint = (" (the secret token never goes in the config: use $" + WEBHOOK_SECRET_ENV +
+                       " or the systemd credential " + WEBHOOK_SECRET_CREDENTIAL + ")"
+                       if isinstance(section, dict) and any("secret" in str(k) for k in section) else "")
+        raise ConfigError("bot.webhook: expected {public_url, listen, port, url_path, cert, key, max_connections}"
+                          + _unknown(section, fields) + secret_hint)
+    url = section.get("public_url")
+    if url is not None or required:
+        parsed = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigError(f"bot.webhook.public_url: expected the https URL Telegram should call, got {url!r}")
+        w.public_url = url
+    listen = section.get("listen", w.listen)
+    if not isinstance(listen, str) or not listen:
+        raise ConfigError(f"bot.webhook.listen: expected an address to listen on, got {listen!r}")
+    w.listen = listen
+    if "port" in section:
+        w.port = _int("bot.webhook.port", section["port"], 1)
+        if w.port > 65535:
+            raise ConfigError(f"bot.webhook.port: expected a port in 1..65535, got {w.port}")
+    path = section.get("url_path")
+    if path is None:
+        path = urllib.parse.urlsplit(w.public_url).path if w.public_url else ""
+    if not isinstance(path, str) or any(c in path for c in "?# "):
+        raise ConfigError(f"bot.webhook.url_path: expected a URL path, got {path!r}")
+    w.url_path = path.strip("/")
+    for key in ("cert", "key"):
+        value = section.get(key)
+        if value is not None and (not isinstance(value, str) or not value.startswith("/")):
+            raise ConfigError(f"bot.webhook.{key}: expected an absolute path, got {value!r}")
+        setattr(w, key, value)
+    if w.key and not w.cert:
+        raise ConfigError("bot.webhook.key: needs bot.webhook.cert (the certificate that goes with it)")
+    if "max_connections" in section:
+        w.max_connections = _int("bot.webhook.max_connections", section["max_connections"], 1)
+        if w.max_connections > 100:
+            raise ConfigError(f"bot.webhook.max_connections: Telegram allows 1..100, got {w.max_connections}")
+    return w
+
+
+def check_webhook_secret(value: str) -> str:
+    """The webhook secret token as Telegram accepts it (the value itself is never shown)."""
+    value = value.strip()
+    if not WEBHOOK_SECRET_RE.match(value):
+        raise ConfigError(f"the webhook secret (${WEBHOOK_SECRET_ENV} or the credential {WEBHOOK_SECRET_CREDENTIAL})"
+                          f" must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (it has {len(value)} "
+                          "characters)")
+    return value
+
+
+def _unknown(section: Any, fields: set[str]) -> str:
+    if not isinstance(section, dict):
+        return f", got {type(section).__name__}"
+    extra = sorted(str(k) for k in set(section) - fields)
+    return f"; unknown: {', '.join(extra)}" if extra else ""
 
 
 def _id(what: str, value: Any) -> int:
