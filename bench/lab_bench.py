@@ -8,14 +8,15 @@ forced command `galaxy remote`. Needs `make demo` (or site.yml) to have run.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from labfixture import control_files_config  # noqa: E402
+
 LAB = [sys.executable, str(REPO / "lab" / "galaxy_lab.py")]
 
 
@@ -29,15 +30,4 @@ def _fetch(path: str) -> bytes:
 
 def lab_control_config(root: Path) -> tuple[Path, str, str]:
     """A control config for this host pointing at the lab; returns (config, one node, deploy inventory)."""
-    key = root / "routing_key"
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(_fetch("/etc/galaxy/routing_ed25519"))
-    (root / "known_hosts").write_bytes(_fetch("/etc/galaxy/known_hosts"))
-    (root / "inventory.yml").write_bytes(_fetch("/etc/galaxy/inventory.yml"))
-    cfg = root / "control.yml"
-    cfg.write_text(yaml.safe_dump({"host": "bench", "spool_dir": str(root / "spool"), "control": {
-        "inventory": str(root / "inventory.yml"), "store": str(root / "galaxy.db"),
-        "known_hosts": str(root / "known_hosts"), "ssh_key": str(key),
-        "remote_command": "/opt/galaxy/bin/galaxy remote"}}))
-    return cfg, "web1", str(REPO / "inventory" / "lab" / "hosts.yml")
+    return control_files_config(_fetch, root, "bench"), "web1", str(REPO / "inventory" / "lab" / "hosts.yml")

@@ -24,12 +24,32 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "lab" / "galaxy_lab.py"
+
+
+def control_files_config(fetch: Callable[[str], bytes], root: Path, host: str,
+                         settings: dict[str, Any] | None = None) -> Path:
+    """A control config for this host that routes like the lab's control machine: its
+    routing key (kept 0600), known_hosts and inventory, fetched with ``fetch(path)``."""
+    import yaml
+
+    key = root / "routing_key"
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(fetch("/etc/galaxy/routing_ed25519"))
+    (root / "known_hosts").write_bytes(fetch("/etc/galaxy/known_hosts"))
+    (root / "inventory.yml").write_bytes(fetch("/etc/galaxy/inventory.yml"))
+    cfg = root / "control.yml"
+    cfg.write_text(yaml.safe_dump({"host": host, "spool_dir": str(root / "spool"), "control": {
+        "inventory": str(root / "inventory.yml"), "store": str(root / "galaxy.db"),
+        "known_hosts": str(root / "known_hosts"), "ssh_key": str(key),
+        "remote_command": "/opt/galaxy/bin/galaxy remote", **(settings or {})}}))
+    return cfg
 
 
 def lab_tool(*args: str, timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -4,6 +4,7 @@ scripted LLM on the lab network, and the control side (a Fleet) on this host."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ if str(TESTS) not in sys.path:
 if str(TESTS / "collection") not in sys.path:
     sys.path.insert(0, str(TESTS / "collection"))
 
-from labfixture import REPO, lab_tool  # noqa: E402
+from labfixture import REPO, control_files_config, lab_tool  # noqa: E402
 from nodeenv import wait_for  # noqa: E402
 from support.llm_server import ScriptedLLM, _Handler  # noqa: E402
 
@@ -71,6 +72,7 @@ class E2ELab:
     hosts: dict[str, str] = field(default_factory=dict)
     up: bool = False
     llm: Any = None
+    telegram: Any = None  # the Telegram emulator the deployed bot talks to (its proxy on root_addr)
     fleet: Any = None
     seen: list[Seen] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -154,27 +156,11 @@ class E2ELab:
         return done[0]
 
 
-def control_config(lab: E2ELab, root: Path) -> Path:
-    """A control config for this host: the control machine's routing key, known_hosts and inventory."""
-    import os
-
-    import yaml
-
-    def fetch(path: str) -> str:
-        return lab.must("control", f"cat {path}")
-
-    key = root / "routing_key"
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(fetch("/etc/galaxy/routing_ed25519"))
-    (root / "known_hosts").write_text(fetch("/etc/galaxy/known_hosts"))
-    (root / "inventory.yml").write_text(fetch("/etc/galaxy/inventory.yml"))
-    cfg = root / "control.yml"
-    cfg.write_text(yaml.safe_dump({"host": "e2e-control", "spool_dir": str(root / "spool"), "control": {
-        "inventory": str(root / "inventory.yml"), "store": str(root / "galaxy.db"),
-        "known_hosts": str(root / "known_hosts"), "ssh_key": str(key),
-        "remote_command": "/opt/galaxy/bin/galaxy remote", **CONTROL_SETTINGS}}))
-    return cfg
+def control_config(lab: E2ELab, root: Path, settings: dict[str, Any] | None = None) -> Path:
+    """A control config for this host: the control machine's routing key, known_hosts and inventory
+    (``settings``: the control section's timings, CONTROL_SETTINGS by default)."""
+    return control_files_config(lambda path: lab.must("control", f"cat {path}").encode(), root, "e2e-control",
+                                CONTROL_SETTINGS if settings is None else settings)
 
 
 def boot_lab(state: Path, ids: list[str], keep: bool = False) -> E2ELab:
@@ -197,8 +183,13 @@ def boot_lab(state: Path, ids: list[str], keep: bool = False) -> E2ELab:
     return lab
 
 
-def deploy(lab: E2ELab, llm: LabLLM, start_grace: float = OPENCODE_START_GRACE) -> None:
-    """site.yml with opencode on the nodes, its only provider the scripted LLM."""
+def deploy(lab: E2ELab, llm: LabLLM, start_grace: float = OPENCODE_START_GRACE,
+           control_vars: dict[str, Any] | None = None) -> None:
+    """site.yml with opencode on the nodes, its only provider the scripted LLM.
+
+    ``control_vars``: more variables (the bot's, with its token): they reach
+    ansible-playbook in a file of mode 0600 that is removed after the run.
+    The nodes are also in a group ``web``, so orders can target a group."""
     source = lab.state / "galaxy-src"
     shutil.rmtree(source, ignore_errors=True)
     shutil.copytree(REPO / "files" / "galaxy", source,
@@ -217,9 +208,21 @@ def deploy(lab: E2ELab, llm: LabLLM, start_grace: float = OPENCODE_START_GRACE) 
         "galaxy_node_worker_heartbeat_interval": 2,
         "galaxy_node_health": {"opencode_start_grace": start_grace},
     }))
+    groups = lab.state / "groups.yml"
+    groups.write_text("all:\n  children:\n    web:\n      hosts:\n        web1:\n        web2:\n")
     from collection import failures, playbook  # tests/collection: the playbook runner of the deploy tests
 
-    cp = playbook(lab.inventory, "site.yml", "-e", f"@{extra}")
+    args = ["-e", f"@{extra}"]
+    secret = lab.state / "control-vars.json"
+    if control_vars:
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(control_vars, fh)
+        args += ["-e", f"@{secret}"]
+    try:
+        cp = playbook([lab.inventory, groups], "site.yml", *args)
+    finally:
+        secret.unlink(missing_ok=True)
     if cp.returncode != 0:
         raise RuntimeError(f"site.yml failed:\n{failures(cp.stdout + cp.stderr)}")
     # A changed config restarts opencode serve at the end of the play: wait until it listens.

@@ -324,3 +324,29 @@ def test_basic_auth(tmp_path, monkeypatch):
         ok = h.run("Hi", workdir=project, executor=h.executor(password_file=str(secret))).result
         assert ok.status == DONE, ok.error
         assert ok.output == "from the file"
+
+
+def test_health_without_the_credential_sees_the_server_answering(tmp_path, monkeypatch):
+    """`galaxy health` run by hand (or by `galaxy remote` for the control node) has no
+    credential: a 401 proves the server is alive, so it is not reported wedged (and never
+    restarted); a wrong password is a real failure."""
+    from galaxy_fleet.config import load
+    from galaxy_fleet.health import DEFAULTS, check_opencode
+
+    with ScriptedLLM() as llm, OpenCodeServer(llm.url, password="correct horse") as server:
+        cfg_path = tmp_path / "config.yml"
+        cfg_path.write_text(f"host: n1\nspool_dir: {tmp_path / 'spool'}\n"
+                            f"worker: {{default_executor: opencode}}\n"
+                            f"executors: {{opencode: {{type: opencode, url: '{server.url}'}}}}\n")
+        config = load(cfg_path)
+        settings = {**DEFAULTS, "opencode_timeout": 10.0}
+        monkeypatch.delenv("OPENCODE_SERVER_PASSWORD", raising=False)
+        monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+        check = check_opencode(config, settings)
+        assert check is not None and check.ok and check.data["authenticated"] is False, check
+        monkeypatch.setenv("OPENCODE_SERVER_PASSWORD", "wrong")
+        check = check_opencode(config, settings)
+        assert check is not None and not check.ok and "HTTP 401" in check.message, check
+        monkeypatch.setenv("OPENCODE_SERVER_PASSWORD", "correct horse")
+        check = check_opencode(config, settings)
+        assert check is not None and check.ok and "is healthy" in check.message, check

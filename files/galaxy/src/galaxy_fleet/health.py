@@ -121,6 +121,15 @@ def check_opencode(config: Config, s: dict[str, Any]) -> Check | None:
     try:
         with urllib.request.urlopen(req, timeout=float(s["opencode_timeout"])) as resp:
             body = resp.read(4096)
+    except urllib.error.HTTPError as exc:
+        ms = (time.monotonic() - t0) * 1000
+        if exc.code == 401 and not password:
+            # Run without the credential (by hand, or `galaxy remote` for the control node): the
+            # server answered, so it is alive and not wedged; only its own report is out of reach.
+            return Check("opencode", True, f"opencode serve is answering ({ms:.0f} ms; no credential here "
+                         "to read its health report)", {"url": url, "ms": round(ms, 1), "authenticated": False})
+        return Check("opencode", False, f"opencode serve is not healthy: HTTP {exc.code} {exc.reason}",
+                     {"url": url})
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return Check("opencode", False, f"opencode serve is not healthy: {reason}", {"url": url})
