@@ -125,7 +125,8 @@ class Node:
 
 class BotLab:
     def __init__(self, root: Path, token: str, *, nodes: dict[str, list[str]] | None = None,
-                 ghost: bool = True, verbose: bool = True, default_executor: str = "sh", **bot_overrides: Any):
+                 ghost: bool = True, verbose: bool = True, default_executor: str = "sh",
+                 bot_env: dict[str, str] | None = None, **bot_overrides: Any):
         self.root = root
         self.token = token
         self.emulator = TelegramEmulator(token)
@@ -134,6 +135,7 @@ class BotLab:
         self.ghost = ghost
         self.verbose = verbose  # DEBUG logs carry every Bot API URL: the token redaction is exercised
         self.bot_overrides = bot_overrides
+        self.bot_env = dict(bot_env or {})  # more environment for the bot (e.g. the webhook secret)
         self.bot: subprocess.Popen[bytes] | None = None
         self.bot_runs = 0
         self.control_dir = root / "control"
@@ -179,7 +181,7 @@ class BotLab:
 
     def start_bot(self, wait: bool = True) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if k != "GALAXY_CONFIG"}
-        env.update({"GALAXY_TELEGRAM_TOKEN": self.token, "PYTHONUNBUFFERED": "1"})
+        env.update({"GALAXY_TELEGRAM_TOKEN": self.token, "PYTHONUNBUFFERED": "1", **self.bot_env})
         log = open(self.bot_log_path, "ab")
         self.bot_runs += 1
         log.write(f"==== bot run {self.bot_runs}\n".encode())

@@ -37,11 +37,54 @@ def test_defaults_and_users() -> None:
     ({"dangerous": {"patterns": ["(unclosed"]}}, "bot.dangerous.patterns[0]: invalid regular expression"),
     ({"dangerous": {"confirm_seconds": 0}}, "bot.dangerous.confirm_seconds"),
     ({"api_base_url": "ftp://x"}, "bot.api_base_url: expected an http(s) URL"),
+    ({"flood": {"chat_per_second": -1}}, "bot.flood.chat_per_second: expected a number >= 0.0"),
+    ({"flood": {"chat_burst": 0}}, "bot.flood.chat_burst: expected a whole number >= 1"),
+    ({"flood": {"overall_per_second": 0.5}}, "bot.flood: overall_per_second and group_per_minute are at least 1"),
+    ({"flood": {"per_chat": 1}}, "bot.flood: expected {overall_per_second: 30, chat_per_second: 1, chat_burst: 3, "
+                                 "group_per_minute: 20, max_retries: 5}; unknown: per_chat"),
+    ({"flood": {"max_retries": "many"}}, "bot.flood.max_retries: expected a whole number >= 0"),
+    ({"mode": "push"}, "bot.mode: expected polling or webhook, got 'push'"),
+    ({"mode": "webhook"}, "bot.webhook: mode webhook needs at least {public_url: https://…}"),
+    ({"mode": "webhook", "webhook": {}}, "bot.webhook.public_url: expected the https URL Telegram should call"),
+    ({"mode": "webhook", "webhook": {"public_url": "bot.example.org"}}, "bot.webhook.public_url: expected"),
+    ({"webhook": {"public_url": "https://b.example/h", "port": 70000}}, "bot.webhook.port: expected a port in"),
+    ({"webhook": {"public_url": "https://b.example/h", "secret_token": "s3cr3t"}},
+     "(the secret token never goes in the config: use $GALAXY_TELEGRAM_WEBHOOK_SECRET or the systemd credential "
+     "telegram_webhook_secret)"),
+    ({"webhook": {"public_url": "https://b.example/h", "key": "/etc/k.pem"}}, "bot.webhook.key: needs bot.webhook.cert"),
+    ({"webhook": {"public_url": "https://b.example/h", "cert": "cert.pem"}}, "bot.webhook.cert: expected an absolute"),
+    ({"webhook": {"public_url": "https://b.example/h", "max_connections": 101}}, "Telegram allows 1..100"),
 ])
 def test_invalid_sections_say_what_is_wrong(section: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=None) as err:
         BotSettings.from_section(section)
     assert message in str(err.value)
+
+
+def test_flood_and_webhook_settings() -> None:
+    s = BotSettings.from_section({})
+    assert (s.flood.overall_per_second, s.flood.chat_per_second, s.flood.chat_burst, s.flood.group_per_minute,
+            s.flood.max_retries) == (30, 1, 3, 20, 5)
+    assert s.mode == "polling" and s.webhook.public_url == ""
+    s = BotSettings.from_section({"flood": {"chat_per_second": 0.5, "max_retries": 0}, "mode": "webhook",
+                                  "webhook": {"public_url": "https://bot.example.org/galaxy/hook/", "port": 88}})
+    assert s.flood.chat_per_second == 0.5 and s.flood.max_retries == 0 and s.flood.overall_per_second == 30
+    w = s.webhook
+    assert (w.public_url, w.listen, w.port, w.url_path, w.cert, w.max_connections) == \
+        ("https://bot.example.org/galaxy/hook/", "127.0.0.1", 88, "galaxy/hook", None, 40)
+    s = BotSettings.from_section({"mode": "webhook", "webhook": {"public_url": "https://b.example/x",
+                                                                 "url_path": "/local", "listen": "0.0.0.0"}})
+    assert s.webhook.url_path == "local" and s.webhook.listen == "0.0.0.0"
+
+
+def test_webhook_secret_check() -> None:
+    from galaxy_fleet.bot_access import check_webhook_secret
+
+    assert check_webhook_secret("abc_DEF-123\n") == "abc_DEF-123"
+    for bad in ("", "a b", "x" * 257, "é"):
+        with pytest.raises(ConfigError) as err:
+            check_webhook_secret(bad)
+        assert "must be 1 to 256 characters" in str(err.value) and (not bad or bad not in str(err.value))
 
 
 def test_danger() -> None:

@@ -134,6 +134,8 @@ class FloodRule:
     retry_after: int
     methods: tuple[str, ...]
     chat_id: int | None = None
+    every: int = 1  # refuse every n-th matching call (1: each one until count is used up)
+    seen: int = 0
 
 
 WEBHOOK_SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
@@ -304,18 +306,21 @@ class CompatProxy:
 
     # -- flood limits (429) ------------------------------------------------------
     def flood(self, count: int, retry_after: int = 1, methods: tuple[str, ...] = ("sendMessage", "editMessageText"),
-              chat_id: int | None = None) -> None:
-        """Answer the next ``count`` calls of ``methods`` (to ``chat_id``, or any chat) with 429."""
+              chat_id: int | None = None, every: int = 1) -> None:
+        """Answer the next ``count`` calls of ``methods`` (to ``chat_id``, or any chat) with 429; with
+        ``every`` n, only every n-th of them (so that the 429s fall on different messages)."""
         with self.lock:
-            self.floods.append(FloodRule(count, retry_after, tuple(methods), chat_id))
+            self.floods.append(FloodRule(count, retry_after, tuple(methods), chat_id, max(1, every)))
 
     def _flooded(self, method: str, params: dict[str, Any]) -> int | None:
         with self.lock:
             for rule in self.floods:
                 if rule.count > 0 and method in rule.methods and (rule.chat_id is None
                                                                   or _chat(params) == rule.chat_id):
-                    rule.count -= 1
-                    return rule.retry_after
+                    rule.seen += 1
+                    if rule.seen % rule.every == 0:
+                        rule.count -= 1
+                        return rule.retry_after
         return None
 
     @staticmethod
@@ -867,10 +872,10 @@ class TelegramEmulator:
             return list(self.proxy.callback_answers)
 
     def flood(self, count: int, retry_after: int = 1, methods: tuple[str, ...] = ("sendMessage", "editMessageText"),
-              chat_id: int | None = None) -> None:
-        """Telegram's 429 (with ``retry_after``) for the next ``count`` calls of ``methods``."""
+              chat_id: int | None = None, every: int = 1) -> None:
+        """Telegram's 429 (with ``retry_after``) for the next ``count`` calls of ``methods`` (every n-th)."""
         assert self.proxy
-        self.proxy.flood(count, retry_after, methods, chat_id)
+        self.proxy.flood(count, retry_after, methods, chat_id, every)
 
     def requests(self, method: str | None = None, chat_id: int | None = None) -> list[Call]:
         """The Bot API calls (not getUpdates) that reached the proxy, oldest first."""
