@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 
 @dataclass
@@ -113,6 +113,10 @@ class ScriptedLLM:
         self.hang_ended_at = 0.0  # time.monotonic() of that
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # With the script empty: called with the latest user message's text; a step it
+        # returns answers the request (None: the default reply). Lets many concurrent
+        # orders each get the answer their own text asks for.
+        self.responder: Callable[[str], Any] | None = None
 
     # -- scripting -----------------------------------------------------------
     def script(self, *steps: Any) -> None:
@@ -156,6 +160,12 @@ class ScriptedLLM:
                 return kind, Text("Scripted title", chunks=1)
             if self._script:
                 return kind, self._script.pop(0)
+            responder = self.responder
+        if responder is not None:
+            users = [m for m in body.get("messages") or [] if m.get("role") == "user"]
+            step = responder(message_text(users[-1]) if users else "")
+            if step is not None:
+                return kind, step
         return kind, Text(self.default_reply)
 
     # -- life cycle ----------------------------------------------------------

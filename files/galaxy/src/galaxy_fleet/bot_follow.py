@@ -44,6 +44,8 @@ ACTIVE_ALERTS_KEY = "bot.active_alerts"  # in the store's key-value table: open 
 # Problems reported once while they last, and the alert kinds that say they cleared.
 PROBLEMS = ("health_failing", "worker_silent")
 RECOVERY_OF = {"health_recovered": "health_failing", "worker_heard": "worker_silent", "node_up": "node_down"}
+# Any other alert: the same kind and message from the same host is told once in this long.
+REPEAT_AFTER = 3600.0
 # Order alerts the user already sees in the order's own chat.
 ORDER_ALERTS = ("order_failed", "order_timed_out", "order_interrupted", "order_cancelled", "order_lost")
 
@@ -94,6 +96,7 @@ class Follower:
         self.trackers: dict[tuple[int, int], Tracker] = {}
         self.sent_alerts: set[str] = set()
         self.active_alerts: dict[str, dict[str, Any]] = {}
+        self.recent_alerts: dict[str, float] = {}  # host, kind, message -> when it was last told
         self.events: asyncio.Queue[Any] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pump: asyncio.Task[None] | None = None
@@ -366,7 +369,14 @@ class Follower:
         else:
             text = f"{'🚨' if alert.get('severity') in ('error', 'critical') else '⚠️'} " \
                    f"<b>{render.esc(host)}</b> · {render.esc(kind)}\n{render.esc(message)}"
-            if kind in ORDER_ALERTS and alert.get("order_id"):
+            now = time.time()
+            self.recent_alerts = {k: t for k, t in self.recent_alerts.items() if now - t < REPEAT_AFTER}
+            key = json.dumps([host, kind, message])
+            if key in self.recent_alerts:
+                text = None  # the same problem raised again: told already
+            else:
+                self.recent_alerts[key] = now
+            if text and kind in ORDER_ALERTS and alert.get("order_id"):
                 rec = await asyncio.to_thread(self.fleet.order, str(alert["order_id"]))
                 if kind == "order_cancelled" or (rec is not None and rec.chat_id is not None):
                     # Sent from a chat: its status message shows it, with a Retry button. The alert
