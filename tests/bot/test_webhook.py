@@ -13,7 +13,7 @@ import sys
 import uuid
 from typing import Any, Callable
 
-from botlab import ALICE, BotLab, ask, order, wait_for
+from botlab import ALICE, BotLab, ask, order
 from support.telegram_emulator import _free_port, post_update
 
 

@@ -280,6 +280,8 @@ class GalaxyBot(Follower):
             self.ready_hook()
 
     async def _post_stop(self, app: "Application") -> None:
+        for task in list(self.tasks):  # deliveries held back by the flood limits: done after a restart
+            task.cancel()
         if self.pump:
             self.pump.cancel()
             try:

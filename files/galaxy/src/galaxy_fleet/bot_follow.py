@@ -100,6 +100,7 @@ class Follower:
         self.events: asyncio.Queue[Any] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pump: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[Any]] = set()
 
     @property
     def bot(self) -> Any:
@@ -249,6 +250,16 @@ class Follower:
                 return False
         return False
 
+    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)  # a reference until it is done (the loop keeps only weak ones)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: "asyncio.Task[Any]") -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background delivery failed", exc_info=task.exception())
+
     async def _typing(self, chat_id: int) -> None:
         from telegram.constants import ChatAction
         from telegram.error import TelegramError
@@ -313,8 +324,9 @@ class Follower:
         typing: set[int] = set()
         for tracker in list(self.trackers.values()):
             if tracker.finished:
-                if now >= tracker.retry_after:
-                    await self._finish(tracker)
+                if now >= tracker.retry_after and not tracker.finish_lock.locked():
+                    # In a task: a chat held back by the flood limits must not hold up the others.
+                    self._background(self._finish(tracker))
                 continue
             if any(r.state == "running" for r in tracker.records.values()):
                 typing.add(tracker.chat_id)
