@@ -26,12 +26,15 @@ GALAXY = "runuser -u galaxy -- /opt/galaxy/bin/galaxy --config /etc/galaxy/confi
 LOST_AFTER = 8  # seconds: running orders of a machine gone this long are reported lost
 
 
-def bot_vars(api_base_url: str, token: str) -> dict[str, Any]:
+def bot_vars(api_base_url: str, token: str, webhook_secret: str) -> dict[str, Any]:
+    """The bot polls (the emulator cannot call a webhook on the lab); the webhook secret is
+    handed over all the same, to check that it is treated like the token."""
     settings = bot_settings(api_base_url, default_machine="web1", progress_interval=1, min_edit_interval=0.3,
                             dangerous={"targets": [], "patterns": [r"\brm\s+-rf\b"], "confirm_seconds": 3})
     return {
         "galaxy_control_bot_enabled": True,
         "galaxy_control_bot_token": token,
+        "galaxy_control_bot_webhook_secret": webhook_secret,
         "galaxy_control_bot_authorized_users": settings.pop("authorized_users"),
         "galaxy_control_bot_settings": settings,
         "galaxy_control_settings": {"lost_after": LOST_AFTER},

@@ -16,6 +16,7 @@ take the real path (SSH to each node's galaxy user, forced command
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Iterator
 
 import pytest
@@ -40,7 +41,9 @@ def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ELab]:
         lab.llm = llm
         token = new_token()
         telegram = lab.telegram = TelegramEmulator(token, proxy_host=lab.root_addr).start(lab.state)
-        deploy(lab, llm, OPENCODE_START_GRACE, control_vars=bot_vars(telegram.api_base_url, token))
+        lab.webhook_secret = secrets.token_urlsafe(32)
+        deploy(lab, llm, OPENCODE_START_GRACE,
+               control_vars=bot_vars(telegram.api_base_url, token, lab.webhook_secret))
         lab.start_fleet(control_config(lab, tmp_path_factory.mktemp("e2e-control")))
         yield lab
     finally:

@@ -73,6 +73,7 @@ class E2ELab:
     up: bool = False
     llm: Any = None
     telegram: Any = None  # the Telegram emulator the deployed bot talks to (its proxy on root_addr)
+    webhook_secret: str = ""  # handed to the deployed bot like its token
     fleet: Any = None
     seen: list[Seen] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)

@@ -51,7 +51,7 @@ def render_response(order: Order, state: str, result: Result, sidecar: dict[str,
         f"- **From:** {order.sender or '-'}",
         f"- **Executor:** {sidecar['executor']}",
         f"- **Exit code:** {'-' if result.exit_code is None else result.exit_code}",
-        f"- **Duration:** {t.get('run_s', 0):.3f} s",
+        "- **Duration:** " + (f"{t['run_s']:.3f} s" if isinstance(t.get("run_s"), (int, float)) else "unknown"),
     ]
     if result.error:
         lines.append(f"- **Error:** {result.error}")
@@ -451,8 +451,9 @@ class Worker:
         result = Result(INTERRUPTED, error=message, output=f"Interrupted: {message}.",
                         details={"retry": True, "was": state.get("state", DELIVERED)})
         executor = order.executor or self.config.worker.default_executor
+        # How long it ran before its runner died is not known: no run_s (not a made-up 0).
         finish(self.spool, self.audit, self.host, claim.path, order, executor, result,
-               {"received": order.timestamp, "run_s": 0.0})
+               {"received": order.timestamp})
         log.warning("order %s interrupted (its runner was gone)", oid)
 
     # -- life cycle ------------------------------------------------------
