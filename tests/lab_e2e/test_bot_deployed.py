@@ -197,6 +197,45 @@ def test_a_long_answer_arrives_as_a_document(e2e: E2ELab, bot: ControlBot) -> No
     assert "line 0 of the long answer" in text and "line 2499 of the long answer" in text
 
 
+def test_help_status_orders_health_audit_retry_new_and_cancel(e2e: E2ELab, bot: ControlBot) -> None:
+    carol = user(e2e, CAROL)
+    text = ask(carol, "/help", "Galaxy", timeout=30).text
+    for cmd in ("/order", "/machines", "/status", "/orders", "/cancel", "/retry", "/health", "/audit", "/new"):
+        assert cmd in text, text
+    m = marker()
+    status, _ = order(carol, f"/order web2 say {m}-1", timeout=120)
+    oid = order_id(status)
+    assert "2/2 machines connected" in ask(carol, "/status", "Fleet", timeout=30).text
+    assert oid in ask(carol, "/orders", "Recent orders", timeout=30).text
+    health = ask(carol, "/health web2", "Health", timeout=60).text
+    assert health.startswith("<b>Health</b>: 1/1 healthy") and "✅ <b>web2</b> healthy" in health, health
+    audit = ask(carol, f"/audit order={oid}", "Audit", timeout=30).text
+    assert "order_queued" in audit and "order_done" in audit and "web2" in audit, audit
+    # /retry: the same order again, in the same agent session (opencode sees the history).
+    after = carol.last_id()
+    carol.send(f"/retry {oid[-8:]}")
+    again = carol.wait_message(is_answer, after=after, timeout=120)
+    assert again.text.startswith("✅ <b>web2</b> · done") and f"Said {m}-1." in again.text
+
+    def users_asked(text: str) -> list[int]:
+        from support.llm_server import message_text
+
+        return [len(users) for c in e2e.llm.chats
+                if (users := [x for x in c["messages"] if x.get("role") == "user"])
+                and text in message_text(users[-1])]
+
+    assert max(users_asked(f"say {m}-1")) >= 2  # the retry continued the chat's session on web2
+    # /new: a fresh session, so the next order comes without history.
+    assert "<b>web2</b>" in ask(carol, "/new web2", "Fresh agent session", timeout=30).text
+    order(carol, f"/order web2 say {m}-2", timeout=120)
+    assert users_asked(f"say {m}-2") == [1]
+    # /cancel ID
+    status, running_id = running(e2e, carol, f"/order web1 slowly 40 {m}-3")
+    ask(carol, f"/cancel {running_id}", "Cancelling on web1", timeout=30)
+    carol.wait_message(lambda x: x.text.startswith("🚫 <b>web1</b> · cancelled"), after=status.message_id,
+                       timeout=30)
+
+
 def test_an_alert_from_a_node_reaches_the_alert_chat_once(e2e: E2ELab, bot: ControlBot) -> None:
     m = marker()
     post = ("runuser -u galaxy -- /opt/galaxy/bin/python -c "
