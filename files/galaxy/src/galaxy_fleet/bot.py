@@ -927,22 +927,9 @@ def run(args: "argparse.Namespace", config: "Config") -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
+    from galaxy_fleet.config import standalone_main
 
-    from galaxy_fleet.config import ConfigError, load
-
-    parser = argparse.ArgumentParser(prog="galaxy bot", description="Run the fleet's Telegram bot.")
-    parser.add_argument("--config", metavar="PATH", help="config file (default: $GALAXY_CONFIG or "
-                                                         "/etc/galaxy/config.yml)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        config = load(args.config)
-    except ConfigError as exc:
-        print(f"galaxy bot: config: {exc}", file=sys.stderr)
-        return 2
-    return run(args, config)
+    return standalone_main("galaxy bot", "Run the fleet's Telegram bot.", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

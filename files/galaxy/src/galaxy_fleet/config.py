@@ -183,3 +183,24 @@ def secret(name: str, env: str | None = None) -> str | None:
         except OSError:
             return None
     return None
+
+
+def standalone_main(prog: str, description: str | None, add_arguments: Any, run: Any,
+                    argv: list[str] | None = None) -> int:
+    """``python -m galaxy_fleet.<daemon>``: the same options as its ``galaxy`` subcommand,
+    for running it before (or without) the CLI entry point."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", metavar="PATH", help="config file (default: $GALAXY_CONFIG or "
+                                                         "/etc/galaxy/config.yml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"{prog}: config: {exc}", file=sys.stderr)
+        return 2
+    return int(run(args, config))
