@@ -11,22 +11,16 @@ OPENCODE_VERSION ?= 1.18.33
 OPENCODE_TOOLS := $(CURDIR)/.tools
 OPENCODE_BIN := $(OPENCODE_TOOLS)/opencode/node_modules/.bin/opencode
 OPENCODE_STAMP := .stamps/opencode-$(OPENCODE_VERSION)
-NPM_INSTALL := npm install --no-audit --no-fund --no-update-notifier --save-exact --loglevel=error
 
 .PHONY: opencode-tools test-opencode bench-opencode
 
 opencode-tools: $(OPENCODE_STAMP)
 
-# Debian 12 has no node by default; its nodejs 18 + npm 9 are enough (opencode
-# itself is a native binary; node only runs npm and the package's postinstall).
-# A host that already has node and npm (e.g. from NodeSource) keeps them.
+# node only runs npm and the package's postinstall: opencode itself is a native binary.
 # opencode installs @opencode-ai/plugin into its config dir in the background
 # unless it is there already: the tests seed that dir from the plugin seed.
 $(OPENCODE_STAMP): mk/opencode.mk
-	@command -v npm >/dev/null 2>&1 || { \
-	  echo "opencode-tools: installing Debian's nodejs and npm"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  apt-get update -qq && apt-get install -y -qq --no-install-recommends nodejs npm; }
+	$(call ensure_npm,opencode-tools)
 	rm -rf $(OPENCODE_TOOLS)/opencode $(OPENCODE_TOOLS)/opencode-plugin-seed
 	mkdir -p $(OPENCODE_TOOLS)/opencode $(OPENCODE_TOOLS)/opencode-plugin-seed
 	$(NPM_INSTALL) --prefix $(OPENCODE_TOOLS)/opencode opencode-ai@$(OPENCODE_VERSION)
