@@ -648,3 +648,30 @@ def test_a_failing_rotation_never_fails_the_append(tmp_path: Path, caplog: pytes
     assert len(list(tmp_path.glob("audit.jsonl.*-*.gz"))) == 1
     assert [e for e in audit.query(path, limit=None) if e["type"] != "audit_rotated"] == written
     assert audit.verify(path).ok
+
+
+def test_a_listing_that_misses_a_segment_being_compressed_is_taken_again(tmp_path: Path, monkeypatch) -> None:
+    """readdir promises nothing about names renamed or removed while it lists: during a
+    compression (S.gz renamed in, then S removed) a listing can show neither. Such a
+    listing is not believed: the query still sees every event."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, "web1", rotate_bytes=2048)
+    for i in range(60):
+        log.append("order_progress", message="y" * 100, i=i)
+    log.close()
+    audit.compress_segments(path)
+    names = sorted(os.listdir(tmp_path))
+    victim = next(n for n in names if n.endswith(".gz") and not n.startswith(f"{path.name}.000000000001-"))
+    real_listdir = os.listdir
+    calls = {"n": 0}
+
+    def racy_listdir(directory: str = ".") -> list[str]:
+        calls["n"] += 1
+        found = real_listdir(directory)
+        return [n for n in found if n != victim] if calls["n"] == 1 else found
+
+    monkeypatch.setattr(audit.os, "listdir", racy_listdir)
+    seqs = [e["seq"] for e in audit.query(path, limit=None)]
+    assert seqs == list(range(1, len(seqs) + 1)) and calls["n"] >= 2
+    calls["n"] = 0
+    assert audit.verify(path).ok

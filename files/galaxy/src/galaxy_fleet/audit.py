@@ -202,8 +202,35 @@ class _Segment:
         return os.path.basename(self.path)
 
 
-def _segments(path: str) -> list[_Segment]:
-    """Rotated segments of the log at ``path``, oldest first (raw preferred over .gz)."""
+def _segments(path: str, upto: int | None = None) -> list[_Segment]:
+    """Rotated segments of the log at ``path``, oldest first (raw preferred over .gz).
+
+    A directory listing taken while a segment is being compressed (``S.gz``
+    renamed into place, then ``S`` removed) may show neither name: readdir
+    makes no promise about entries renamed or removed during the listing. A
+    hole in the chain (or before ``upto``, the first seq of the live file) is
+    therefore listed again, a few times, before it is believed (a deleted
+    segment is then what verify() reports)."""
+    segs = _list_segments(path)
+    for _ in range(5):
+        if _contiguous(segs, upto):
+            break
+        segs = _list_segments(path)
+    return segs
+
+
+def _contiguous(segs: list[_Segment], upto: int | None) -> bool:
+    for older, newer in zip(segs, segs[1:]):
+        if older.last + 1 != newer.first:
+            return False
+    if upto is not None:
+        before = [seg for seg in segs if seg.first < upto]
+        if before and before[-1].last + 1 != upto:
+            return False
+    return True
+
+
+def _list_segments(path: str) -> list[_Segment]:
     directory, base = os.path.split(path)
     prefix = base + "."
     found: dict[tuple[int, int], _Segment] = {}
@@ -821,7 +848,7 @@ def _sources(path: str) -> Iterator[tuple[str, Callable[[], Iterator[tuple[Any, 
     finally:
         if fd is not None:
             os.close(fd)
-    for seg in reversed(_segments(path)):
+    for seg in reversed(_segments(path, live_first)):
         if live_first is not None and seg.first >= live_first:
             continue  # rotated after we opened the live file: already read
 
@@ -965,7 +992,8 @@ def _snapshot(path: str) -> tuple[int | None, int, list[_Segment]]:
             size = os.fstat(fd).st_size
         except FileNotFoundError:
             fd, size = None, 0
-        return fd, size, _segments(path)
+        live_first = _seq_of(os.pread(fd, 256, 0)) if fd is not None else None
+        return fd, size, _segments(path, live_first)
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
