@@ -435,16 +435,13 @@ class Follower:
                               f"{render.esc(machine.get('error') or data.get('message') or 'no connection')}")
 
 
-def _seconds(value: Any) -> float:
-    """RetryAfter.retry_after is an int or a timedelta, depending on the PTB version and settings."""
-    return float(value.total_seconds()) if hasattr(value, "total_seconds") else float(value)
-
-
 def retry_seconds(exc: Any) -> float:
-    """How long Telegram asked to wait (RetryAfter), without PTB 22's deprecation warning about its type."""
+    """How long Telegram asked to wait (RetryAfter): an int or a timedelta, depending on the PTB
+    version and settings; read without PTB 22's deprecation warning about its type."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _seconds(exc.retry_after)
+        value = exc.retry_after
+    return float(value.total_seconds()) if hasattr(value, "total_seconds") else float(value)
 
 
 # -- Telegram's flood limits -------------------------------------------------------------------

@@ -206,12 +206,12 @@ def check_memory(s: dict[str, Any]) -> Check:
     return Check("memory", ok, f"Memory {'OK' if ok else 'LOW'} ({avail} MB available)", {"available_mb": avail})
 
 
-def check_audit_chain(config: Config, spool: Spool, s: dict[str, Any] | None = None) -> Check:
+def check_audit_chain(config: Config, spool: Spool, s: dict[str, Any]) -> Check:
     """The audit chain is intact since the last check (only new events are read), and
     as a whole every ``audit_full_verify_every`` seconds."""
     from galaxy_fleet.audit import verify, verify_since
 
-    every = float((s or DEFAULTS)["audit_full_verify_every"])
+    every = float(s["audit_full_verify_every"])
     try:
         last = read_json(spool.state / "health.json")
     except (OSError, ValueError):
@@ -307,10 +307,10 @@ def _age_s(pid: int) -> float | None:
     """Seconds since process ``pid`` started (its start time and the uptime share the boot clock)."""
     try:
         start_ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-        uptime = float(Path("/proc/uptime").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    uptime = _uptime()
+    return None if uptime is None else uptime - start_ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mb(pid: int) -> float | None:

@@ -72,7 +72,7 @@ class Node:
         staged = self.spool.stage(order.id, order.to_json())
         try:
             self.audit.append("order_queued", order_id=order.id, user=user)
-            self.spool.publish(staged, self.spool.orders / f"{order.id}.json")
+            self.spool.move(staged, self.spool.orders / f"{order.id}.json")
         except BaseException:
             staged.unlink(missing_ok=True)
             raise

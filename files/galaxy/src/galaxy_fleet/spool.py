@@ -25,7 +25,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 DIRS = ("orders", "processing", "archive", "responses", "quarantine", "outbox", "state", "tmp")
 
@@ -53,26 +53,36 @@ def write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None, *, durabl
     tmp_dir = tmp_dir or path.parent
     tmp = tmp_dir / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_new(tmp, data, os.fsync if durable else None, mode)
         os.rename(tmp, path)
         if durable:
             _fsync_dir(path.parent)
     except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise SpoolFull(exc.errno, f"no space left to write {path.name}") from None
+        _discard(tmp, exc, path.name)
         raise
+
+
+def _write_new(path: Path, data: bytes, sync: Callable[[int], None] | None, mode: int = 0o640) -> None:
+    """Create ``path`` (it must not exist) holding ``data``, passed through ``sync(fd)`` if given."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if sync is not None:
+            sync(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard(tmp: Path, exc: OSError, name: str) -> None:
+    """After a failed write: nothing is left behind, and a full disk is SpoolFull."""
+    try:
+        tmp.unlink()
+    except OSError:
+        pass
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise SpoolFull(exc.errno, f"no space left to write {name}") from None
 
 
 def write_json(path: Path, obj: Any, tmp_dir: Path | None = None, *, durable: bool = True) -> None:
@@ -130,28 +140,15 @@ class Spool:
         write_json(path, obj, self.tmp, durable=self.durable)
 
     def stage(self, name: str, data: bytes) -> Path:
-        """Write ``data`` durably to a temporary file, to be published later."""
+        """Write ``data`` durably to a temporary file, to be moved into place later."""
         staged = self.tmp / f".{name}.{secrets.token_hex(6)}.staged"
         try:
-            fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o640)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                if self.durable:
-                    os.fdatasync(fd)  # its directory entry is synced where it is published
-            finally:
-                os.close(fd)
+            # fdatasync: its directory entry is synced where it is moved to (move()).
+            _write_new(staged, data, os.fdatasync if self.durable else None)
         except OSError as exc:
-            staged.unlink(missing_ok=True)
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise SpoolFull(exc.errno, f"no space left to write {name}") from None
+            _discard(staged, exc, name)
             raise
         return staged
-
-    def publish(self, staged: Path, dst: Path) -> None:
-        """Move a staged file into place (atomic rename, synced)."""
-        self.move(staged, dst)
 
     def write_pair(self, files: list[tuple[Path, bytes]]) -> None:
         """Write several files of one directory durably with a single directory sync."""

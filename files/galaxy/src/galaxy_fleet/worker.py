@@ -180,28 +180,23 @@ class _Progress:
                 self._skipped += len(self._pending) - PROGRESS_KEEP
                 del self._pending[:-PROGRESS_KEEP]
             if now - self._last_emit >= PROGRESS_EVERY:
-                self._flush_locked(now)
+                self._flush_locked()
             elif self._token is None:
                 self._token = self._timers.schedule(self._last_emit + PROGRESS_EVERY, self.flush)
 
     def flush(self) -> None:
+        """Whatever is held goes out now (the trailing flush, and the end of the run)."""
         with self._lock:
+            self._timers.cancel(self._token)  # harmless when the timer itself is calling
             self._token = None
-            self._flush_locked(time.monotonic())
+            self._flush_locked()
 
-    def close(self) -> None:
-        """The run ended: whatever is held goes out now."""
-        with self._lock:
-            self._timers.cancel(self._token)
-            self._token = None
-            self._flush_locked(time.monotonic())
-
-    def _flush_locked(self, now: float) -> None:
+    def _flush_locked(self) -> None:
         if not self._pending:
             return
         lines, skipped = self._pending, self._skipped
         self._pending, self._skipped = [], 0
-        self._last_emit = now
+        self._last_emit = time.monotonic()
         extra: dict[str, Any] = {}
         if len(lines) > 1:
             extra["lines"] = lines
@@ -403,7 +398,7 @@ class Worker:
             result = Result(FAILED, error=f"executor {name} crashed: {type(exc).__name__}: {exc}")
         finally:
             self._timers.cancel(deadline)
-            progress.close()
+            progress.flush()
             with self._cv:
                 self._running.pop(order.id, None)
         if result.status not in TERMINAL:
