@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lab_e2e"))
 
 from galaxy_fleet.router import RouterSettings  # noqa: E402
-from e2e import CONTROL_SETTINGS, E2ELab, LabLLM, boot_lab, control_config, deploy  # noqa: E402
+from e2e import CONTROL_SETTINGS, E2ELab, boot_lab, control_config, deploy  # noqa: E402
+from support.llm_server import ScriptedLLM  # noqa: E402
 
 TARGET_DETECT, TARGET_RECOVER = 10.0, 30.0
 SEED_DETECT, SEED_RECOVER = 60.0, 300.0
@@ -87,11 +88,11 @@ def main() -> int:
     args = ap.parse_args()
     state = REPO / "artifacts" / "bench-detect-lab"
     lab: E2ELab | None = None
-    llm: LabLLM | None = None
+    llm: ScriptedLLM | None = None
     try:
         t = time.monotonic()
         lab = boot_lab(state, LAB_IDS, keep=args.keep)
-        llm = LabLLM(lab.root_addr).start()
+        llm = ScriptedLLM(host=lab.root_addr).start()
         lab.llm = llm
         deploy(lab, llm)
         with tempfile.TemporaryDirectory(prefix="bench-detect-") as root:

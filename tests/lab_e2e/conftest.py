@@ -21,7 +21,8 @@ from typing import Iterator
 
 import pytest
 from botdeploy import bot_vars, new_token
-from e2e import OPENCODE_START_GRACE, REPO, E2ELab, LabLLM, boot_lab, control_config, deploy
+from e2e import OPENCODE_START_GRACE, REPO, E2ELab, boot_lab, control_config, deploy
+from support.llm_server import ScriptedLLM
 from support.telegram_emulator import TelegramEmulator
 
 E2E_LAB_IDS = [os.environ["GALAXY_E2E_LAB_ID"]] if os.environ.get("GALAXY_E2E_LAB_ID") else \
@@ -33,11 +34,11 @@ KEEP = bool(os.environ.get("GALAXY_E2E_KEEP"))
 @pytest.fixture(scope="session")
 def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2ELab]:
     lab = E2ELab(E2E_LAB_IDS[0], REPO / "artifacts" / "e2e-lab")
-    llm: LabLLM | None = None
+    llm: ScriptedLLM | None = None
     telegram: TelegramEmulator | None = None
     try:
         lab = boot_lab(REPO / "artifacts" / "e2e-lab", E2E_LAB_IDS, keep=KEEP)
-        llm = LabLLM(lab.root_addr).start()
+        llm = ScriptedLLM(host=lab.root_addr).start()
         lab.llm = llm
         token = new_token()
         telegram = lab.telegram = TelegramEmulator(token, proxy_host=lab.root_addr).start(lab.state)

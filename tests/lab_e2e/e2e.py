@@ -1,5 +1,6 @@
-"""Helpers of the end-to-end lab tests and bench/bench_detect.py: the lab, the
-scripted LLM on the lab network, and the control side (a Fleet) on this host."""
+"""Helpers of the end-to-end lab tests and bench/bench_detect.py: the lab and the
+control side (a Fleet) on this host; the scripted LLM listens on the lab network
+(``ScriptedLLM(host=lab.root_addr)``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,37 +24,13 @@ if str(TESTS / "collection") not in sys.path:
 
 from labfixture import REPO, control_files_config, lab_tool  # noqa: E402
 from nodeenv import wait_for  # noqa: E402
-from support.llm_server import ScriptedLLM, _Handler  # noqa: E402
+from support.llm_server import ScriptedLLM  # noqa: E402
 
 OPENCODE_START_GRACE = 10  # seconds the health check leaves a starting opencode serve alone (lab setting)
-# The control side notices a dead link within a few seconds (the defaults, 5 s
-# pings and 12 s, are gentler on slow links).
+# The control side notices a dead link within a few seconds (quicker than the
+# router's defaults, 2 s pings and 6 s, which bench_detect.py measures).
 CONTROL_SETTINGS = {"ping_interval": 1.0, "dead_after": 4.0, "connect_timeout": 5.0, "backoff_max": 2.0,
                     "health_every": 0}
-
-
-class LabLLM(ScriptedLLM):
-    """The scripted LLM listening on this host's lab address (198.18.N.1), which the nodes reach."""
-
-    def __init__(self, host: str, default_reply: str = "ok") -> None:
-        super().__init__(default_reply)
-        self.host = host
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
-
-    def start(self) -> "LabLLM":
-        llm = self
-
-        class Handler(_Handler):
-            owner = llm
-
-        self._server = ThreadingHTTPServer((self.host, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="lab-llm", daemon=True)
-        self._thread.start()
-        return self
 
 
 @dataclass
@@ -184,7 +160,7 @@ def boot_lab(state: Path, ids: list[str], keep: bool = False) -> E2ELab:
     return lab
 
 
-def deploy(lab: E2ELab, llm: LabLLM, start_grace: float = OPENCODE_START_GRACE,
+def deploy(lab: E2ELab, llm: ScriptedLLM, start_grace: float = OPENCODE_START_GRACE,
            control_vars: dict[str, Any] | None = None) -> None:
     """site.yml with opencode on the nodes, its only provider the scripted LLM.
 
@@ -236,4 +212,4 @@ def poll(predicate: Callable[[], Any], timeout: float, what: str, interval: floa
     return wait_for(predicate, timeout, interval, what)
 
 
-__all__ = ["OPENCODE_START_GRACE", "REPO", "E2ELab", "LabLLM", "boot_lab", "control_config", "deploy", "poll"]
+__all__ = ["OPENCODE_START_GRACE", "REPO", "E2ELab", "boot_lab", "control_config", "deploy", "poll"]

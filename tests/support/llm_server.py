@@ -101,8 +101,11 @@ def message_text(msg: dict[str, Any]) -> str:
 
 
 class ScriptedLLM:
-    def __init__(self, default_reply: str = "ok") -> None:
+    def __init__(self, default_reply: str = "ok", host: str = "127.0.0.1") -> None:
+        """``host``: where it listens (the lab tests give this host's lab address, 198.18.N.1,
+        which the lab machines reach)."""
         self.default_reply = default_reply
+        self.host = host
         self._lock = threading.Lock()
         self._script: list[Any] = []
         self._release = threading.Event()
@@ -177,7 +180,7 @@ class ScriptedLLM:
     @property
     def url(self) -> str:
         """The base URL an OpenAI client takes (ends in /v1)."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        return f"http://{self.host}:{self.port}/v1"
 
     def start(self) -> "ScriptedLLM":
         llm = self
@@ -185,7 +188,7 @@ class ScriptedLLM:
         class Handler(_Handler):
             owner = llm
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((self.host, 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="scripted-llm", daemon=True)
         self._thread.start()
