@@ -68,7 +68,7 @@ def bot_orders(user: Any, proxy: Any, text_of: Callable[[int], str], n: int, war
 
 def fleet_orders(lab: BotLab, root: Path, n: int, warmup: int) -> list[float]:
     from galaxy_fleet.config import from_dict
-    from galaxy_fleet.control import Fleet
+    from galaxy_fleet.control.fleet import Fleet
 
     inventory = lab.control_dir / "inventory.yml"
     cfg = from_dict({"host": "bench", "spool_dir": str(root / "bench-spool"),

@@ -109,7 +109,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from galaxy_fleet.config import load
-    from galaxy_fleet.control import Fleet
+    from galaxy_fleet.control.fleet import Fleet
 
     root = Path(tempfile.mkdtemp(prefix="galaxy-bench-control-"))
     envs: list[NodeEnv] = []

@@ -50,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "files" / "galaxy" / "src"))  # also without `make deps`
 
-from galaxy_fleet.store import Store  # noqa: E402
+from galaxy_fleet.control.store import Store  # noqa: E402
 
 DAY = 86400.0
 USERS = ["alice", "bob", "carol", "dave", "erin"]

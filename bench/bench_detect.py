@@ -29,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lab_e2e"))
 
-from galaxy_fleet.router import RouterSettings  # noqa: E402
+from galaxy_fleet.control.router import RouterSettings  # noqa: E402
 from e2e import CONTROL_SETTINGS, E2ELab, boot_lab, control_config, deploy  # noqa: E402
 from support.llm_server import ScriptedLLM  # noqa: E402
 

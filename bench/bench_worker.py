@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from galaxy_fleet.config import load
-from galaxy_fleet.nodeapi import Node, new_order
+from galaxy_fleet.node.api import Node, new_order
 from benchlib import pct, rss_mb  # noqa: E402
 
 N_THROUGHPUT = int(os.environ.get("BENCH_ORDERS", "2000"))

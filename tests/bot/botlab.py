@@ -231,7 +231,7 @@ class BotLab:
         return self.emulator.user(user_id, **kwargs)
 
     def store(self) -> Any:
-        from galaxy_fleet.store import Store
+        from galaxy_fleet.control.store import Store
 
         return Store(self.store_path)
 

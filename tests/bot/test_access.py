@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from galaxy_fleet.bot_access import BotSettings, RateLimiter
+from galaxy_fleet.bot.access import BotSettings, RateLimiter
 from galaxy_fleet.config import ConfigError
 
 GROUPS = {"web": ["web1", "web2"], "db": ["db1"], "all": ["web1", "web2", "db1"]}
@@ -78,7 +78,7 @@ def test_flood_and_webhook_settings() -> None:
 
 
 def test_webhook_secret_check() -> None:
-    from galaxy_fleet.bot_access import check_webhook_secret
+    from galaxy_fleet.bot.access import check_webhook_secret
 
     assert check_webhook_secret("abc_DEF-123\n") == "abc_DEF-123"
     for bad in ("", "a b", "x" * 257, "é"):

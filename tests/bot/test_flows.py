@@ -63,8 +63,8 @@ def test_interrupted_order_offers_retry(make_lab: Callable[..., BotLab]) -> None
 
 
 def test_alerts_reach_the_chat_once_with_recovery(make_lab: Callable[..., BotLab]) -> None:
-    from galaxy_fleet import outbox
-    from galaxy_fleet.spool import Spool
+    from galaxy_fleet.node import outbox
+    from galaxy_fleet.node.spool import Spool
 
     lab = make_lab(ghost=False)
     emu = lab.emulator

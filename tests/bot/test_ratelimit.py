@@ -43,8 +43,8 @@ def assert_waited_out(calls: list[Call], retry_after: float) -> int:
 
 
 def test_alert_burst_arrives_once_in_order_despite_429(make_lab: Callable[..., BotLab]) -> None:
-    from galaxy_fleet import outbox
-    from galaxy_fleet.spool import Spool
+    from galaxy_fleet.node import outbox
+    from galaxy_fleet.node.spool import Spool
 
     lab = make_lab(ghost=False, alert_chats=[CAROL])
     emu = lab.emulator
@@ -130,8 +130,8 @@ def test_flood_limiter_orders_retries_and_gives_up() -> None:
 
     from telegram.error import RetryAfter
 
-    from galaxy_fleet.bot_access import FloodPolicy
-    from galaxy_fleet.bot_follow import flood_limiter
+    from galaxy_fleet.bot.access import FloodPolicy
+    from galaxy_fleet.bot.follow import flood_limiter
 
     async def go() -> None:
         from telegram.ext import BaseRateLimiter

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from galaxy_fleet import bot_render as r
+from galaxy_fleet.bot import render as r
 
 
 @dataclass

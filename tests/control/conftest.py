@@ -47,7 +47,7 @@ class LocalFleet:
 
     def fleet(self, **kw: Any):
         from galaxy_fleet.config import load
-        from galaxy_fleet.control import Fleet
+        from galaxy_fleet.control.fleet import Fleet
 
         fleet = Fleet(load(self.control_config), **kw)
         self._fleets.append(fleet)

@@ -175,7 +175,7 @@ def test_galaxy_send_cli(local_fleet):
 
 
 def test_inventory_resolution(tmp_path):
-    from galaxy_fleet import inventory
+    from galaxy_fleet.control import inventory
 
     path = tmp_path / "hosts.yml"
     path.write_text("""
@@ -206,7 +206,7 @@ all:
 
 
 def test_store_states_only_move_forward(tmp_path):
-    from galaxy_fleet.store import OrderRecord, Store
+    from galaxy_fleet.control.store import OrderRecord, Store
 
     store = Store(tmp_path / "s.db")
     store.add_order(OrderRecord(id="o1", host="web1", payload="x", state="received"))

@@ -92,7 +92,7 @@ class E2ELab:
     # -- the control side ----------------------------------------------------------
     def start_fleet(self, config_path: Path) -> None:
         from galaxy_fleet.config import load
-        from galaxy_fleet.control import Fleet
+        from galaxy_fleet.control.fleet import Fleet
 
         self.fleet = Fleet(load(config_path))
         self.fleet.subscribe(self._record)

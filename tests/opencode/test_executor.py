@@ -331,7 +331,7 @@ def test_health_without_the_credential_sees_the_server_answering(tmp_path, monke
     credential: a 401 proves the server is alive, so it is not reported wedged (and never
     restarted); a wrong password is a real failure."""
     from galaxy_fleet.config import load
-    from galaxy_fleet.health import DEFAULTS, check_opencode
+    from galaxy_fleet.node.health import DEFAULTS, check_opencode
 
     with ScriptedLLM() as llm, OpenCodeServer(llm.url, password="correct horse") as server:
         cfg_path = tmp_path / "config.yml"

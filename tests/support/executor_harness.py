@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from galaxy_fleet import executors
+from galaxy_fleet.node import executors
 from galaxy_fleet.config import Config
-from galaxy_fleet.executors import Result, RunContext
+from galaxy_fleet.node.executors import Result, RunContext
 from galaxy_fleet.order import Order, new_id
 
 

@@ -35,7 +35,7 @@ def _emit(args: argparse.Namespace, obj: Any, text: str) -> None:
 
 
 def _node(args: argparse.Namespace) -> Any:
-    from galaxy_fleet.nodeapi import Node
+    from galaxy_fleet.node.api import Node
 
     return Node(_config(args))
 
@@ -56,7 +56,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import logging
 
-    from galaxy_fleet.worker import Worker
+    from galaxy_fleet.node.worker import Worker
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
@@ -96,7 +96,7 @@ def _print_status(args: argparse.Namespace, status: dict[str, Any]) -> None:
 
 
 def cmd_order_submit(args: argparse.Namespace) -> int:
-    from galaxy_fleet.nodeapi import new_order
+    from galaxy_fleet.node.api import new_order
     from galaxy_fleet.order import OrderError
 
     node = _node(args)
@@ -118,7 +118,7 @@ def cmd_order_submit(args: argparse.Namespace) -> int:
 
 
 def _wait(args: argparse.Namespace, node: Any, order_id: str) -> int:
-    from galaxy_fleet.nodeapi import NotFound
+    from galaxy_fleet.node.api import NotFound
 
     try:
         status = node.wait(order_id, timeout=args.wait_timeout)
@@ -144,7 +144,7 @@ def _checked_id(order_id: str) -> str:
 
 
 def cmd_order_status(args: argparse.Namespace) -> int:
-    from galaxy_fleet.nodeapi import NotFound
+    from galaxy_fleet.node.api import NotFound
 
     try:
         status = _node(args).status(_checked_id(args.order_id), with_response=args.response)
@@ -165,7 +165,7 @@ def cmd_order_list(args: argparse.Namespace) -> int:
 
 
 def cmd_order_cancel(args: argparse.Namespace) -> int:
-    from galaxy_fleet.nodeapi import NotFound
+    from galaxy_fleet.node.api import NotFound
 
     try:
         status = _node(args).cancel(_checked_id(args.order_id), user=args.sender)
@@ -191,7 +191,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     store = config.section("control").get("store")
     own_log_only = args.local or args.verify or args.sum_cost or args.after is not None
     if store and Path(store).exists() and not own_log_only:
-        from galaxy_fleet import central
+        from galaxy_fleet.control import central
 
         return central.run(args, store)
     if args.completeness:
@@ -201,14 +201,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 # -- galaxy health ----------------------------------------------------------
 def cmd_health(args: argparse.Namespace) -> int:
-    from galaxy_fleet.health import main_health
+    from galaxy_fleet.node.health import main_health
 
     return main_health(_config(args), as_json=args.json, record_run=not args.no_record)
 
 
 # -- galaxy cleanup ----------------------------------------------------------------
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    from galaxy_fleet.retention import cleanup
+    from galaxy_fleet.node.retention import cleanup
 
     overrides = {k: v for k, v in (("orders_days", args.orders_days), ("audit_days", args.audit_days),
                                    ("quarantine_days", args.quarantine_days)) if v is not None}
@@ -225,7 +225,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 
 # -- galaxy remote ------------------------------------------------------------
 def cmd_remote(args: argparse.Namespace) -> int:
-    from galaxy_fleet.remote import main as remote_main
+    from galaxy_fleet.node.remote import main as remote_main
 
     return remote_main(_config(args))
 
@@ -234,8 +234,8 @@ def cmd_remote(args: argparse.Namespace) -> int:
 def cmd_send(args: argparse.Namespace) -> int:
     import time
 
-    from galaxy_fleet.control import Fleet, FleetEvent, TargetError
-    from galaxy_fleet.inventory import InventoryError
+    from galaxy_fleet.control.fleet import Fleet, FleetEvent, TargetError
+    from galaxy_fleet.control.inventory import InventoryError
 
     config = _config(args)
     if args.inventory:
@@ -287,7 +287,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 # -- galaxy bot ------------------------------------------------------------------
 def cmd_bot(args: argparse.Namespace) -> int:
-    from galaxy_fleet import bot
+    from galaxy_fleet.bot.app import app as bot
 
     return bot.run(args, _config(args))
 
@@ -301,7 +301,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 # -- galaxy mcp ----------------------------------------------------------------
 def cmd_mcp(args: argparse.Namespace) -> int:
-    from galaxy_fleet.mcp_server import run
+    from galaxy_fleet.control.mcp import run
 
     return run(args, _config(args))
 
@@ -311,11 +311,11 @@ def _check_sections(cfg: Any) -> None:
     """The control node's sections too, so a typo fails at deploy time, not at service start."""
     raw = cfg.raw
     if raw.get("control") is not None:
-        from galaxy_fleet.control import check_section
+        from galaxy_fleet.control.fleet import check_section
 
         check_section(cfg.section("control"))
     if raw.get("bot") is not None:
-        from galaxy_fleet.bot_access import BotSettings
+        from galaxy_fleet.bot.access import BotSettings
 
         BotSettings.from_section(cfg.section("bot"))
     if raw.get("dashboard") is not None:
@@ -323,11 +323,11 @@ def _check_sections(cfg: Any) -> None:
 
         settings.load(cfg, token=None)  # the token arrives as a credential at start, not now
     if raw.get("retention") is not None:
-        from galaxy_fleet.retention import settings as retention
+        from galaxy_fleet.node.retention import settings as retention
 
         retention(cfg)
     if raw.get("health") is not None:
-        from galaxy_fleet.health import DEFAULTS
+        from galaxy_fleet.node.health import DEFAULTS
 
         unknown = sorted(set(cfg.section("health")) - set(DEFAULTS))
         if unknown:
@@ -336,7 +336,7 @@ def _check_sections(cfg: Any) -> None:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from galaxy_fleet.config import ConfigError, load
-    from galaxy_fleet.executors import ExecutorError, build
+    from galaxy_fleet.node.executors import ExecutorError, build
 
     try:
         cfg = load(args.path)

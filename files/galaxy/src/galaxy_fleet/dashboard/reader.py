@@ -288,7 +288,7 @@ class StoreReader:
         and order as ``Store.events`` and `galaxy audit` on the control node.
 
         (store.events_query builds the SQL for both.)"""
-        from galaxy_fleet.store import events_query
+        from galaxy_fleet.control.store import events_query
 
         sql, args = events_query(host=host, severity=severity, type=type, order_id=order_id, user=user,
                                  since=since, until=until, limit=limit)

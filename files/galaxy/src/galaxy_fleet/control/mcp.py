@@ -78,7 +78,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
     import logging
     import sys
 
-    from galaxy_fleet.control import Fleet
+    from galaxy_fleet.control.fleet import Fleet
 
     # stdout is the protocol: logs go to stderr only
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

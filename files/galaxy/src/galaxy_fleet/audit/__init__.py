@@ -1392,6 +1392,3 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     return run(args, None)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,7 @@ import sys
 from collections import defaultdict
 from typing import Any
 
-from galaxy_fleet.store import Store
+from galaxy_fleet.control.store import Store
 
 TERMINAL_TYPES = {f"order_{s}" for s in ("done", "failed", "cancelled", "timed_out", "interrupted")}
 SEVERITIES = ("debug", "info", "warning", "error", "critical")

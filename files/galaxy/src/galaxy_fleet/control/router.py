@@ -22,7 +22,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from galaxy_fleet.inventory import Host
+from galaxy_fleet.control.inventory import Host
 
 log = logging.getLogger("galaxy.router")
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from galaxy_fleet.config import Config
 from galaxy_fleet.order import utcnow
-from galaxy_fleet.spool import Spool, read_json
+from galaxy_fleet.node.spool import Spool, read_json
 
 DEFAULTS: dict[str, Any] = {
     "disk_max_percent": 90,
@@ -255,8 +255,8 @@ def run_checks(config: Config) -> Report:
 
 def record(config: Config, report: Report) -> Check:
     """Audit the run, and alert when the node's state changed since the last run."""
-    from galaxy_fleet import outbox
-    from galaxy_fleet.worker import open_audit
+    from galaxy_fleet.node import outbox
+    from galaxy_fleet.node.worker import open_audit
 
     spool = Spool(config.spool_dir)
     failing = [c.name for c in report.checks if not c.ok]
@@ -358,8 +358,8 @@ def recover(config: Config, report: Report) -> list[Check]:
         os.kill(pid, signal.SIGKILL)
     except OSError as exc:
         return [Check("opencode_restart", False, f"cannot restart opencode serve (pid {pid}): {exc.strerror}")]
-    from galaxy_fleet import outbox
-    from galaxy_fleet.worker import open_audit
+    from galaxy_fleet.node import outbox
+    from galaxy_fleet.node.worker import open_audit
 
     audit = open_audit(config)
     audit.append("opencode_restarted", severity="warning", message=reason, pid=pid)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from galaxy_fleet.order import new_id, utcnow
-from galaxy_fleet.spool import Spool
+from galaxy_fleet.node.spool import Spool
 
 ALERT_TYPE = "galaxy_alert"
 
@@ -24,7 +24,7 @@ def post(spool: Spool, host: str, kind: str, message: str, *, severity: str = "e
 
 def pending(spool: Spool) -> list[dict[str, Any]]:
     """Alerts not yet delivered, oldest first (unreadable files are skipped)."""
-    from galaxy_fleet.spool import read_json
+    from galaxy_fleet.node.spool import read_json
 
     alerts = []
     for path in sorted(spool.outbox.glob("*.json")):

@@ -43,7 +43,7 @@ class RemoteError(Exception):
 
 class RemoteServer:
     def __init__(self, config: Config, rfile: IO[bytes], wfile: IO[bytes]):
-        from galaxy_fleet.nodeapi import Node
+        from galaxy_fleet.node.api import Node
 
         self.config = config
         self.node = Node(config)
@@ -140,7 +140,7 @@ class RemoteServer:
         return self.node.list(limit=int(req.get("limit", 20)), state=req.get("state"))
 
     def op_health(self, req: dict[str, Any]) -> dict[str, Any]:
-        from galaxy_fleet.health import run_checks
+        from galaxy_fleet.node.health import run_checks
 
         return run_checks(self.config).to_dict()
 
@@ -157,7 +157,7 @@ class RemoteServer:
         return out
 
     def op_ack_alert(self, req: dict[str, Any]) -> dict[str, Any]:
-        from galaxy_fleet import outbox
+        from galaxy_fleet.node import outbox
         from galaxy_fleet.order import check_name
 
         return {"removed": outbox.ack(self.node.spool, check_name("alert id", _str(req, "alert_id")))}
@@ -182,9 +182,9 @@ class RemoteServer:
 
     # -- the event stream ----------------------------------------------------
     def _stream_events(self, after: int) -> None:
-        from galaxy_fleet import outbox
+        from galaxy_fleet.node import outbox
         from galaxy_fleet.audit import query
-        from galaxy_fleet.watch import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Watcher
+        from galaxy_fleet.node.watch import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Watcher
 
         wake = threading.Event()
         outbox_dir = os.fspath(self.node.spool.outbox)
@@ -239,7 +239,7 @@ class RemoteServer:
 
     def _push_heartbeat(self) -> None:
         """The worker's heartbeat, so the control node notices a silent worker within seconds."""
-        from galaxy_fleet.spool import read_json
+        from galaxy_fleet.node.spool import read_json
 
         try:
             hb = read_json(self.node.spool.state / "heartbeat.json")

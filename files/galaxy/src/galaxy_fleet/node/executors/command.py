@@ -14,7 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from galaxy_fleet.executors import Executor, ExecutorError, Result, RunContext, cap_text
+from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, cap_text
 from galaxy_fleet.order import DONE, FAILED
 
 if TYPE_CHECKING:

@@ -46,7 +46,7 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from galaxy_fleet.executors import Executor, ExecutorError, Result, RunContext, cap_text
+from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, cap_text
 from galaxy_fleet.order import DONE, FAILED
 
 if TYPE_CHECKING:

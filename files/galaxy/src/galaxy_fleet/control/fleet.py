@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from galaxy_fleet import inventory as inv
+from galaxy_fleet.control import inventory as inv
 from galaxy_fleet.config import Config, ConfigError
-from galaxy_fleet.inventory import TargetError
+from galaxy_fleet.control.inventory import TargetError
 from galaxy_fleet.order import TERMINAL, new_id, utcnow
-from galaxy_fleet.router import NodeError, NodeUnavailable, Router, RouterSettings
-from galaxy_fleet.store import OrderRecord, Store
+from galaxy_fleet.control.router import NodeError, NodeUnavailable, Router, RouterSettings
+from galaxy_fleet.control.store import OrderRecord, Store
 
 __all__ = ["Fleet", "FleetEvent", "OrderRecord", "TargetError", "NodeUnavailable", "NodeError"]
 
@@ -293,7 +293,7 @@ class Fleet:
         its own hash-chained log and into the central store, so fleet-wide queries
         and the dashboard see it."""
         if self._audit is None:
-            from galaxy_fleet.worker import open_audit
+            from galaxy_fleet.node.worker import open_audit
 
             self._audit = open_audit(self.config)
         event = self._audit.append(type, **fields)

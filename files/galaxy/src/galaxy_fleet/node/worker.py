@@ -18,15 +18,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from galaxy_fleet import __version__, outbox, sdnotify
+from galaxy_fleet import __version__, sdnotify
+from galaxy_fleet.node import outbox
 from galaxy_fleet.audit import AuditLog
 from galaxy_fleet.config import Config
-from galaxy_fleet.executors import Executor, ExecutorError, Result, RunContext, build
+from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, build
 from galaxy_fleet.order import (
     CANCELLED, DELIVERED, DONE, FAILED, INTERRUPTED, TERMINAL,
     Order, OrderError, from_dict, parse, pid_alive, sort_key, utcnow,
 )
-from galaxy_fleet.spool import Claim, Spool, SpoolFull, read_json, write_json
+from galaxy_fleet.node.spool import Claim, Spool, SpoolFull, read_json, write_json
 
 log = logging.getLogger("galaxy.worker")
 
@@ -478,7 +479,7 @@ class Worker:
         return beat
 
     def start(self) -> None:
-        from galaxy_fleet.watch import Watcher
+        from galaxy_fleet.node.watch import Watcher
 
         previous = self._previous_run()
         recovered = self.recover()

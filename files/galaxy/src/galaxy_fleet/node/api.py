@@ -13,11 +13,11 @@ from typing import Any
 
 from galaxy_fleet.audit import AuditLog
 from galaxy_fleet.config import Config
-from galaxy_fleet.executors import Result
+from galaxy_fleet.node.executors import Result
 from galaxy_fleet.order import (
     CANCELLED, QUEUED, RUNNING, TERMINAL, Order, OrderError, from_dict, new_id, utcnow,
 )
-from galaxy_fleet.spool import Spool, read_json
+from galaxy_fleet.node.spool import Spool, read_json
 
 
 class NotFound(LookupError):
@@ -33,7 +33,7 @@ class Node:
     @property
     def audit(self) -> AuditLog:
         if self._audit is None:
-            from galaxy_fleet.worker import open_audit
+            from galaxy_fleet.node.worker import open_audit
 
             self._audit = open_audit(self.config)
         return self._audit
@@ -118,7 +118,7 @@ class Node:
         status = self.status(order_id, with_response=True)
         if status.get("state") in TERMINAL:
             return status
-        from galaxy_fleet.watch import IN_MOVED_TO, Watcher
+        from galaxy_fleet.node.watch import IN_MOVED_TO, Watcher
 
         done = threading.Event()
         target = f"{order_id}.json"
@@ -169,7 +169,7 @@ class Node:
         through state/cancel/<id> (the worker stops it within about a second).
         """
         from galaxy_fleet.order import check_name
-        from galaxy_fleet.worker import finish
+        from galaxy_fleet.node.worker import finish
 
         check_name("order id", order_id)
         status = self.status(order_id)

@@ -2,7 +2,7 @@
 
 One ``Application``, one handler per command, an error handler that logs
 ``exc_info``, periodic work on the ``JobQueue``. The bot talks to the fleet
-only through ``galaxy_fleet.control.Fleet``. This module holds the
+only through ``galaxy_fleet.control.fleet.Fleet``. This module holds the
 application, the commands and the buttons; bot_follow.py follows the orders
 (one status message each, edited as the order moves; the answer as a reply,
 split or as a document; delivery bookkeeping across restarts) and the
@@ -43,10 +43,10 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from galaxy_fleet import bot_render as render
-from galaxy_fleet.bot_access import (WEBHOOK_SECRET_CREDENTIAL, WEBHOOK_SECRET_ENV, BotSettings, RateLimiter,
+from galaxy_fleet.bot import render
+from galaxy_fleet.bot.access import (WEBHOOK_SECRET_CREDENTIAL, WEBHOOK_SECRET_ENV, BotSettings, RateLimiter,
                                      check_webhook_secret)
-from galaxy_fleet.bot_follow import Follower, flood_limiter
+from galaxy_fleet.bot.follow import Follower, flood_limiter
 
 if TYPE_CHECKING:
     import argparse
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from telegram.ext import Application, ContextTypes
 
     from galaxy_fleet.config import Config
-    from galaxy_fleet.control import Fleet
+    from galaxy_fleet.control.fleet import Fleet
 
 log = logging.getLogger("galaxy.bot")
 
@@ -474,7 +474,7 @@ class GalaxyBot(Follower):
     async def _checked_submit(self, user_id: int, user: str, chat_id: int, spec: str, payload: str, *,
                               reply_to: int | None = None, status_message_id: int | None = None,
                               confirmed: bool = False, extra: dict[str, Any] | None = None) -> None:
-        from galaxy_fleet.control import TargetError
+        from galaxy_fleet.control.fleet import TargetError
 
         async def say(text: str) -> None:
             if status_message_id is not None:
@@ -503,7 +503,7 @@ class GalaxyBot(Follower):
 
     async def _submit(self, user: str, chat_id: int, spec: str, payload: str, *, reply_to: int | None = None,
                       status_message_id: int | None = None, extra: dict[str, Any] | None = None) -> None:
-        from galaxy_fleet.control import TargetError
+        from galaxy_fleet.control.fleet import TargetError
 
         if status_message_id is None:
             status = await self._send(chat_id, f"📨 Sending to <b>{render.esc(spec)}</b>…\n"
@@ -624,7 +624,7 @@ class GalaxyBot(Follower):
         await self._reply(update, await self._cancel([rec], self._user_name(user)))
 
     async def _cancel(self, records: list[Any], user: str) -> str:
-        from galaxy_fleet.control import NodeUnavailable
+        from galaxy_fleet.control.fleet import NodeUnavailable
 
         lines = []
         for rec in records:
@@ -674,7 +674,7 @@ class GalaxyBot(Follower):
                                    extra={k: v for k, v in extra.items() if v is not None})
 
     async def cmd_health(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
-        from galaxy_fleet.control import TargetError
+        from galaxy_fleet.control.fleet import TargetError
 
         if not await self._admit(update, "/health"):
             return
@@ -738,7 +738,7 @@ class GalaxyBot(Follower):
         return filters
 
     async def cmd_audit(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
-        from galaxy_fleet.control import TargetError
+        from galaxy_fleet.control.fleet import TargetError
 
         if not await self._admit(update, "/audit"):
             return
@@ -765,7 +765,7 @@ class GalaxyBot(Follower):
         await self._reply(update, render.audit_text(events))
 
     async def cmd_new(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
-        from galaxy_fleet.control import TargetError
+        from galaxy_fleet.control.fleet import TargetError
 
         if not await self._admit(update, "/new"):
             return
@@ -910,7 +910,7 @@ def run(args: "argparse.Namespace", config: "Config") -> int:
         if not settings.webhook.public_url.startswith("https://"):
             log.warning("bot.webhook.public_url is not https: Telegram only calls https URLs "
                         "(ports 443, 80, 88 or 8443)")
-    from galaxy_fleet.control import Fleet
+    from galaxy_fleet.control.fleet import Fleet
 
     try:
         fleet = Fleet(config)

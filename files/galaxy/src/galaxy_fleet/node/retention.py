@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from galaxy_fleet.config import Config
-from galaxy_fleet.spool import Spool
+from galaxy_fleet.node.spool import Spool
 
 DEFAULTS = {"orders_days": 30.0, "quarantine_days": 90.0, "audit_days": 365.0}
 
@@ -76,7 +76,7 @@ def cleanup(config: Config, *, dry_run: bool = False, now: float | None = None,
             drop(seg)
             removed["audit_segments"] += 1
     if not dry_run:
-        from galaxy_fleet.worker import open_audit
+        from galaxy_fleet.node.worker import open_audit
 
         audit = open_audit(config)
         audit.append("cleanup", message=f"removed {removed['orders']} finished orders, {removed['quarantine']} "

@@ -27,7 +27,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
-from galaxy_fleet import bot_render as render
+from galaxy_fleet.bot import render
 
 if TYPE_CHECKING:
     from telegram import Message
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
     from telegram.ext import BaseRateLimiter
 
-    from galaxy_fleet.bot_access import BotSettings, FloodPolicy
-    from galaxy_fleet.control import Fleet, FleetEvent
+    from galaxy_fleet.bot.access import BotSettings, FloodPolicy
+    from galaxy_fleet.control.fleet import Fleet, FleetEvent
 
 log = logging.getLogger("galaxy.bot")
 
@@ -293,7 +293,7 @@ class Follower:
             await self._refresh(tracker)
             return
         await self._refresh(tracker)
-        from galaxy_fleet.control import FleetEvent
+        from galaxy_fleet.control.fleet import FleetEvent
 
         for rec in todo:
             tracker.delivered[rec.id] = (rec.state, rec.finished)

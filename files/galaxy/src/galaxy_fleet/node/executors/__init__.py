@@ -106,11 +106,11 @@ class Executor:
 
 
 def _types() -> dict[str, type[Executor]]:
-    from galaxy_fleet.executors.command import CommandExecutor, ShellExecutor
+    from galaxy_fleet.node.executors.command import CommandExecutor, ShellExecutor
 
     types: dict[str, type[Executor]] = {"command": CommandExecutor, "shell": ShellExecutor}
     try:
-        from galaxy_fleet.executors.opencode import OpenCodeExecutor
+        from galaxy_fleet.node.executors.opencode import OpenCodeExecutor
     except ImportError:  # pragma: no cover - the opencode module ships with the package
         pass
     else:
