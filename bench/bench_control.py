@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Routing overhead of the control plane (issue 4), against Ansible's ad-hoc command.
+"""Routing overhead of the control plane, against Ansible's ad-hoc command.
 
 Galaxy: the Fleet (router + store) sends a no-op order (`/bin/true`) to a node
 over the persistent connection to its `galaxy remote` and waits for the answer

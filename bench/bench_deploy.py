@@ -128,7 +128,7 @@ def main() -> int:
         print(f"ansible web1 -m command -a 'echo hi':    {a:6.2f} s   (median of 3; baseline)")
         print(f"playbooks/order.yml (uptime, shell):     {o:6.2f} s   (median of 3); ratio {o / a:.2f}x the baseline")
 
-        # opencode itself arrives with its own issue: to score the unit, web2 gets it
+        # opencode is installed separately: to score the unit, web2 gets it
         # with a stand-in program (the unit's sandbox is what is measured).
         playbook("site.yml", "--limit", "web2", "-e", "galaxy_node_opencode_enabled=true",
                  "-e", "galaxy_node_opencode_install=none", "-e", "galaxy_node_opencode_bin=/bin/sleep")

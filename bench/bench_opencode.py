@@ -9,7 +9,7 @@ One scripted LLM, one `opencode serve`, one prompt, all in the same run:
   raw HTTP      the thinnest client of the same server: POST /session, then
                 the blocking POST /session/{id}/message (one loopback round
                 trip on top of opencode's own time)
-  run --attach  `opencode run --attach URL "prompt"` (the seed's way)
+  run --attach  `opencode run --attach URL "prompt"` (what a shell script would do)
   run           `opencode run "prompt"` standalone (starts its own server)
 
 Phase 1 interleaves the three HTTP clients (they cost ~0.1 s each, so they

@@ -1,15 +1,15 @@
 #!/usr/bin/env python3
-"""Throughput, latency and memory of one node's worker, against the seed's design.
+"""Throughput, latency and memory of one node's worker, against a polling design.
 
 Galaxy: `galaxy worker` (inotify, durable writes on) with a no-op `command`
 executor (/bin/true), 1 and 2 runners.
-Baseline, same run: the seed's design, a loop that lists the orders directory
+Baseline, same run: the classic single-host design, a loop that lists the orders directory
 every 5 s and runs what it finds, with the same executor and the same
 response files.
 
 Prints orders/s, submit-to-response and pickup latency (p50/p99), cancel
 latency and the worker's resident memory idle and under load.
-Targets (issue 2): pickup p50 < 10 ms, >= 300 orders/s, RSS < 50 MB.
+Targets: pickup p50 < 10 ms, >= 300 orders/s, RSS < 50 MB.
 """
 
 from __future__ import annotations
@@ -119,8 +119,8 @@ def latency() -> dict[str, float]:
         env.stop()
 
 
-def seed_baseline() -> dict[str, float]:
-    """The seed's design: poll the orders directory every 5 s, same executor and files."""
+def polling_baseline() -> dict[str, float]:
+    """The classic single-host design: poll the orders directory every 5 s, same executor and files."""
     env = Env(1)
     spool = env.node.spool
     stop = threading.Event()
@@ -171,14 +171,14 @@ def main() -> int:
     t1 = throughput(1)
     t2 = throughput(2)
     lat = latency()
-    base = seed_baseline()
+    base = polling_baseline()
     print(f"throughput, 1 runner : {t1['orders_per_s']:8.1f} orders/s  (peak RSS {t1['rss_load_mb']:.1f} MB)")
     print(f"throughput, 2 runners: {t2['orders_per_s']:8.1f} orders/s  (peak RSS {t2['rss_load_mb']:.1f} MB)")
     print(f"submit->response     : p50 {lat['e2e_p50_ms']:.2f} ms  p99 {lat['e2e_p99_ms']:.2f} ms")
     print(f"pickup (file->claim) : p50 {lat['pickup_p50_ms']:.2f} ms  p99 {lat['pickup_p99_ms']:.2f} ms")
     print(f"cancel running order : max {lat['cancel_max_s']:.3f} s over 5")
     print(f"worker RSS idle      : {lat['rss_idle_mb']:.1f} MB")
-    print(f"baseline (seed, 5 s poll): pickup p50 {base['pickup_p50_ms']:.0f} ms  p99 {base['pickup_p99_ms']:.0f} ms,"
+    print(f"baseline (5 s poll): pickup p50 {base['pickup_p50_ms']:.0f} ms  p99 {base['pickup_p99_ms']:.0f} ms,"
           f" burst {base['orders_per_s']:.1f} orders/s")
     print(f"ratio pickup p50 baseline/galaxy: {base['pickup_p50_ms'] / max(lat['pickup_p50_ms'], 1e-3):.0f}x")
     print(f"ratio throughput galaxy(1 runner)/baseline: {t1['orders_per_s'] / base['orders_per_s']:.1f}x")

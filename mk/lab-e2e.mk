@@ -1,5 +1,5 @@
 # End to end on the lab: opencode on the nodes, orders over the control node's
-# routing key, the failure drills of issue 6, and the detection benchmark.
+# routing key, the failure drills, and the detection benchmark.
 #
 #   make test-lab-e2e     tests/lab_e2e (a lab of its own, torn down after)
 #   make bench-detect     kill -9 / network cut -> alert at control, and recovery

@@ -16,7 +16,7 @@ NAMESPACE, NAME = "galaxy_protocol", "fleet"
 # What a copy of the collection for the linters holds: the collection's own
 # content (the runtime's source in files/ has its own tests and linters).
 CONTENT = ("galaxy.yml", "meta", "plugins", "roles", "playbooks", "changelogs", "docs", "README.md",
-           "inventory/example", "tests/unit", "tests/sanity", "tests/collection")
+           "inventory/example", "tests/unit", "tests/sanity", "tests/collection", ".config")
 
 
 def tool(name: str) -> str:

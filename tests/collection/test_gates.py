@@ -9,19 +9,19 @@ import tarfile
 from collection import BIN, REPO, ansible_env, collection_copy, run, tool
 
 YAML_PATHS = ["galaxy.yml", "meta", "roles", "playbooks", "molecule", "inventory/example", "changelogs",
-              "plugins/filter", "tests/collection"]
+              "plugins/filter", "tests/collection", ".config"]
 MODULES = ("order", "health", "audit")
 ROLES = ("node", "control")
 
 
 def test_yamllint():
-    cp = run([tool("yamllint"), "--strict", "-c", "tests/collection/yamllint.yml", *YAML_PATHS])
+    cp = run([tool("yamllint"), "--strict", "-c", ".config/yamllint.yml", *YAML_PATHS])
     assert cp.returncode == 0, cp.stdout + cp.stderr
 
 
 def test_ansible_lint_production_profile(tmp_path):
     copy = collection_copy(tmp_path)
-    cp = run([tool("ansible-lint"), "--nocolor", "--profile", "production", "-c", "tests/collection/ansible-lint.yml"],
+    cp = run([tool("ansible-lint"), "--nocolor", "--profile", "production", "-c", ".config/ansible-lint.yml"],
              cwd=copy, env=ansible_env(ANSIBLE_COLLECTIONS_PATH=str(tmp_path), HOME=str(tmp_path / "home")),
              timeout=600)
     assert cp.returncode == 0, cp.stdout + cp.stderr

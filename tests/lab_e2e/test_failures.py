@@ -1,4 +1,4 @@
-"""Failure drills on the lab (issue 6): each failure is detected, alerted to the
+"""Failure drills on the lab: each failure is detected, alerted to the
 control side, recovered and audited; orders work afterwards.
 
 The control side is the Fleet of the ``e2e`` fixture (this host, the control

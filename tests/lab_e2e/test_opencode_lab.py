@@ -1,5 +1,5 @@
-"""An order from the control side reaches a real opencode serve on a lab node
-(issue 5): answer, progress, tokens and cost come back; the session continues."""
+"""An order from the control side reaches a real opencode serve on a lab node:
+answer, progress, tokens and cost come back; the session continues."""
 
 from __future__ import annotations
 
