@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help deps host-deps test test-runtime bench demo clean
+.PHONY: help deps host-deps lint test test-runtime bench demo clean
 
 help:
 	@echo "make demo   - bring up a local lab fleet, deploy Galaxy and run orders on it"
@@ -28,7 +28,11 @@ deps: .stamps/venv
 	$(PY) -m pip install --quiet -e 'files/galaxy[control]' -r requirements-dev.txt
 	@mkdir -p .stamps && touch $@
 
-test: deps
+# The gates on the runtime package: ruff (lint and format) and mypy, configured in its pyproject.toml.
+lint: deps
+	cd files/galaxy && $(VENV)/bin/ruff check src && $(VENV)/bin/ruff format --check src && $(VENV)/bin/mypy
+
+test: deps lint
 	$(PY) -m pytest $(PYTEST_ARGS) tests
 
 test-runtime: deps
