@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from galaxy_fleet import audit
-from galaxy_fleet.audit import AuditError, AuditLog
+from galaxy_fleet.audit import AuditError, AuditLog, chain, segments
 
 SRC = Path(audit.__file__).resolve().parents[1]
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -345,7 +345,7 @@ def test_torn_last_line_is_reported_as_torn_and_repaired_by_the_next_append(tmp_
     path = tmp_path / "audit.jsonl"
     events = fill(path, 10)
     whole = path.read_bytes()
-    next_line = audit._seal(audit._fields(audit._now(), 11, "web1", "order_running", "info", None, None,
+    next_line = chain._seal(chain._fields(chain._now(), 11, "web1", "order_running", "info", None, None,
                                           "half written", {}), events[-1]["hash"])[0]
     with open(path, "ab") as f:  # what a writer killed in the middle of write() leaves
         f.write(next_line[:37])
@@ -447,7 +447,7 @@ def test_rotation_keeps_working_after_an_interrupted_rotation(tmp_path: Path) ->
     path = tmp_path / "audit.jsonl"
     events = fill(path, 12)
     # A rotator that died right after moving the live file away (before the new one appeared):
-    os.rename(path, tmp_path / audit._segment_name(str(path), 1, 12))
+    os.rename(path, tmp_path / segments._segment_name(str(path), 1, 12))
     log = AuditLog(path, "web1")
     new = log.append("order_received")
     log.close()
@@ -670,7 +670,7 @@ def test_a_listing_that_misses_a_segment_being_compressed_is_taken_again(tmp_pat
         found = real_listdir(directory)
         return [n for n in found if n != victim] if calls["n"] == 1 else found
 
-    monkeypatch.setattr(audit.os, "listdir", racy_listdir)
+    monkeypatch.setattr(segments.os, "listdir", racy_listdir)
     seqs = [e["seq"] for e in audit.query(path, limit=None)]
     assert seqs == list(range(1, len(seqs) + 1)) and calls["n"] >= 2
     calls["n"] = 0

@@ -293,7 +293,7 @@ class Fleet:
         its own hash-chained log and into the central store, so fleet-wide queries
         and the dashboard see it."""
         if self._audit is None:
-            from galaxy_fleet.node.worker import open_audit
+            from galaxy_fleet.audit import open_audit
 
             self._audit = open_audit(self.config)
         event = self._audit.append(type, **fields)
