@@ -64,7 +64,8 @@ def test_append_writes_canonical_hash_chained_lines(tmp_path: Path) -> None:
     raw = lines(path)
     assert len(raw) == 2
     assert list(first) == ["ts", "seq", "host", "type", "severity", "order_id", "user", "message",
-                           "executor", "payload", "prev", "hash"]
+                           "executor", "log_id", "payload", "prev", "hash"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first["log_id"]) and "log_id" not in second
     assert json.loads(raw[0]) == first and json.loads(raw[1]) == second
     assert TS_RE.match(first["ts"])
     assert (first["seq"], second["seq"]) == (1, 2)

@@ -21,6 +21,15 @@ Cursor
     the cursor: ``query(after=N)`` returns the events with ``seq > N``, oldest
     first, so a reader resumes by passing back the last seq it saw.
 
+Identity
+    The first event of a log carries ``log_id``, a random identity made with
+    the log, and so does every ``audit_rotated`` event (each live file opens
+    with one). ``log_identity()`` reads it from the live file's first line. A
+    control node that stored a node's events compares the identity and its
+    stored copy of the event at its cursor with the node's on every connect:
+    a log that was reset, truncated or rewritten and re-sealed is told apart
+    from the one it streamed, though each verifies on its own.
+
 Concurrency and crashes
     Writers (worker threads, ``galaxy order submit``, the health check) take
     ``flock`` on ``<log>.lock`` for each append: rotation replaces the live
@@ -68,9 +77,10 @@ from __future__ import annotations
 from galaxy_fleet.audit.chain import MAX_MESSAGE, SEVERITIES, AuditError, event_hash
 from galaxy_fleet.audit.cli import add_arguments, main, run
 from galaxy_fleet.audit.query import COST_TYPES, format_event, parse_time, query, sum_cost
+from galaxy_fleet.audit.segments import log_identity
 from galaxy_fleet.audit.verify import VerifyReport, verify, verify_since
 from galaxy_fleet.audit.writer import AuditLog, compress_segments, open_audit
 
 __all__ = ["COST_TYPES", "MAX_MESSAGE", "SEVERITIES", "AuditError", "AuditLog", "VerifyReport", "add_arguments",
-           "compress_segments", "event_hash", "format_event", "main", "open_audit", "parse_time", "query", "run",
+           "compress_segments", "event_hash", "format_event", "log_identity", "main", "open_audit", "parse_time", "query", "run",
            "sum_cost", "verify", "verify_since"]

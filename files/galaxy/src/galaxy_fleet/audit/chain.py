@@ -8,6 +8,7 @@ Stdlib only; hashlib is imported on first use (queries never need it).
 from __future__ import annotations
 
 import json
+import os
 import time
 
 TYPE_CHECKING = False
@@ -19,6 +20,9 @@ CORE_FIELDS = ("ts", "seq", "host", "type", "severity", "order_id", "user", "mes
 RESERVED = frozenset(CORE_FIELDS + ("prev", "hash"))
 ROTATED = "audit_rotated"
 REPAIRED = "audit_repaired"
+# The identity of a log: random, made with its first event and carried by it and by every
+# audit_rotated event (which opens each live file), so a reader can tell a log from its replacement.
+LOG_ID = "log_id"
 
 MAX_MESSAGE = 8192  # characters; longer messages are cut (data fields are not)
 
@@ -126,3 +130,19 @@ def event_hash(event: dict) -> str:
     fields = _fields(event["ts"], event["seq"], event["host"], event["type"], event["severity"],
                      event.get("order_id"), event.get("user"), event.get("message", ""), data)
     return _seal(fields, event.get("prev"))[1]
+
+
+def new_log_id() -> str:
+    return os.urandom(16).hex()
+
+
+def log_id_of(line: bytes) -> str | None:
+    """The log identity an event line carries (the first event of a log and each audit_rotated do)."""
+    if b'"log_id":"' not in line:
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    value = event.get(LOG_ID) if isinstance(event, dict) else None
+    return value if isinstance(value, str) else None

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 
-from galaxy_fleet.audit.chain import _hash_of, _seq_of
+from galaxy_fleet.audit.chain import _hash_of, _seq_of, log_id_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any, Iterator
 
 _BLOCK = 64 * 1024  # first backward read; doubles up to _MAX_BLOCK
@@ -189,3 +190,38 @@ def _chunks_backward(src: int | bytes, size: int) -> Iterator[tuple[Any, int, in
             pos = 0
         yield buf, lo, hi
         block = min(block * 2, _MAX_BLOCK)
+
+
+def _first_line(fd: int) -> bytes:
+    """The first complete line of an open file, without its newline (b"" if there is none)."""
+    buf, block = b"", 4096
+    while True:
+        chunk = os.pread(fd, block, len(buf))
+        if not chunk:
+            return b""
+        buf += chunk
+        k = buf.find(b"\n")
+        if k >= 0:
+            return buf[:k]
+        block = min(block * 2, _MAX_BLOCK)
+
+
+def log_identity(path: str | os.PathLike[str] | Path) -> str | None:
+    """The ``log_id`` of the log at ``path``: from the live file's first event (the log's first
+    event, or the audit_rotated that opens every live file), or from the newest segment when
+    there is no live file; None for a log written before logs had an identity."""
+    p = os.fspath(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        fd = None
+    if fd is not None:
+        try:
+            line = _first_line(fd)
+        finally:
+            os.close(fd)
+        if line:
+            return log_id_of(line)
+    segs = _segments(p)
+    data = _read_segment(segs[-1]) if segs else None
+    return log_id_of(data[:data.find(b"\n")]) if data else None

@@ -11,9 +11,9 @@ import json
 import os
 import time
 
-from galaxy_fleet.audit.chain import (MAX_MESSAGE, REPAIRED, RESERVED, ROTATED, SEVERITIES, AuditError, _fields,
-                                      _now, _seal, _seq_of, _sha256)
-from galaxy_fleet.audit.segments import (_BLOCK, _fsync_dir, _last_event, _read_segment, _segment_name, _segments,
+from galaxy_fleet.audit.chain import (LOG_ID, MAX_MESSAGE, REPAIRED, RESERVED, ROTATED, SEVERITIES, AuditError,
+                                      _fields, _now, _seal, _seq_of, _sha256, log_id_of, new_log_id)
+from galaxy_fleet.audit.segments import (_BLOCK, _first_line, _fsync_dir, _last_event, _read_segment, _segment_name, _segments,
                                          _unlink_quietly, _write_all)
 
 TYPE_CHECKING = False
@@ -128,7 +128,7 @@ class AuditLog:
         message = "" if message is None else str(message)
         if len(message) > MAX_MESSAGE:
             message = message[:MAX_MESSAGE] + "…[truncated]"
-        bad = RESERVED.intersection(data)
+        bad = RESERVED.intersection(data) | ({LOG_ID} & data.keys())
         if bad:
             raise AuditError(f"data field names clash with event fields: {', '.join(sorted(bad))}")
         rotated = False
@@ -136,6 +136,8 @@ class AuditLog:
             self._flock()
             try:
                 fd = self._current()
+                if self._seq == 0:  # the first event of a new log carries its identity
+                    data = {**data, LOG_ID: new_log_id()}
                 try:
                     line, digest = _seal(_fields(_now(), self._seq + 1, self.host, type, severity,
                                                  order_id, user, message, data), self._hash)
@@ -257,10 +259,12 @@ class AuditLog:
                     self._seq, self._hash = tail
                 else:
                     self._seq = seg.last
+                log_id = log_id_of(data[:data.find(b"\n")]) if data else None
                 self._emit(fd, ROTATED, "warning",
                            f"started a new live file after {seg.name} (interrupted rotation?)",
                            {"segment": _segment_name(self._p, seg.first, seg.last),
-                            "first_seq": seg.first, "last_seq": seg.last, "resumed": True})
+                            "first_seq": seg.first, "last_seq": seg.last, "resumed": True,
+                            LOG_ID: log_id or new_log_id()})
         if torn:
             preview = torn[:200].decode("utf-8", "replace")
             self._emit(fd, REPAIRED, "warning",
@@ -269,6 +273,8 @@ class AuditLog:
                         "preview": preview})
 
     def _emit(self, fd: int, type: str, severity: str, message: str, data: dict[str, Any]) -> None:
+        if self._seq == 0:
+            data = {**data, LOG_ID: new_log_id()}
         line, digest = _seal(_fields(_now(), self._seq + 1, self.host, type, severity, None, None,
                                      message, data), self._hash)
         self._write(fd, line)
@@ -300,12 +306,15 @@ class AuditLog:
         Returns whether a segment was made.
         """
         assert self._fd is not None
-        first = _seq_of(os.pread(self._fd, 256, 0)) or 1
+        opening = _first_line(self._fd)
+        first = _seq_of(opening) or 1
         last = self._seq
         name = _segment_name(self._p, first, last)
+        # The new live file opens with the log's identity (a log older than identities gets one now).
+        log_id = log_id_of(opening) or new_log_id()
         line, digest = _seal(_fields(_now(), last + 1, self.host, ROTATED, "info", None, None,
                                      f"rotated events {first}..{last} into {name}.gz",
-                                     {"segment": name, "first_seq": first, "last_seq": last}),
+                                     {"segment": name, "first_seq": first, "last_seq": last, LOG_ID: log_id}),
                              self._hash)
         tmp = os.path.join(self._dir, f".{os.path.basename(self._p)}.rotate.tmp")
         try:
