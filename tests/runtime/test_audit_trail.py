@@ -461,6 +461,41 @@ def test_rotation_keeps_working_after_an_interrupted_rotation(tmp_path: Path) ->
     assert audit.compress_segments(path) and audit.verify(path).ok
 
 
+def test_log_identity_is_made_with_the_log_and_survives_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    assert audit.log_identity(path) is None  # no log yet
+    events = fill(path, 200, rotate_bytes=4096)
+    log_id = events[0]["log_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", log_id) and not any("log_id" in e for e in events[1:]
+                                                              if e["type"] != "audit_rotated")
+    rotated = audit.query(path, type="audit_rotated", limit=None)
+    assert len(rotated) > 3 and {e["log_id"] for e in rotated} == {log_id}
+    assert audit.log_identity(path) == log_id
+    audit.compress_segments(path)
+    for seg in sorted(tmp_path.glob("audit.jsonl.*.gz"))[:2]:
+        seg.unlink()  # retention removes the oldest segments, with the log's first event
+    assert audit.log_identity(path) == log_id and audit.verify(path).ok
+    # a live file lost in an interrupted rotation: the new one opens with the same identity
+    last = sorted(tmp_path.glob("audit.jsonl.*.gz"))[-1]
+    os.rename(path, tmp_path / f"{path.name}.{rotated[-1]['seq']:012d}-{newest(path):012d}")
+    assert audit.log_identity(path) == log_id  # read from the newest segment
+    log = AuditLog(path, "web1")
+    log.append("order_received")
+    log.close()
+    assert audit.query(path, type="audit_rotated", limit=1)[0]["log_id"] == log_id and last.exists()
+    assert audit.log_identity(path) == log_id and audit.verify(path).ok
+    # another log is another identity; callers cannot forge one
+    other = tmp_path / "other.jsonl"
+    with AuditLog(other, "web1") as log2:
+        assert log2.append("x")["log_id"] != log_id
+        with pytest.raises(AuditError, match="log_id"):
+            log2.append("y", log_id=log_id)
+
+
+def newest(path: Path) -> int:
+    return audit.query(path, limit=1)[-1]["seq"]
+
+
 def test_old_segments_removed_by_retention_still_verify(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     fill(path, 200, rotate_bytes=4096)
