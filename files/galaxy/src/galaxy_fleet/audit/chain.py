@@ -115,13 +115,16 @@ def _sha256_func() -> Callable[[bytes], Any]:
     return sha256
 
 
-def _sha256(data: bytes) -> Any:
+def _sha256_first(data: bytes) -> Any:
     """hashlib.sha256, imported on first use (queries never need it)."""
     global _sha256
     from hashlib import sha256
 
     _sha256 = sha256
     return sha256(data)
+
+
+_sha256: Callable[[bytes], Any] = _sha256_first
 
 
 def event_hash(event: dict) -> str:

@@ -15,7 +15,7 @@ from galaxy_fleet.audit.segments import _chunks_backward, _read_segment, _Segmen
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pathlib import Path
-    from typing import Any, Callable, Iterator
+    from typing import Any, Callable, Generator, Iterator
 
 # Events whose tokens_in/tokens_out/cost --sum-cost adds up: an order's final
 # event (the worker writes order_<final state>; tokens spent on a failed or
@@ -149,7 +149,7 @@ def _scan_chunk(buf: Any, lo: int, hi: int, filt: _Filter, emit: Callable[[bytes
                 found[i] = buf.rfind(needles[i], lo, start)
 
 
-def _sources(path: str) -> Iterator[tuple[str, Callable[[], Iterator[tuple[Any, int, int]]]]]:
+def _sources(path: str) -> Generator[tuple[str, Callable[[], Iterator[tuple[Any, int, int]]]], None, None]:
     """(name, chunk iterator factory) for the live file, then the segments, newest first."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -56,15 +56,18 @@ def _snapshot(path: str) -> tuple[int | None, int, list[_Segment]]:
         lock_fd = None  # no lock file (no writer yet) or not ours to open: read as is
     try:
         try:
-            fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            size = os.fstat(fd).st_size
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            fd, size = None, 0
-        live_first = _seq_of(os.pread(fd, 256, 0)) if fd is not None else None
-        return fd, size, _segments(path, live_first)
+            return None, 0, _segments(path, None)
+        size = os.fstat(fd).st_size
+        return fd, size, _segments(path, _seq_of(os.pread(fd, 256, 0)))
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
+
+
+def _slicer(data: bytes) -> Callable[[int, int], bytes]:
+    return lambda off, n: data[off:off + n]
 
 
 def _chunks_forward(read: Callable[[int, int], bytes], size: int,
@@ -223,9 +226,9 @@ def verify(path: Path) -> VerifyReport:
     The last event cannot be checked against anything after it; keep a copy of
     the newest hash elsewhere (the control node does) to detect a rewritten tail.
     """
-    path = os.fspath(path)
-    live = os.path.basename(path)
-    fd, size, segs = _snapshot(path)
+    p = os.fspath(path)
+    live = os.path.basename(p)
+    fd, size, segs = _snapshot(p)
     v = _Verifier()
     try:
         live_first = _seq_of(os.pread(fd, 256, 0)) if fd is not None else None
@@ -237,7 +240,7 @@ def verify(path: Path) -> VerifyReport:
             if data is None:
                 continue
             used_segments += 1
-            _verify_source(v, seg.name, lambda off, n, d=data: d[off:off + n], len(data), False)
+            _verify_source(v, seg.name, _slicer(data), len(data), False)
             del data
         if fd is not None and v.broken is None:
             _verify_source(v, live, lambda off, n: os.pread(fd, n, off), size, True)

@@ -128,12 +128,13 @@ class AuditLog:
         message = "" if message is None else str(message)
         if len(message) > MAX_MESSAGE:
             message = message[:MAX_MESSAGE] + "…[truncated]"
-        bad = RESERVED.intersection(data) | ({LOG_ID} & data.keys())
-        if bad:
+        bad = RESERVED.intersection(data)
+        if bad or LOG_ID in data:
+            bad = bad.union({LOG_ID} & data.keys())
             raise AuditError(f"data field names clash with event fields: {', '.join(sorted(bad))}")
         rotated = False
         with self._guard():
-            self._flock()
+            lock_fd = self._flock()
             try:
                 fd = self._current()
                 if self._seq == 0:  # the first event of a new log carries its identity
@@ -149,7 +150,7 @@ class AuditLog:
                 if self._size > self.rotate_bytes and time.monotonic() >= self._rotate_after:
                     rotated = self._rotate()
             finally:
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                fcntl.flock(lock_fd, fcntl.LOCK_UN)
             if rotated:
                 self._compress_in_background()
         return json.loads(line)
@@ -195,10 +196,11 @@ class AuditLog:
             self._compressors = []
         return self._mutex
 
-    def _flock(self) -> None:
+    def _flock(self) -> int:
         if self._lock_fd is None:
             self._lock_fd = os.open(self._lock_path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        return self._lock_fd
 
     def _current(self) -> int:
         """The fd of the live file, with _seq/_hash at its tail (lock held)."""
