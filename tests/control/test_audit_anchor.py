@@ -186,3 +186,39 @@ def test_events_deleted_after_the_cursor_are_a_broken_chain_not_a_reset(local_fl
     [after] = run_orders(fleet, 1, "after")
     assert fleet.order(after).state == "done"
     streamed_up(fleet, path)
+
+
+
+def test_segments_removed_before_control_read_them_are_a_gap_not_a_reset(local_fleet) -> None:
+    lf = local_fleet(["web1"])
+    lf.start_workers()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    path = log_path(lf)
+    run_orders(fleet, 1, "one")
+    streamed_up(fleet, path)
+    cursor = fleet.store.cursor("web1")[0]
+    held = len(fleet.audit("web1", limit=None))
+    fleet.stop()
+    # the node goes on writing while the control node is down, and its log rotates
+    log = audit.AuditLog(path, "web1", rotate_bytes=4096)
+    for i in range(60):
+        log.append("health_check", message="z" * 200, i=i)
+    log.close()
+    segments = sorted(p for p in path.parent.iterdir() if p.name.startswith("audit.jsonl.0"))
+    removed = [p for p in segments if int(p.name.split(".")[2].split("-")[0]) <= cursor + 1]
+    assert removed and len(removed) < len(segments)
+    for p in removed:
+        p.unlink()  # what retention does to old segments
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    [gap] = wait_for(lambda: [a for a in fleet.store.alerts() if a["kind"] == "audit_chain_broken"], 20,
+                     what="audit_chain_broken alert")
+    assert f"events {cursor + 1} to" in gap["message"] and "removed by retention" in gap["message"]
+    assert resets(fleet) == []
+    run_orders(fleet, 1, "after")
+    streamed_up(fleet, path)
+    # nothing the control node held was set aside; the events still on the node followed
+    seqs = [e["seq"] for e in fleet.audit("web1", limit=None)]
+    assert seqs[:held] == list(range(1, held + 1)) and seqs[-1] == newest_seq(path)
+    assert len([a for a in fleet.store.alerts() if a["kind"] == "audit_chain_broken"]) == 1

@@ -322,10 +322,15 @@ class Fleet:
             return None
         self._halted.discard(host)
         seq, digest = self.store.cursor(host)
-        reason = self._anchor(host, hello, ask, seq, digest)
-        if reason is not None:
+        found = self._anchor(host, hello, ask, seq, digest)
+        if found is not None and found[0] == "gap":
+            # Removed before we received them (retention, or deleted): the log is the same one,
+            # so what we hold stays and the stream goes on from the cursor, unanchored.
+            self._fleet_alert(host, "audit_chain_broken", "critical", f"{host}: {found[1]}")
+            found, digest = None, None
+        if found is not None:
             self._rechecked.discard(host)
-            self._log_reset(host, hello, seq, reason)
+            self._log_reset(host, hello, seq, found[1])
             seq, digest = 0, None
         elif hello.get("log_id") and self.store.get(f"log_id:{host}") != hello["log_id"]:
             self.store.put(f"log_id:{host}", hello["log_id"])
@@ -333,26 +338,38 @@ class Fleet:
         return seq
 
     def _anchor(self, host: str, hello: dict[str, Any], ask: Callable[..., Any], seq: int,
-                digest: str | None) -> str | None:
-        """Why the node's audit log is not the one whose events up to ``seq`` are stored (None if it is):
-        another identity, an end before ``seq``, or an event at ``seq`` unlike the stored copy."""
+                digest: str | None) -> tuple[str, str] | None:
+        """Whether the node's audit log is still the one whose events up to ``seq`` are stored: None
+        if it is, else ("reset", why) (another identity, an end before ``seq``, an event at ``seq``
+        unlike the stored copy) or ("gap", why) (the same log, but the events from ``seq`` on to the
+        oldest it still has are gone)."""
         known = self.store.get(f"log_id:{host}") or None
         log_id = hello.get("log_id")
         if known is not None and log_id != known:
-            return f"its audit log has another identity ({log_id or 'none'}, was {known})"
+            return "reset", f"its audit log has another identity ({log_id or 'none'}, was {known})"
         if seq <= 0:
             return None
         end = hello.get("cursor")
         if isinstance(end, int) and end < seq:
-            return f"its audit log ends at event {end}, before the {seq} events already received (truncated or reset)"
+            return "reset", (f"its audit log ends at event {end}, before the {seq} events already received"
+                             " (truncated or reset)")
         found = (ask("audit", after=seq - 1, limit=1) or {}).get("events") or []
-        theirs = found[0] if found and isinstance(found[0], dict) and found[0].get("seq") == seq else None
-        if theirs is None:
-            return f"event {seq} of its audit log is missing (deleted)"
-        ours = self.store.event(host, seq)
-        if (theirs != ours) if ours is not None else (theirs.get("hash") != digest):
-            return f"event {seq} of its audit log differs from the copy received (rewritten and re-sealed)"
-        return None
+        theirs = found[0] if found and isinstance(found[0], dict) else None
+        first = theirs.get("seq") if theirs is not None else None
+        if not isinstance(first, int) or first < seq:
+            return "reset", f"event {seq} of its audit log is missing (deleted)"
+        if first == seq:
+            ours = self.store.event(host, seq)
+            if (theirs != ours) if ours is not None else (theirs.get("hash") != digest):
+                return "reset", f"event {seq} of its audit log differs from the copy received (rewritten and re-sealed)"
+            return None
+        if first == seq + 1 and theirs.get("prev") == digest:
+            return None  # the segment that held event seq was removed; the next event still links to it
+        if known is None:
+            return "reset", f"event {seq} of its audit log is missing (deleted)"
+        return "gap", (f"events {seq + 1} to {first - 1} of its audit log are gone before the control node received "
+                       f"them (removed by retention, or deleted); the events after them cannot be checked against "
+                       f"the copy received")
 
     def _log_reset(self, host: str, hello: dict[str, Any], seq: int, reason: str) -> None:
         """Alert, record it in the control node's own trail, keep the stored events of the old log
