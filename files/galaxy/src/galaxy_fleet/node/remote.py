@@ -212,6 +212,7 @@ class RemoteServer:
         path = self.config.audit.path
         sent_alerts: set[Any] = set()
         log_id = log_identity(path)
+        seen = _file_state(path)
         try:
             while not self._stop.is_set():
                 wake.clear()
@@ -222,11 +223,14 @@ class RemoteServer:
                         self._push_event(event)
                         after = event["seq"]
                         log_id = event.get("log_id", log_id)  # a new log's first event, a rotation
-                    if first and not events and _log_replaced(path, log_id, after):
-                        # The log was reset or truncated under the stream: say so and stop
-                        # streaming; the client checks the log again when it reconnects.
-                        self.send({"type": "log_reset", "log_id": log_identity(path), "after": after})
-                        return
+                    state = _file_state(path) if first and not events else seen
+                    if state != seen:  # nothing new, yet the file changed: is it still our log?
+                        seen = state
+                        if _log_replaced(path, log_id, after):
+                            # Reset or truncated under the stream: say so and stop streaming;
+                            # the client checks the log again when it reconnects.
+                            self.send({"type": "log_reset", "log_id": log_identity(path), "after": after})
+                            return
                     first = False
                     if len(events) < 500:
                         break
@@ -270,6 +274,14 @@ class RemoteServer:
 
 
 TERMINAL_NAMES = frozenset({"done", "failed", "cancelled", "timed_out", "interrupted"})
+
+
+def _file_state(path: Any) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size
 
 
 def _log_replaced(path: Any, log_id: str | None, after: int) -> bool:
