@@ -188,7 +188,6 @@ def test_events_deleted_after_the_cursor_are_a_broken_chain_not_a_reset(local_fl
     streamed_up(fleet, path)
 
 
-
 def test_segments_removed_before_control_read_them_are_a_gap_not_a_reset(local_fleet) -> None:
     lf = local_fleet(["web1"])
     lf.start_workers()

@@ -61,7 +61,8 @@ Queries
     or not after the cursor (events are appended in time order under the lock;
     a clock stepped backwards can hide events from a ``since`` query).
 
-Stdlib only, and imports stay small: ``galaxy audit`` must start fast.
+Stdlib only, and imports stay small: ``galaxy audit`` must start fast, so hashlib,
+threading, pathlib, zlib and typing are imported where they are used.
 
 Modules
     ``chain``     canonical form of an event, sealing, hashes
@@ -82,5 +83,5 @@ from galaxy_fleet.audit.verify import VerifyReport, verify, verify_since
 from galaxy_fleet.audit.writer import AuditLog, compress_segments, open_audit
 
 __all__ = ["COST_TYPES", "MAX_MESSAGE", "SEVERITIES", "AuditError", "AuditLog", "VerifyReport", "add_arguments",
-           "compress_segments", "event_hash", "format_event", "log_identity", "main", "open_audit", "parse_time", "query", "run",
-           "sum_cost", "verify", "verify_since"]
+           "compress_segments", "event_hash", "format_event", "log_identity", "main", "open_audit", "parse_time",
+           "query", "run", "sum_cost", "verify", "verify_since"]

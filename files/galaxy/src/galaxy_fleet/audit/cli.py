@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import argparse
     from typing import Any
 
+
 def _time_arg(text: str) -> str:
     import argparse
 
@@ -157,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="galaxy audit",
                                      description="Query and verify the node's audit trail.")
-    parser.add_argument("--config", metavar="PATH", help="config file (default: $GALAXY_CONFIG or /etc/galaxy/config.yml)")
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $GALAXY_CONFIG or /etc/galaxy/config.yml)")
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run(args, None)

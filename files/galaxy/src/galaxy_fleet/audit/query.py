@@ -283,8 +283,6 @@ def sum_cost(path: Path, by: str, **filters: Any) -> list[dict]:
     return [rows[k] for k in sorted(rows)]
 
 
-# --------------------------------------------------------------------- CLI --
-
 def _printable(text: str) -> str:
     """One line, no terminal control sequences: control characters escaped."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text) \

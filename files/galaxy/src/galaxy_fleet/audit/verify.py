@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from typing import Callable, Iterator
 
+
 class VerifyReport:
     """``ok``; ``count`` = events checked (up to the break); ``broken`` = None or
     ``{"segment", "line", "seq", "reason", "detail"}``; the seq range checked and

@@ -13,8 +13,8 @@ import time
 
 from galaxy_fleet.audit.chain import (LOG_ID, MAX_MESSAGE, REPAIRED, RESERVED, ROTATED, SEVERITIES, AuditError,
                                       _fields, _now, _seal, _seq_of, _sha256, log_id_of, new_log_id)
-from galaxy_fleet.audit.segments import (_BLOCK, _first_line, _fsync_dir, _last_event, _read_segment, _segment_name, _segments,
-                                         _unlink_quietly, _write_all)
+from galaxy_fleet.audit.segments import (_BLOCK, _first_line, _fsync_dir, _last_event, _read_segment,
+                                         _segment_name, _segments, _unlink_quietly, _write_all)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from galaxy_fleet.config import Config
+
 
 def compress_segments(path: str | os.PathLike[str]) -> list[str]:
     """Gzip the raw (uncompressed) segments of the log; returns the .gz files made.
