@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "files" / "galaxy" / "src"))  # also without `make deps`
 
 from galaxy_fleet import audit  # noqa: E402
+from galaxy_fleet.audit import chain  # noqa: E402
 
 HOSTS = ["web1", "web2", "db1", "build1", "gpu1", "ctl1"]
 USERS = ["alice", "bob", "carol", None]
@@ -96,7 +97,7 @@ def generate(path: Path, events: int, seed: int = 7) -> None:
                 message = f"{data['check']} ok"
             else:
                 message = kind.replace("_", " ")
-            line, prev = audit._seal(audit._fields(ts, seq, rnd.choice(HOSTS), kind, severity, order,
+            line, prev = chain._seal(chain._fields(ts, seq, rnd.choice(HOSTS), kind, severity, order,
                                                    rnd.choice(USERS), message, data), prev)
             buf.append(line)
             if len(buf) >= 20000:

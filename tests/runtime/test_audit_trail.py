@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from galaxy_fleet import audit
-from galaxy_fleet.audit import AuditError, AuditLog
+from galaxy_fleet.audit import AuditError, AuditLog, chain, segments
 
 SRC = Path(audit.__file__).resolve().parents[1]
 TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -64,7 +64,8 @@ def test_append_writes_canonical_hash_chained_lines(tmp_path: Path) -> None:
     raw = lines(path)
     assert len(raw) == 2
     assert list(first) == ["ts", "seq", "host", "type", "severity", "order_id", "user", "message",
-                           "executor", "payload", "prev", "hash"]
+                           "executor", "log_id", "payload", "prev", "hash"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first["log_id"]) and "log_id" not in second
     assert json.loads(raw[0]) == first and json.loads(raw[1]) == second
     assert TS_RE.match(first["ts"])
     assert (first["seq"], second["seq"]) == (1, 2)
@@ -345,7 +346,7 @@ def test_torn_last_line_is_reported_as_torn_and_repaired_by_the_next_append(tmp_
     path = tmp_path / "audit.jsonl"
     events = fill(path, 10)
     whole = path.read_bytes()
-    next_line = audit._seal(audit._fields(audit._now(), 11, "web1", "order_running", "info", None, None,
+    next_line = chain._seal(chain._fields(chain._now(), 11, "web1", "order_running", "info", None, None,
                                           "half written", {}), events[-1]["hash"])[0]
     with open(path, "ab") as f:  # what a writer killed in the middle of write() leaves
         f.write(next_line[:37])
@@ -447,7 +448,7 @@ def test_rotation_keeps_working_after_an_interrupted_rotation(tmp_path: Path) ->
     path = tmp_path / "audit.jsonl"
     events = fill(path, 12)
     # A rotator that died right after moving the live file away (before the new one appeared):
-    os.rename(path, tmp_path / audit._segment_name(str(path), 1, 12))
+    os.rename(path, tmp_path / segments._segment_name(str(path), 1, 12))
     log = AuditLog(path, "web1")
     new = log.append("order_received")
     log.close()
@@ -458,6 +459,41 @@ def test_rotation_keeps_working_after_an_interrupted_rotation(tmp_path: Path) ->
     assert everything[12]["prev"] == events[-1]["hash"]
     assert audit.verify(path).ok
     assert audit.compress_segments(path) and audit.verify(path).ok
+
+
+def test_log_identity_is_made_with_the_log_and_survives_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    assert audit.log_identity(path) is None  # no log yet
+    events = fill(path, 200, rotate_bytes=4096)
+    log_id = events[0]["log_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", log_id) and not any("log_id" in e for e in events[1:]
+                                                              if e["type"] != "audit_rotated")
+    rotated = audit.query(path, type="audit_rotated", limit=None)
+    assert len(rotated) > 3 and {e["log_id"] for e in rotated} == {log_id}
+    assert audit.log_identity(path) == log_id
+    audit.compress_segments(path)
+    for seg in sorted(tmp_path.glob("audit.jsonl.*.gz"))[:2]:
+        seg.unlink()  # retention removes the oldest segments, with the log's first event
+    assert audit.log_identity(path) == log_id and audit.verify(path).ok
+    # a live file lost in an interrupted rotation: the new one opens with the same identity
+    last = sorted(tmp_path.glob("audit.jsonl.*.gz"))[-1]
+    os.rename(path, tmp_path / f"{path.name}.{rotated[-1]['seq']:012d}-{newest(path):012d}")
+    assert audit.log_identity(path) == log_id  # read from the newest segment
+    log = AuditLog(path, "web1")
+    log.append("order_received")
+    log.close()
+    assert audit.query(path, type="audit_rotated", limit=1)[0]["log_id"] == log_id and last.exists()
+    assert audit.log_identity(path) == log_id and audit.verify(path).ok
+    # another log is another identity; callers cannot forge one
+    other = tmp_path / "other.jsonl"
+    with AuditLog(other, "web1") as log2:
+        assert log2.append("x")["log_id"] != log_id
+        with pytest.raises(AuditError, match="log_id"):
+            log2.append("y", log_id=log_id)
+
+
+def newest(path: Path) -> int:
+    return audit.query(path, limit=1)[-1]["seq"]
 
 
 def test_old_segments_removed_by_retention_still_verify(tmp_path: Path) -> None:
@@ -670,7 +706,7 @@ def test_a_listing_that_misses_a_segment_being_compressed_is_taken_again(tmp_pat
         found = real_listdir(directory)
         return [n for n in found if n != victim] if calls["n"] == 1 else found
 
-    monkeypatch.setattr(audit.os, "listdir", racy_listdir)
+    monkeypatch.setattr(segments.os, "listdir", racy_listdir)
     seqs = [e["seq"] for e in audit.query(path, limit=None)]
     assert seqs == list(range(1, len(seqs) + 1)) and calls["n"] >= 2
     calls["n"] = 0

@@ -105,6 +105,8 @@ class Fleet:
         self.sessions = Sessions(self.store)
         self._subscribers: list[Callable[[FleetEvent], None]] = []
         self._last_hash: dict[str, str | None] = {}
+        self._rechecked: set[str] = set()  # hosts reconnected to check their log after a broken link
+        self._halted: set[str] = set()  # hosts whose stream is ignored until the link is checked again
         self._heartbeats: dict[str, tuple[float, float, dict[str, Any]]] = {}
         self._silent: set[str] = self._silent_at_start()
         self._audit: Any = None
@@ -293,7 +295,7 @@ class Fleet:
         its own hash-chained log and into the central store, so fleet-wide queries
         and the dashboard see it."""
         if self._audit is None:
-            from galaxy_fleet.node.worker import open_audit
+            from galaxy_fleet.audit import open_audit
 
             self._audit = open_audit(self.config)
         event = self._audit.append(type, **fields)
@@ -313,12 +315,77 @@ class Fleet:
             self.store.mark_alert_delivered(ev.alert["id"])
 
     # -- from the router -------------------------------------------------------------
-    def _cursor(self, host: str) -> int | None:
+    def _cursor(self, host: str, hello: dict[str, Any], ask: Callable[..., Any]) -> int | None:
+        """Where the host's event stream resumes, once its audit log is known to be the one
+        streamed so far; a log reset, truncated or rewritten is read again from its start."""
         if self.passive:
             return None
+        self._halted.discard(host)
         seq, digest = self.store.cursor(host)
+        found = self._anchor(host, hello, ask, seq, digest)
+        if found is not None and found[0] == "gap":
+            # Removed before we received them (retention, or deleted): the log is the same one,
+            # so what we hold stays and the stream goes on from the cursor, unanchored.
+            self._fleet_alert(host, "audit_chain_broken", "critical", f"{host}: {found[1]}")
+            found, digest = None, None
+        if found is not None:
+            self._rechecked.discard(host)
+            self._log_reset(host, hello, seq, found[1])
+            seq, digest = 0, None
+        elif hello.get("log_id") and self.store.get(f"log_id:{host}") != hello["log_id"]:
+            self.store.put(f"log_id:{host}", hello["log_id"])
         self._last_hash[host] = digest
         return seq
+
+    def _anchor(self, host: str, hello: dict[str, Any], ask: Callable[..., Any], seq: int,
+                digest: str | None) -> tuple[str, str] | None:
+        """Whether the node's audit log is still the one whose events up to ``seq`` are stored: None
+        if it is, else ("reset", why) (another identity, an end before ``seq``, an event at ``seq``
+        unlike the stored copy) or ("gap", why) (the same log, but the events from ``seq`` on to the
+        oldest it still has are gone)."""
+        known = self.store.get(f"log_id:{host}") or None
+        log_id = hello.get("log_id")
+        if known is not None and log_id != known:
+            return "reset", f"its audit log has another identity ({log_id or 'none'}, was {known})"
+        if seq <= 0:
+            return None
+        end = hello.get("cursor")
+        if isinstance(end, int) and end < seq:
+            return "reset", (f"its audit log ends at event {end}, before the {seq} events already received"
+                             " (truncated or reset)")
+        found = (ask("audit", after=seq - 1, limit=1) or {}).get("events") or []
+        theirs = found[0] if found and isinstance(found[0], dict) else None
+        first = theirs.get("seq") if theirs is not None else None
+        if not isinstance(first, int) or first < seq:
+            return "reset", f"event {seq} of its audit log is missing (deleted)"
+        if first == seq:
+            ours = self.store.event(host, seq)
+            if (theirs != ours) if ours is not None else (theirs.get("hash") != digest):
+                return "reset", f"event {seq} of its audit log differs from the copy received (rewritten and re-sealed)"
+            return None
+        if first == seq + 1 and theirs.get("prev") == digest:
+            return None  # the segment that held event seq was removed; the next event still links to it
+        if known is None:
+            return "reset", f"event {seq} of its audit log is missing (deleted)"
+        return "gap", (f"events {seq + 1} to {first - 1} of its audit log are gone before the control node received "
+                       f"them (removed by retention, or deleted); the events after them cannot be checked against "
+                       f"the copy received")
+
+    def _log_reset(self, host: str, hello: dict[str, Any], seq: int, reason: str) -> None:
+        """Alert, record it in the control node's own trail, keep the stored events of the old log
+        aside (``events_superseded``) and start the host's cursor over."""
+        old = self.store.get(f"log_id:{host}") or None
+        new = hello.get("log_id") if isinstance(hello.get("log_id"), str) else None
+        moved = self.store.supersede_events(host, old)
+        self.store.put(f"log_id:{host}", new or "")
+        message = (f"{host}: {reason}. The audit trail was reset or rewritten; the {moved} events received "
+                   f"before are kept aside and its log is read again from the start")
+        try:
+            self.audit_event("audit_reset", severity="critical", message=message, node=host, reason=reason,
+                             old_log=old, new_log=new, cursor=seq, node_end=hello.get("cursor"), superseded=moved)
+        except (OSError, ValueError) as exc:
+            log.error("cannot record the audit reset of %s in the control trail: %s", host, exc)
+        self._fleet_alert(host, "audit_reset", "critical", message)
 
     def _on_state(self, host: str, up: bool, error: str | None) -> None:
         now = time.time()
@@ -340,6 +407,9 @@ class Fleet:
             return
         if kind == "event":
             self._on_event(host, msg["event"], msg.get("response"))
+        elif kind == "log_reset":  # the node saw its log change under the stream: check it again
+            self._halted.add(host)
+            self.router.link(host).drop("its audit log changed under the stream")
         elif kind == "alert":
             alert = msg.get("alert") or {}
             if isinstance(alert.get("id"), str) and self.store.add_alert({**alert, "host": host}):
@@ -388,8 +458,18 @@ class Fleet:
                                   f"{host}: the order worker {why} ({silent_for:.0f} s without a heartbeat)")
 
     def _on_event(self, host: str, event: dict[str, Any], response: dict[str, Any] | None) -> None:
+        if host in self._halted:
+            return
         prev_hash = self._last_hash.get(host)
         if prev_hash is not None and event.get("prev") != prev_hash and event.get("seq", 0) > 1:
+            if host not in self._rechecked:
+                # Perhaps not the log streamed so far: check it on a new connection (see
+                # _cursor) before storing more of it. If it is, the chain broke after the cursor.
+                self._rechecked.add(host)
+                self._halted.add(host)
+                self.router.link(host).drop(f"audit event {event.get('seq')} does not follow the one before")
+                return
+            self._rechecked.discard(host)
             self._fleet_alert(host, "audit_chain_broken", "critical",
                               f"{host}: audit event {event.get('seq')} does not follow the one before it "
                               f"(edited or deleted events)")

@@ -2,7 +2,8 @@
 
 Each link is a thread that connects (paramiko over SSH with strict host-key
 checking, or a local process for ``ansible_connection: local``), subscribes
-to the node's event stream from the last stored cursor, and reads. Requests
+to the node's event stream from the cursor that ``cursor(host, hello, ask)``
+returns (``ask`` sends a request before the stream starts), and reads. Requests
 are multiplexed over the same connection by id. A dropped connection is
 retried with exponential backoff and the stream resumes from its cursor.
 One keeper thread pings idle links and drops those that stop answering.
@@ -138,7 +139,7 @@ class NodeLink(threading.Thread):
     def __init__(self, host: Host, settings: RouterSettings, *,
                  on_message: Callable[[str, dict[str, Any]], None],
                  on_state: Callable[[str, bool, str | None], None],
-                 cursor: Callable[[str], int | None]):
+                 cursor: Callable[[str, dict[str, Any], Callable[..., Any]], int | None]):
         super().__init__(name=f"galaxy-link-{host.name}", daemon=True)
         self.host = host
         self.settings = settings
@@ -249,8 +250,8 @@ class NodeLink(threading.Thread):
         reason = "connection closed"
         came_up = False
         try:
-            conn.send(json.dumps({"id": sub_id, "op": "subscribe",
-                                  "after": self._cursor(self.host.name)}).encode() + b"\n")
+            after = self._cursor(self.host.name, hello, lambda op, **args: self._ask(conn, op, **args))
+            conn.send(json.dumps({"id": sub_id, "op": "subscribe", "after": after}).encode() + b"\n")
             while True:
                 line = conn.readline()
                 if not line:
@@ -290,6 +291,22 @@ class NodeLink(threading.Thread):
         self._set_error(reason if self.error is None else self.error)
         return came_up
 
+    def _ask(self, conn: _Conn, op: str, **args: Any) -> Any:
+        """A request answered before the stream starts (nothing else is in flight yet)."""
+        conn.send(json.dumps({"id": -1, "op": op, **args}, ensure_ascii=False).encode() + b"\n")
+        while True:
+            line = conn.readline()
+            if not line:
+                raise NodeUnavailable(f"{self.host.name}: connection closed")
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(msg, dict) and msg.get("type") == "result" and msg.get("id") == -1:
+                if msg.get("ok"):
+                    return msg.get("data")
+                raise NodeError(f"{self.host.name}: {msg.get('error')}")
+
     def _close(self, conn: _Conn) -> None:
         was_up = self._up.is_set()
         with self._lock:
@@ -328,7 +345,7 @@ class Router:
     def __init__(self, hosts: dict[str, Host], settings: RouterSettings, *,
                  on_message: Callable[[str, dict[str, Any]], None],
                  on_state: Callable[[str, bool, str | None], None],
-                 cursor: Callable[[str], int | None]):
+                 cursor: Callable[[str, dict[str, Any], Callable[..., Any]], int | None]):
         self.settings = settings
         self.links = {name: NodeLink(h, settings, on_message=on_message, on_state=on_state, cursor=cursor)
                       for name, h in hosts.items()}

@@ -267,6 +267,30 @@ class Store:
                 raise
             return new
 
+    def event(self, host: str, seq: int) -> dict[str, Any] | None:
+        """The stored copy of one event of a host."""
+        row = self._exec("SELECT data FROM events WHERE host = ? AND seq = ?", (host, seq)).fetchone()
+        return json.loads(row["data"]) if row else None
+
+    def supersede_events(self, host: str, log_id: str | None) -> int:
+        """Move the stored events of a host's audit log that was reset or rewritten into
+        ``events_superseded`` (kept as evidence, out of the trail's queries) and clear its
+        cursor, so that the new log is stored from its start; returns how many were moved."""
+        with self._lock:
+            self.db.execute("BEGIN")
+            try:
+                self.db.execute("CREATE TABLE IF NOT EXISTS events_superseded (host TEXT NOT NULL, log_id TEXT,"
+                                " seq INTEGER NOT NULL, superseded REAL NOT NULL, data TEXT NOT NULL)")
+                moved = self.db.execute("INSERT INTO events_superseded SELECT host, ?, seq, ?, data FROM events"
+                                        " WHERE host = ?", (log_id, time.time(), host)).rowcount
+                self.db.execute("DELETE FROM events WHERE host = ?", (host,))
+                self.db.execute("DELETE FROM cursors WHERE host = ?", (host,))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            return moved
+
     def cursor(self, host: str) -> tuple[int, str | None]:
         row = self._exec("SELECT seq, hash FROM cursors WHERE host = ?", (host,)).fetchone()
         return (row["seq"], row["hash"]) if row else (0, None)

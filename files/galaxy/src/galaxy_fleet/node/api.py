@@ -33,7 +33,7 @@ class Node:
     @property
     def audit(self) -> AuditLog:
         if self._audit is None:
-            from galaxy_fleet.node.worker import open_audit
+            from galaxy_fleet.audit import open_audit
 
             self._audit = open_audit(self.config)
         return self._audit

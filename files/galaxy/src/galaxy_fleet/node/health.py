@@ -256,7 +256,7 @@ def run_checks(config: Config) -> Report:
 def record(config: Config, report: Report) -> Check:
     """Audit the run, and alert when the node's state changed since the last run."""
     from galaxy_fleet.node import outbox
-    from galaxy_fleet.node.worker import open_audit
+    from galaxy_fleet.audit import open_audit
 
     spool = Spool(config.spool_dir)
     failing = [c.name for c in report.checks if not c.ok]
@@ -359,7 +359,7 @@ def recover(config: Config, report: Report) -> list[Check]:
     except OSError as exc:
         return [Check("opencode_restart", False, f"cannot restart opencode serve (pid {pid}): {exc.strerror}")]
     from galaxy_fleet.node import outbox
-    from galaxy_fleet.node.worker import open_audit
+    from galaxy_fleet.audit import open_audit
 
     audit = open_audit(config)
     audit.append("opencode_restarted", severity="warning", message=reason, pid=pid)

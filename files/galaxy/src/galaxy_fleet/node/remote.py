@@ -6,7 +6,7 @@ remote"``), so it never reaches a shell and refuses any other command line.
 Protocol (version 1): newline-delimited JSON, one object per line.
 
 - On start the node says ``{"type": "hello", "protocol": 1, "host": ..., "version": ..., "cursor": N}``
-  (``cursor``: the newest audit seq).
+  (``cursor``: the newest audit seq; ``log_id``: the audit log's identity).
 - A request is ``{"id": R, "op": OP, ...args}``; its answer is
   ``{"type": "result", "id": R, "ok": true, "data": ...}`` or ``{..., "ok": false, "error": "..."}``.
 - ops: ``ping``, ``submit {order}``, ``cancel {order_id, user}``, ``status {order_id, response}``,
@@ -17,7 +17,8 @@ Protocol (version 1): newline-delimited JSON, one object per line.
   carries ``"response"`` (sidecar plus Markdown). Undelivered outbox alerts are
   pushed as ``{"type": "alert", "alert": {...}}`` until acknowledged, and the
   worker's heartbeat as ``{"type": "heartbeat", "heartbeat": {...}}`` each time it beats.
-  Delivery is at-least-once: the client resumes from the last seq it stored.
+  Delivery is at-least-once: the client resumes from the last seq it stored. A log
+  reset or truncated under the stream ends it with ``{"type": "log_reset", ...}``.
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ class RemoteServer:
 
     # -- main loop -------------------------------------------------------
     def serve(self) -> int:
-        from galaxy_fleet.audit import query
+        from galaxy_fleet.audit import log_identity, query
 
         newest = query(self.config.audit.path, limit=1)
         self.send({"type": "hello", "protocol": PROTOCOL, "host": self.config.host, "version": __version__,
-                   "cursor": newest[-1]["seq"] if newest else 0})
+                   "cursor": newest[-1]["seq"] if newest else 0, "log_id": log_identity(self.config.audit.path)})
         try:
             while True:
                 line = self.rfile.readline(MAX_LINE + 1)
@@ -183,7 +184,7 @@ class RemoteServer:
     # -- the event stream ----------------------------------------------------
     def _stream_events(self, after: int) -> None:
         from galaxy_fleet.node import outbox
-        from galaxy_fleet.audit import query
+        from galaxy_fleet.audit import log_identity, query
         from galaxy_fleet.node.watch import IN_CLOSE_WRITE, IN_CREATE, IN_MODIFY, IN_MOVED_TO, Watcher
 
         wake = threading.Event()
@@ -210,14 +211,27 @@ class RemoteServer:
         watcher.start()
         path = self.config.audit.path
         sent_alerts: set[Any] = set()
+        log_id = log_identity(path)
+        seen = _file_state(path)
         try:
             while not self._stop.is_set():
                 wake.clear()
+                first = True
                 while True:  # drain in pages so a long backlog never sits in memory at once
                     events = query(path, after=after, limit=500)
                     for event in events:
                         self._push_event(event)
                         after = event["seq"]
+                        log_id = event.get("log_id", log_id)  # a new log's first event, a rotation
+                    state = _file_state(path) if first and not events else seen
+                    if state != seen:  # nothing new, yet the file changed: is it still our log?
+                        seen = state
+                        if _log_replaced(path, log_id, after):
+                            # Reset or truncated under the stream: say so and stop streaming;
+                            # the client checks the log again when it reconnects.
+                            self.send({"type": "log_reset", "log_id": log_identity(path), "after": after})
+                            return
+                    first = False
                     if len(events) < 500:
                         break
                 if beat.is_set():
@@ -260,6 +274,25 @@ class RemoteServer:
 
 
 TERMINAL_NAMES = frozenset({"done", "failed", "cancelled", "timed_out", "interrupted"})
+
+
+def _file_state(path: Any) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size
+
+
+def _log_replaced(path: Any, log_id: str | None, after: int) -> bool:
+    """Whether the log at ``path`` is no longer the one streamed so far: another identity, or
+    it ends before ``after``."""
+    from galaxy_fleet.audit import log_identity, query
+
+    if log_identity(path) != log_id:
+        return True
+    newest = query(path, limit=1)
+    return (newest[-1]["seq"] if newest else 0) < after
 
 
 def _str(req: dict[str, Any], key: str) -> str:

@@ -76,7 +76,7 @@ def cleanup(config: Config, *, dry_run: bool = False, now: float | None = None,
             drop(seg)
             removed["audit_segments"] += 1
     if not dry_run:
-        from galaxy_fleet.node.worker import open_audit
+        from galaxy_fleet.audit import open_audit
 
         audit = open_audit(config)
         audit.append("cleanup", message=f"removed {removed['orders']} finished orders, {removed['quarantine']} "

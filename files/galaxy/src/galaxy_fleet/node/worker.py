@@ -20,7 +20,7 @@ from typing import Any
 
 from galaxy_fleet import __version__, sdnotify
 from galaxy_fleet.node import outbox
-from galaxy_fleet.audit import AuditLog
+from galaxy_fleet.audit import AuditLog, open_audit
 from galaxy_fleet.config import Config
 from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, build
 from galaxy_fleet.order import (
@@ -36,10 +36,6 @@ PROGRESS_EVERY = 1.0  # seconds between progress events per order (faster lines 
 PROGRESS_KEEP = 50  # lines one progress event carries at most
 PROGRESS_LINE_MAX = 500  # characters kept of one progress line
 SETTLE_AFTER = 2.0  # a half-written order file gets this long before it counts as malformed
-
-
-def open_audit(config: Config) -> AuditLog:
-    return AuditLog(config.audit.path, config.host, rotate_bytes=config.audit.rotate_bytes)
 
 
 def render_response(order: Order, state: str, result: Result, sidecar: dict[str, Any]) -> str:
