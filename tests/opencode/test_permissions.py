@@ -1,0 +1,232 @@
+"""Agent permission prompts: a real `galaxy worker`, a real `opencode serve` whose
+config asks before ``bash`` and edits outside the project, and the scripted LLM
+calling ``bash``. The prompt is an audit event; answers come through
+`galaxy order permission` and `galaxy remote`; every decision is audited."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from nodeenv import GALAXY, NodeEnv, wait_for
+from support.llm_server import ScriptedLLM, Text, ToolCall
+from support.opencode_server import OpenCodeServer
+
+from galaxy_fleet.config import Config
+from galaxy_fleet.node import executors
+from galaxy_fleet.node.executors import ExecutorError
+
+ASK = {"*": "allow", "bash": "ask", "external_directory": "ask"}
+
+
+@pytest.fixture(scope="module")
+def asking(llm_server: ScriptedLLM) -> Iterator[OpenCodeServer]:
+    with OpenCodeServer(llm_server.url, permission=ASK) as server:
+        yield server
+
+
+def _node(tmp_path: Path, server: OpenCodeServer, **spec: Any) -> NodeEnv:
+    web = tmp_path / "web"
+    web.mkdir()
+    env = NodeEnv(tmp_path, worker={"default_executor": "opencode"},
+                  executors={"opencode": {"type": "opencode", "url": server.url, "progress_interval": 0.1, **spec}},
+                  projects={"web": str(web)})
+    env.web = web  # type: ignore[attr-defined]
+    return env
+
+
+@pytest.fixture
+def node(tmp_path: Path, asking: OpenCodeServer) -> Iterator[NodeEnv]:
+    env = _node(tmp_path, asking)
+    yield env
+    env.stop_workers()
+
+
+def _submit(env: NodeEnv, payload: str, *, interactive: bool = True, sender: str = "alice") -> str:
+    args = ["--from", sender, "--option", "project=web"]
+    if interactive:
+        args += ["--option", "interactive=true"]
+    return env.submit(payload, *args)
+
+
+def _events(env: NodeEnv, order_id: str, kind: str) -> list[dict[str, Any]]:
+    return [e for e in env.audit_events(order_id) if e["type"] == kind]
+
+
+def _asked(env: NodeEnv, order_id: str, count: int = 1) -> list[dict[str, Any]]:
+    return wait_for(lambda: len(_events(env, order_id, "permission_asked")) >= count
+                    and _events(env, order_id, "permission_asked"), 60, what="a permission prompt")
+
+
+def _tool_results(llm: ScriptedLLM) -> list[str]:
+    """What opencode told the model about its tool calls."""
+    return [str(m.get("content")) for chat in llm.chats for m in chat["messages"] if m.get("role") == "tool"]
+
+
+def test_prompt_answered_once_runs_the_command(node: NodeEnv, llm: ScriptedLLM):
+    node.start_worker()
+    llm.script(ToolCall("bash", {"command": "echo ran > ran.txt", "description": "Write ran.txt"}),
+               Text("I wrote ran.txt."))
+    oid = _submit(node, "Write ran.txt with bash")
+    asked = _asked(node, oid)[0]
+    assert (asked["tool"], asked["detail"], asked["user"], asked["interactive"]) == (
+        "bash", "echo ran > ran.txt", "alice", True)
+    assert asked["timeout"] == 300
+    assert not (node.web / "ran.txt").exists()  # it waits for the answer
+    listed = json.loads(node.galaxy("order", "permission", "--json", oid, check=True).stdout)
+    assert [p["permission"] for p in listed] == [asked["permission"]]
+
+    out = node.galaxy("order", "permission", "--json", oid, asked["permission"], "once", "--from", "alice",
+                      check=True)
+    assert json.loads(out.stdout)["answer"] == "once"
+    side = node.wait_done(oid, 60)
+    assert side["state"] == "done", side
+    assert (node.web / "ran.txt").read_text() == "ran\n"
+    answered = _events(node, oid, "permission_answered")
+    assert [(e["answer"], e["by"], e["user"], e["permission"], e["auto"]) for e in answered] == [
+        ("once", "alice", "alice", asked["permission"], False)]
+    assert side["details"]["permissions"][0]["answer"] == "once"
+    assert "Permission prompts denied" not in (node.spool / "responses" / f"{oid}.md").read_text()
+    # The prompt is gone once the order ended: a late answer finds nothing.
+    late = node.galaxy("order", "permission", oid, asked["permission"], "deny", "--from", "alice")
+    assert late.returncode != 0 and "no permission prompt" in late.stderr
+    assert _events(node, oid, "permission_answer_refused")[0]["user"] == "alice"
+
+
+def test_prompt_denied_through_galaxy_remote(node: NodeEnv, llm: ScriptedLLM):
+    node.start_worker()
+    llm.script(ToolCall("bash", {"command": "touch denied.txt", "description": "Touch"}),
+               Text("I was not allowed to touch it."))
+    oid = _submit(node, "Touch denied.txt")
+    asked = _asked(node, oid)[0]
+    requests = [{"id": 1, "op": "permission", "order": oid, "permission": asked["permission"], "answer": "maybe",
+                 "by": "bob"},
+                {"id": 2, "op": "permission", "order": oid, "permission": asked["permission"], "answer": "deny",
+                 "by": "bob"}]
+    raw = subprocess.run([*GALAXY, "remote"], env=node.env, capture_output=True, timeout=60,
+                         input="".join(json.dumps(r) + "\n" for r in requests).encode())
+    replies = {m["id"]: m for m in map(json.loads, raw.stdout.decode().splitlines()) if m.get("type") == "result"}
+    assert replies[1]["ok"] is False and "once, always, deny" in replies[1]["error"]
+    assert replies[2]["ok"] is True and replies[2]["data"]["answer"] == "deny"
+    side = node.wait_done(oid, 60)
+    assert side["state"] == "done", side
+    assert not (node.web / "denied.txt").exists()
+    # The agent was told, and went on to answer.
+    assert any("denied by bob" in text for text in _tool_results(llm))
+    md = (node.spool / "responses" / f"{oid}.md").read_text()
+    assert "I was not allowed to touch it." in md
+    assert "Permission prompts denied:\n- bash `touch denied.txt`: denied by bob" in md
+    answered = _events(node, oid, "permission_answered")
+    assert [(e["answer"], e["by"], e["severity"]) for e in answered] == [("deny", "bob", "warning")]
+
+
+def test_unanswered_prompt_expires_denied(tmp_path: Path, asking: OpenCodeServer, llm: ScriptedLLM):
+    env = _node(tmp_path, asking, permission_timeout=1.5)
+    try:
+        env.start_worker()
+        llm.script(ToolCall("bash", {"command": "touch late.txt", "description": "Touch"}),
+                   Text("Nobody answered."))
+        oid = _submit(env, "Touch late.txt")
+        asked = _asked(env, oid)[0]
+        assert asked["timeout"] == 1.5
+        side = env.wait_done(oid, 60)
+        assert side["state"] == "done", side
+        assert not (env.web / "late.txt").exists()
+        expired = _events(env, oid, "permission_expired")
+        assert [(e["permission"], e["answer"], e["after"]) for e in expired] == [(asked["permission"], "deny", 1.5)]
+        assert _events(env, oid, "permission_answered") == []
+        assert any("no answer within 1.5 s" in text for text in _tool_results(llm))
+        md = (env.spool / "responses" / f"{oid}.md").read_text()
+        assert "- bash `touch late.txt`: no answer within 1.5 s" in md
+    finally:
+        env.stop_workers()
+
+
+def test_always_allows_the_tool_for_the_rest_of_the_order_only(node: NodeEnv, llm: ScriptedLLM):
+    node.start_worker()
+    llm.script(ToolCall("bash", {"command": "echo one > one.txt", "description": "One"}),
+               ToolCall("bash", {"command": "echo two > two.txt", "description": "Two"}),
+               Text("Both written."))
+    oid = _submit(node, "Write two files")
+    asked = _asked(node, oid)[0]
+    node.galaxy("order", "permission", oid, asked["permission"], "always", "--from", "alice", check=True)
+    side = node.wait_done(oid, 60)
+    assert side["state"] == "done", side
+    assert (node.web / "one.txt").exists() and (node.web / "two.txt").exists()
+    assert len(_events(node, oid, "permission_asked")) == 1  # the second call was not asked again
+    answered = _events(node, oid, "permission_answered")
+    assert [(e["answer"], e["by"], e["auto"], e["detail"]) for e in answered] == [
+        ("always", "alice", False, "echo one > one.txt"), ("always", "alice", True, "echo two > two.txt")]
+
+    # "always" was never passed on to opencode: the next order asks again.
+    llm.script(ToolCall("bash", {"command": "echo three > three.txt", "description": "Three"}), Text("ok"))
+    second = _submit(node, "Write a third file")
+    asked2 = _asked(node, second)[0]
+    node.galaxy("order", "permission", second, asked2["permission"], "deny", "--from", "alice", check=True)
+    assert node.wait_done(second, 60)["state"] == "done"
+    assert not (node.web / "three.txt").exists()
+
+
+def test_order_nobody_can_answer_is_denied_at_once(node: NodeEnv, llm: ScriptedLLM):
+    node.start_worker()
+    llm.script(ToolCall("bash", {"command": "touch headless.txt", "description": "Touch"}),
+               Text("Could not run it."))
+    oid = _submit(node, "Touch headless.txt", interactive=False)
+    side = node.wait_done(oid, 60)
+    assert side["state"] == "done", side
+    assert not (node.web / "headless.txt").exists()
+    asked = _events(node, oid, "permission_asked")
+    assert [(e["tool"], e["interactive"], e["timeout"]) for e in asked] == [("bash", False, None)]
+    answered = _events(node, oid, "permission_answered")
+    assert [(e["answer"], e["by"]) for e in answered] == [("deny", "policy")]
+    reason = "nobody can answer prompts of this order; node policy: deny"
+    assert answered[0]["reason"] == reason
+    md = (node.spool / "responses" / f"{oid}.md").read_text()
+    assert f"Permission prompts denied:\n- bash `touch headless.txt`: {reason}" in md
+    assert any(reason in text for text in _tool_results(llm))
+
+
+def test_node_policy_may_allow_prompts_nobody_can_answer(tmp_path: Path, asking: OpenCodeServer,
+                                                         llm: ScriptedLLM):
+    env = _node(tmp_path, asking, permission_unanswered="allow")
+    try:
+        env.start_worker()
+        llm.script(ToolCall("bash", {"command": "echo ok > allowed.txt", "description": "Write"}), Text("Done."))
+        oid = _submit(env, "Write allowed.txt", interactive=False)
+        side = env.wait_done(oid, 60)
+        assert side["state"] == "done", side
+        assert (env.web / "allowed.txt").read_text() == "ok\n"
+        answered = _events(env, oid, "permission_answered")
+        assert [(e["answer"], e["by"]) for e in answered] == [("once", "policy")]
+    finally:
+        env.stop_workers()
+
+
+def test_edit_outside_the_project_asks(node: NodeEnv, llm: ScriptedLLM, tmp_path: Path):
+    node.start_worker()
+    outside = tmp_path / "outside.txt"
+    llm.script(ToolCall("write", {"filePath": str(outside), "content": "x\n"}), Text("Not written."))
+    oid = _submit(node, "Write outside the project", interactive=False)
+    assert node.wait_done(oid, 60)["state"] == "done"
+    assert not outside.exists()
+    assert [e["tool"] for e in _events(node, oid, "permission_asked")] == ["external_directory"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"permission_timeout": 0}, "permission_timeout: expected seconds > 0"),
+    ({"permission_timeout": "soon"}, "permission_timeout: expected seconds > 0"),
+    ({"permission_unanswered": "ask"}, "permission_unanswered: expected deny or allow"),
+])
+def test_bad_permission_settings_are_refused(spec: dict[str, Any], message: str):
+    with pytest.raises(ExecutorError, match=message):
+        executors.build("opencode", {"type": "opencode", **spec}, Config())
+
+
+def test_interactive_must_be_a_boolean(node: NodeEnv, llm: ScriptedLLM):
+    node.start_worker()
+    oid = node.submit("hello", "--option", "interactive=yes")
+    side = node.wait_done(oid, 60)
+    assert side["state"] == "failed" and side["error"] == "option 'interactive' must be true or false"
