@@ -6,7 +6,10 @@ calling ``bash``. The prompt is an audit event; answers come through
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -96,21 +99,69 @@ def test_prompt_answered_once_runs_the_command(node: NodeEnv, llm: ScriptedLLM):
     assert _events(node, oid, "permission_answer_refused")[0]["user"] == "alice"
 
 
-def test_prompt_denied_through_galaxy_remote(node: NodeEnv, llm: ScriptedLLM):
+class _Remote:
+    """`galaxy remote` as the control node drives it: requests in, results and events out."""
+
+    def __init__(self, env: NodeEnv):
+        self.proc = subprocess.Popen([*GALAXY, "remote"], env=env.env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(json.loads(line))
+
+    def send(self, request: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def next(self, match: Any, timeout: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if match(msg):
+                return msg
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def test_prompt_relayed_and_denied_through_galaxy_remote(node: NodeEnv, llm: ScriptedLLM):
     node.start_worker()
-    llm.script(ToolCall("bash", {"command": "touch denied.txt", "description": "Touch"}),
-               Text("I was not allowed to touch it."))
-    oid = _submit(node, "Touch denied.txt")
-    asked = _asked(node, oid)[0]
-    requests = [{"id": 1, "op": "permission", "order": oid, "permission": asked["permission"], "answer": "maybe",
-                 "by": "bob"},
-                {"id": 2, "op": "permission", "order": oid, "permission": asked["permission"], "answer": "deny",
-                 "by": "bob"}]
-    raw = subprocess.run([*GALAXY, "remote"], env=node.env, capture_output=True, timeout=60,
-                         input="".join(json.dumps(r) + "\n" for r in requests).encode())
-    replies = {m["id"]: m for m in map(json.loads, raw.stdout.decode().splitlines()) if m.get("type") == "result"}
-    assert replies[1]["ok"] is False and "once, always, deny" in replies[1]["error"]
-    assert replies[2]["ok"] is True and replies[2]["data"]["answer"] == "deny"
+    remote = _Remote(node)
+    try:
+        remote.send({"id": 1, "op": "subscribe"})
+        remote.next(lambda m: m.get("type") == "result" and m["id"] == 1)
+        llm.script(ToolCall("bash", {"command": "touch denied.txt", "description": "Touch"}),
+                   Text("I was not allowed to touch it."))
+        oid = _submit(node, "Touch denied.txt")
+        # The prompt reaches the subscriber as an event of the stream.
+        asked = remote.next(lambda m: m.get("type") == "event" and m["event"]["type"] == "permission_asked")["event"]
+        assert (asked["order_id"], asked["tool"], asked["detail"]) == (oid, "bash", "touch denied.txt")
+        base = {"op": "permission", "order": oid, "permission": asked["permission"]}
+        remote.send({"id": 2, **base, "answer": "maybe", "by": "bob"})
+        bad = remote.next(lambda m: m.get("type") == "result" and m["id"] == 2)
+        assert bad["ok"] is False and "once, always, deny" in bad["error"]
+        remote.send({"id": 3, **base, "answer": "deny", "by": "bob"})
+        good = remote.next(lambda m: m.get("type") == "result" and m["id"] == 3)
+        assert good["ok"] is True and good["data"]["answer"] == "deny" and good["data"]["from"] == "alice"
+        decided = remote.next(lambda m: m.get("type") == "event" and m["event"]["type"] == "permission_answered")
+        assert (decided["event"]["answer"], decided["event"]["by"]) == ("deny", "bob")
+        remote.send({"id": 4, **base, "answer": "once", "by": "bob"})
+        again = remote.next(lambda m: m.get("type") == "result" and m["id"] == 4)
+        assert again["ok"] is False
+    finally:
+        remote.close()
     side = node.wait_done(oid, 60)
     assert side["state"] == "done", side
     assert not (node.web / "denied.txt").exists()
@@ -121,6 +172,8 @@ def test_prompt_denied_through_galaxy_remote(node: NodeEnv, llm: ScriptedLLM):
     assert "Permission prompts denied:\n- bash `touch denied.txt`: denied by bob" in md
     answered = _events(node, oid, "permission_answered")
     assert [(e["answer"], e["by"], e["severity"]) for e in answered] == [("deny", "bob", "warning")]
+    refused = _events(node, oid, "permission_answer_refused")
+    assert [(e["user"], e["answer"]) for e in refused] == [("bob", "maybe"), ("bob", "once")]
 
 
 def test_unanswered_prompt_expires_denied(tmp_path: Path, asking: OpenCodeServer, llm: ScriptedLLM):

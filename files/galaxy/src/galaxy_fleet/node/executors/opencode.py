@@ -26,7 +26,14 @@ Spec keys (``executors.opencode`` in the node config), all optional:
 ``directory`` (used when an order names no project), ``provider_retries``
 (give up after this many provider retries, default 3; -1 leaves it to
 opencode), ``progress_interval`` (seconds between text progress lines,
-default 2), ``request_timeout`` (seconds, default 15).
+default 2), ``request_timeout`` (seconds, default 15),
+``permission_timeout`` (seconds a permission prompt waits for an answer
+before it is denied, default 300), ``permission_unanswered`` (``deny``, the
+default, or ``allow``: the answer to prompts of orders nobody can answer).
+
+Permission prompts (opencode's ``permission: ask``) are relayed as
+``permission_asked`` audit events and answered through
+``galaxy_fleet.node.permissions``; see ``_Asks``.
 The password comes from $OPENCODE_SERVER_PASSWORD, else the credential, else
 ``password_file``.
 """
@@ -604,6 +611,16 @@ class _Asks:
         self.ctx.progress(f"[permission] {tool} {detail}: waiting for an answer "
                           f"(denied after {self.ex.permission_timeout:g} s)")
 
+    def catch_up(self, client: _Client, run: _Run) -> None:
+        """After the event stream broke: the prompts of this run that were asked meanwhile."""
+        try:
+            listed = client.call("GET", "/permission", query={"directory": self.directory}) or []
+        except ServerError:
+            return
+        for props in listed if isinstance(listed, list) else []:
+            if isinstance(props, dict) and props.get("sessionID") in run.children | {run.sid}:
+                self.asked(props, subagent=props.get("sessionID") != run.sid)
+
     def service(self) -> None:
         """Forward the answers that came; deny the prompts whose time ran out."""
         for pid, prompt in list(self.waiting.items()):
@@ -871,6 +888,8 @@ class OpenCodeExecutor(Executor):
                     streams.append(stream)
                     stream.start(timeout=self.request_timeout)
                     check = "check"
+                    if run.asks is not None:
+                        run.asks.catch_up(client, run)
                 else:
                     check = run.handle(event) or check
             if run.asks is not None and run.asks.waiting:
