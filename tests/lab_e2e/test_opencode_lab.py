@@ -28,7 +28,8 @@ def test_opencode_serve_is_deployed_private_and_offline(e2e):
         journal = e2e.must(node, "journalctl --no-pager -o cat 2>/dev/null; true")
         assert secret not in cmdlines and secret not in journal
         config = json.loads(e2e.must(node, "cat /var/lib/galaxy-opencode/.config/opencode/opencode.json"))
-        assert config["enabled_providers"] == ["scripted"] and config["permission"] == "allow"
+        assert config["enabled_providers"] == ["scripted"]
+        assert config["permission"] == {"*": "allow", "bash": "ask", "external_directory": "ask"}
         node_cfg = e2e.must(node, "cat /etc/galaxy/config.yml")
         assert "default_executor: opencode" in node_cfg
 
