@@ -10,17 +10,17 @@ import queue
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
-from nodeenv import GALAXY, NodeEnv, wait_for
-from support.llm_server import ScriptedLLM, Text, ToolCall
-from support.opencode_server import OpenCodeServer
-
 from galaxy_fleet.config import Config
 from galaxy_fleet.node import executors
 from galaxy_fleet.node.executors import ExecutorError
+from nodeenv import GALAXY, NodeEnv, wait_for
+from support.llm_server import ScriptedLLM, Text, ToolCall
+from support.opencode_server import OpenCodeServer
 
 ASK = {"*": "allow", "bash": "ask", "external_directory": "ask"}
 
@@ -283,3 +283,30 @@ def test_interactive_must_be_a_boolean(node: NodeEnv, llm: ScriptedLLM):
     oid = node.submit("hello", "--option", "interactive=yes")
     side = node.wait_done(oid, 60)
     assert side["state"] == "failed" and side["error"] == "option 'interactive' must be true or false"
+
+
+def test_a_prompt_still_waiting_when_the_order_is_cancelled_is_audited(node: NodeEnv, llm: ScriptedLLM):
+    node.start_worker()
+    llm.script(ToolCall("bash", {"command": "touch slow.txt", "description": "Touch"}), Text("unreached"))
+    oid = _submit(node, "Touch slow.txt")
+    asked = _asked(node, oid)[0]
+    node.galaxy("order", "cancel", oid, "--from", "alice")
+    side = node.wait_done(oid, 60)
+    assert side["state"] == "cancelled", side
+    assert not (node.web / "slow.txt").exists()
+    expired = _events(node, oid, "permission_expired")
+    assert [(e["permission"], e["message"]) for e in expired] == [
+        (asked["permission"], "bash: the order ended before an answer came")]
+    late = node.galaxy("order", "permission", oid, asked["permission"], "once", "--from", "alice")
+    assert late.returncode != 0 and "is cancelled" in late.stderr
+
+
+def test_answers_with_bad_ids_are_refused_and_audited(node: NodeEnv):
+    bad = node.galaxy("order", "permission", "20260101-x", "../../etc", "once", "--from", "mallory")
+    assert bad.returncode != 0 and "permission id" in bad.stderr
+    unknown = node.galaxy("order", "permission", "20260101-x", "per_1", "once", "--from", "mallory")
+    assert unknown.returncode != 0 and "no order" in unknown.stderr
+    refused = [e for e in node.audit_events() if e["type"] == "permission_answer_refused"]
+    assert [e["user"] for e in refused] == ["mallory", "mallory"]
+    no_from = node.galaxy("order", "permission", "20260101-x", "per_1", "once")
+    assert no_from.returncode != 0 and "--from is required" in no_from.stderr

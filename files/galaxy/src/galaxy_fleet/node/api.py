@@ -203,11 +203,15 @@ class Node:
         The executor that waits on the prompt forwards the answer and audits the
         decision; an answer that cannot be taken (no such prompt, already
         decided or expired) raises and is audited as refused."""
-        from galaxy_fleet.node.permissions import PromptError, PromptNotFound, Prompts
+        from galaxy_fleet.node.permissions import PromptError, PromptNotFound, Prompts, check_ids
 
         try:
+            check_ids(order_id, permission_id)
+            state = self.status(order_id).get("state")
+            if state != RUNNING:
+                raise PromptNotFound(f"order {order_id} is {state or 'unknown'}: no permission prompt waits")
             return Prompts(self.config.spool_dir).answer(order_id, permission_id, answer, by)
-        except (PromptError, PromptNotFound) as exc:
+        except (PromptError, PromptNotFound, NotFound) as exc:
             self.audit.append("permission_answer_refused", severity="warning", message=str(exc),
                               order_id=order_id[:128] if isinstance(order_id, str) else None,
                               user=by[:128] if isinstance(by, str) and by else None,

@@ -63,6 +63,12 @@ def _check(kind: str, value: Any) -> str:
         raise PromptError(str(exc)) from None
 
 
+def check_ids(order_id: Any, permission_id: Any) -> None:
+    """Raise PromptError unless both ids are safe names."""
+    _check("order id", order_id)
+    _check("permission id", permission_id)
+
+
 class Prompts:
     """The prompts of the orders running on one spool."""
 

@@ -682,6 +682,12 @@ class _Asks:
             result.output = (result.output.rstrip() + "\n\n" if result.output.strip() else "") + note
 
     def close(self) -> None:
+        for prompt in self.waiting.values():  # the run ended (cancel, timeout) before an answer came
+            self.ex.audit("permission_expired", severity="warning", order_id=self.order.id,
+                          user=self.order.sender or None, permission=prompt["permission"], tool=prompt["tool"],
+                          detail=prompt["detail"], answer="deny",
+                          message=f"{prompt['tool']}: the order ended before an answer came")
+        self.waiting.clear()
         if self.recorded:
             try:
                 self.prompts.clear(self.order.id)
