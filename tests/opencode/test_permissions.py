@@ -234,7 +234,7 @@ def test_order_nobody_can_answer_is_denied_at_once(node: NodeEnv, llm: ScriptedL
     asked = _events(node, oid, "permission_asked")
     assert [(e["tool"], e["interactive"], e["timeout"]) for e in asked] == [("bash", False, None)]
     answered = _events(node, oid, "permission_answered")
-    assert [(e["answer"], e["by"]) for e in answered] == [("deny", "policy")]
+    assert [(e["answer"], e["by"], e["user"]) for e in answered] == [("deny", "policy", "alice")]
     reason = "nobody can answer prompts of this order; node policy: deny"
     assert answered[0]["reason"] == reason
     md = (node.spool / "responses" / f"{oid}.md").read_text()

@@ -582,7 +582,8 @@ class _Asks:
         self.seen.add(pid)
         tool = str(props.get("permission") or "?")
         detail = _ask_detail(props)
-        patterns = [str(p)[:300] for p in (props.get("patterns") or [])[:10]]
+        raw_patterns = props.get("patterns")
+        patterns = [str(p)[:300] for p in raw_patterns[:10]] if isinstance(raw_patterns, list) else []
         prompt = {"permission": pid, "tool": tool, "detail": detail, "patterns": patterns,
                   "subagent": subagent, "from": self.order.sender or None}
         if tool in self.always:
@@ -594,18 +595,19 @@ class _Asks:
                                 interactive=self.interactive,
                                 timeout=self.ex.permission_timeout if self.interactive else None)
         if not written:
-            self._apply(prompt, "deny", "node", reason="the prompt could not be written to the audit trail")
+            self._apply(prompt, "deny", "node", reason="the prompt could not be written to the audit trail",
+                        person=False)
             return
         if not self.interactive:
             answer = "once" if self.ex.permission_unanswered == "allow" else "deny"
-            self._apply(prompt, answer, "policy",
+            self._apply(prompt, answer, "policy", person=False,
                         reason=f"nobody can answer prompts of this order; node policy: {self.ex.permission_unanswered}")
             return
         try:
             self.prompts.ask(self.order.id, pid, {**prompt, "timeout": self.ex.permission_timeout})
             self.recorded = True
         except (OSError, ValueError) as exc:
-            self._apply(prompt, "deny", "node", reason=f"the prompt could not be recorded: {exc}")
+            self._apply(prompt, "deny", "node", reason=f"the prompt could not be recorded: {exc}", person=False)
             return
         self.waiting[pid] = {**prompt, "deadline": time.monotonic() + self.ex.permission_timeout}
         self.ctx.progress(f"[permission] {tool} {detail}: waiting for an answer "
@@ -640,7 +642,7 @@ class _Asks:
                 self._apply(prompt, str(decision["answer"]), str(decision.get("by") or "?"))
 
     def _apply(self, prompt: dict[str, Any], answer: str, by: str, *, reason: str | None = None,
-               expired: bool = False, auto: bool = False) -> None:
+               expired: bool = False, auto: bool = False, person: bool = True) -> None:
         pid, tool, detail = prompt["permission"], prompt["tool"], prompt["detail"]
         if answer == "always":
             self.always.setdefault(tool, by)
@@ -660,7 +662,9 @@ class _Asks:
             self.ex.audit("permission_expired", severity="warning", user=self.order.sender or None,
                           message=f"{tool}: {reason}; denied", after=self.ex.permission_timeout, **fields)
         else:
-            self.ex.audit("permission_answered", severity="warning" if answer == "deny" else "info", user=by,
+            # ``user`` is who decided when a person did; the order's sender when the node's policy did.
+            user = by if person else self.order.sender or None
+            self.ex.audit("permission_answered", severity="warning" if answer == "deny" else "info", user=user,
                           message=f"{tool}: {answer} by {by}" + (f" ({reason})" if reason else ""), by=by,
                           auto=auto, reason=reason, forwarded=failure is None, **fields)
         self.decisions.append({"permission": pid, "tool": tool, "detail": detail, "answer": answer, "by": by,
