@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from e2e import poll
 from support.llm_server import Text, ToolCall, message_text
 
 
@@ -28,7 +29,8 @@ def test_opencode_serve_is_deployed_private_and_offline(e2e):
         journal = e2e.must(node, "journalctl --no-pager -o cat 2>/dev/null; true")
         assert secret not in cmdlines and secret not in journal
         config = json.loads(e2e.must(node, "cat /var/lib/galaxy-opencode/.config/opencode/opencode.json"))
-        assert config["enabled_providers"] == ["scripted"] and config["permission"] == "allow"
+        assert config["enabled_providers"] == ["scripted"]
+        assert config["permission"] == {"*": "allow", "bash": "ask", "external_directory": "ask"}
         node_cfg = e2e.must(node, "cat /etc/galaxy/config.yml")
         assert "default_executor: opencode" in node_cfg
 
@@ -64,3 +66,35 @@ def test_an_order_reaches_opencode_on_a_node_and_its_answer_progress_and_cost_co
     assert again.details.get("opencode_session") == details.get("opencode_session")
     history = " ".join(message_text(m) for m in e2e.llm.chats[-1]["messages"])
     assert "Write a note in lab-note.txt" in history and "Do you remember?" in history
+
+
+def test_a_permission_prompt_reaches_the_control_node_and_its_answer_the_agent(e2e):
+    # The deployed opencode asks before bash: the prompt streams to the control
+    # node as an event, the answer goes back over the same SSH link.
+    e2e.llm.reset()
+    e2e.llm.script(ToolCall("bash", {"command": "echo allowed > lab-perm.txt", "description": "Write"}),
+                   Text("Written after approval."))
+    rec = e2e.fleet.submit("web1", "Write lab-perm.txt", user="e2e", chat_id=4243,
+                           options={"interactive": True})[0]
+    asked = poll(lambda: e2e.fleet.audit("web1", type="permission_asked", order_id=rec.id), 120,
+                 "the permission prompt at the control node")[0]
+    assert (asked["tool"], asked["detail"], asked["user"]) == ("bash", "echo allowed > lab-perm.txt", "e2e")
+    reply = e2e.fleet.router.request("web1", "permission", order=rec.id, permission=asked["permission"],
+                                     answer="once", by="e2e")
+    assert reply["answer"] == "once"
+    done = e2e.fleet.wait([rec.id], timeout=120)[0]
+    assert done.state == "done", (done.state, done.error)
+    assert e2e.must("web1", "cat /var/lib/galaxy-opencode/work/lab-perm.txt") == "allowed\n"
+    answered = poll(lambda: e2e.fleet.audit("web1", type="permission_answered", order_id=rec.id), 30,
+                    "the decision at the control node")
+    assert [(e["answer"], e["by"]) for e in answered] == [("once", "e2e")]
+
+    # The same request without a chat: nobody can answer, the node's policy denies at once.
+    e2e.llm.script(ToolCall("bash", {"command": "echo denied > lab-denied.txt", "description": "Write"}),
+                   Text("I was not allowed."))
+    headless = e2e.order("web1", "Write lab-denied.txt", timeout=120)
+    assert headless.state == "done", (headless.state, headless.error)
+    assert "Permission prompts denied:" in (headless.response or "")
+    assert e2e.ssh("web1", "test -e /var/lib/galaxy-opencode/work/lab-denied.txt").returncode != 0
+    decided = e2e.fleet.audit("web1", type="permission_answered", order_id=headless.id)
+    assert [(e["answer"], e["by"]) for e in decided] == [("deny", "policy")]

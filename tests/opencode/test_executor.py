@@ -286,20 +286,28 @@ def test_server_dying_mid_run_fails_clearly(tmp_path):
     assert run.returned_at - stopped_at < 15
 
 
-def test_a_permission_ask_is_refused_not_waited_on(tmp_path):
-    # A server whose config asks before edits: a headless run must not hang on it.
+def test_a_permission_ask_in_an_order_nobody_can_answer_is_denied_not_waited_on(tmp_path):
+    # A server whose config asks before edits: an order without a chat is denied at once, never waits.
+    from galaxy_fleet.audit import query
+    from galaxy_fleet.config import from_dict
+    from galaxy_fleet.node import executors
+
+    config = from_dict({"spool_dir": str(tmp_path / "spool")})
     with ScriptedLLM() as llm, OpenCodeServer(llm.url, permission={"*": "allow", "edit": "ask"}) as server:
         h, project = _own_server_harness(tmp_path, server)
+        ex = executors.build("opencode", {"type": "opencode", "url": server.url}, config)
         llm.script(ToolCall("write", {"filePath": str(project / "x.txt"), "content": "x"}),
                    Text("I could not write it."))
-        run = h.run("Write x.txt", workdir=project)
+        run = h.run("Write x.txt", workdir=project, executor=ex)
+        ex.close()
     result = run.result
-    assert result.status == FAILED
-    assert result.error == ("opencode asked for permission 'edit'; set its permissions so that "
-                            "headless runs never ask")
+    assert result.status == DONE, result.error
     assert not (project / "x.txt").exists()
-    assert any(line.startswith("[refused]") for line in run.lines())
-    assert result.output == "I could not write it."
+    assert result.output.startswith("I could not write it.\n\nPermission prompts denied:\n- edit ")
+    assert any(line.startswith("[permission] edit ") and "denied by policy" in line for line in run.lines())
+    events = query(config.audit.path, type=["permission_asked", "permission_answered"])
+    assert [(e["type"], e.get("answer")) for e in events] == [("permission_asked", None),
+                                                              ("permission_answered", "deny")]
 
 
 def test_basic_auth(tmp_path, monkeypatch):

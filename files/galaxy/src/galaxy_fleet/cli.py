@@ -175,6 +175,37 @@ def cmd_order_cancel(args: argparse.Namespace) -> int:
     return EXIT_OK if status.get("state") in ("cancelled", "timed_out", "interrupted") else EXIT_NOT_DONE
 
 
+def cmd_order_permission(args: argparse.Namespace) -> int:
+    """Answer a running order's permission prompt, or list the prompts waiting."""
+    from galaxy_fleet.node.permissions import PromptError, PromptNotFound, Prompts
+
+    node = _node(args)
+    order_id = _checked_id(args.order_id)
+    if args.permission_id is None or args.answer is None:
+        if args.permission_id is not None:
+            raise CliError("give the answer too: once, always or deny")
+        try:
+            waiting = Prompts(node.config.spool_dir).pending(order_id)
+        except PromptError as exc:
+            raise CliError(str(exc)) from None
+        if args.json:
+            print(json.dumps(waiting, ensure_ascii=False))
+        else:
+            for p in waiting:
+                print(f"{p.get('permission')}  {p.get('tool')}  {p.get('detail')}")
+        return EXIT_OK
+    if not args.sender:
+        raise CliError("--from is required: the audit trail records who answered")
+    try:
+        decision = node.answer_permission(order_id, args.permission_id, args.answer, args.sender)
+    except PromptNotFound as exc:
+        raise CliError(str(exc), EXIT_NOT_FOUND) from None
+    except PromptError as exc:
+        raise CliError(str(exc), EXIT_NOT_DONE) from None
+    _emit(args, decision, f"{decision['permission']}: {decision['answer']} by {decision['by']}")
+    return EXIT_OK
+
+
 # -- galaxy audit -----------------------------------------------------------
 def cmd_audit(args: argparse.Namespace) -> int:
     """On the control node (a ``control.store`` exists) the whole fleet's trail; elsewhere,
@@ -397,6 +428,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(order, "cancel", cmd_order_cancel, "cancel a queued or running order")
     p.add_argument("order_id")
     p.add_argument("--from", dest="sender", help="who cancels it (recorded in the audit trail)")
+    p = add(order, "permission", cmd_order_permission,
+            "answer a running order's permission prompt (without an answer: list the prompts waiting)")
+    p.add_argument("order_id")
+    p.add_argument("permission_id", nargs="?")
+    p.add_argument("answer", nargs="?", choices=("once", "always", "deny"))
+    p.add_argument("--from", dest="sender", help="who answers (recorded in the audit trail)")
 
     from galaxy_fleet import audit
 

@@ -196,6 +196,28 @@ class Node:
         except TimeoutError:
             return self.status(order_id)
 
+    # -- permission prompts ----------------------------------------------
+    def answer_permission(self, order_id: str, permission_id: str, answer: str, by: str) -> dict[str, Any]:
+        """Answer a running order's permission prompt: once, always (for this order) or deny.
+
+        The executor that waits on the prompt forwards the answer and audits the
+        decision; an answer that cannot be taken (no such prompt, already
+        decided or expired) raises and is audited as refused."""
+        from galaxy_fleet.node.permissions import PromptError, PromptNotFound, Prompts, check_ids
+
+        try:
+            check_ids(order_id, permission_id)
+            state = self.status(order_id).get("state")
+            if state != RUNNING:
+                raise PromptNotFound(f"order {order_id} is {state or 'unknown'}: no permission prompt waits")
+            return Prompts(self.config.spool_dir).answer(order_id, permission_id, answer, by)
+        except (PromptError, PromptNotFound, NotFound) as exc:
+            self.audit.append("permission_answer_refused", severity="warning", message=str(exc),
+                              order_id=order_id[:128] if isinstance(order_id, str) else None,
+                              user=by[:128] if isinstance(by, str) and by else None,
+                              permission=str(permission_id)[:128], answer=str(answer)[:32])
+            raise
+
 
 def new_order(payload: str, fields: dict[str, Any]) -> dict[str, Any]:
     """The JSON of a fresh order, as `galaxy order submit` builds it (None fields left out)."""

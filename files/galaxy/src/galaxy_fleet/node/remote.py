@@ -11,7 +11,9 @@ Protocol (version 1): newline-delimited JSON, one object per line.
   ``{"type": "result", "id": R, "ok": true, "data": ...}`` or ``{..., "ok": false, "error": "..."}``.
 - ops: ``ping``, ``submit {order}``, ``cancel {order_id, user}``, ``status {order_id, response}``,
   ``list {limit, state}``, ``health {}``, ``audit {filters..., after, limit}``,
-  ``subscribe {after}``, ``ack_alert {alert_id}``.
+  ``subscribe {after}``, ``ack_alert {alert_id}``,
+  ``permission {order, permission, answer: once|always|deny, by}`` (answers a prompt that a
+  running order's agent is waiting on; the prompt itself is the ``permission_asked`` event).
 - After ``subscribe`` the node pushes every audit event with ``seq > after``
   as ``{"type": "event", "event": {...}}``, live; a finished order's event
   carries ``"response"`` (sidecar plus Markdown). Undelivered outbox alerts are
@@ -162,6 +164,11 @@ class RemoteServer:
         from galaxy_fleet.order import check_name
 
         return {"removed": outbox.ack(self.node.spool, check_name("alert id", _str(req, "alert_id")))}
+
+    def op_permission(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Answer a permission prompt of a running order: ``{order, permission, answer, by}``."""
+        return self.node.answer_permission(_str(req, "order"), _str(req, "permission"), _str(req, "answer"),
+                                           _str(req, "by"))
 
     def op_subscribe(self, req: dict[str, Any]) -> dict[str, Any]:
         after = req.get("after")

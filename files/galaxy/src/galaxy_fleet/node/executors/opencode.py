@@ -26,7 +26,14 @@ Spec keys (``executors.opencode`` in the node config), all optional:
 ``directory`` (used when an order names no project), ``provider_retries``
 (give up after this many provider retries, default 3; -1 leaves it to
 opencode), ``progress_interval`` (seconds between text progress lines,
-default 2), ``request_timeout`` (seconds, default 15).
+default 2), ``request_timeout`` (seconds, default 15),
+``permission_timeout`` (seconds a permission prompt waits for an answer
+before it is denied, default 300), ``permission_unanswered`` (``deny``, the
+default, or ``allow``: the answer to prompts of orders nobody can answer).
+
+Permission prompts (opencode's ``permission: ask``) are relayed as
+``permission_asked`` audit events and answered through
+``galaxy_fleet.node.permissions``; see ``_Asks``.
 The password comes from $OPENCODE_SERVER_PASSWORD, else the credential, else
 ``password_file``.
 """
@@ -382,6 +389,7 @@ class _Run:
         self.gave_up = False  # too many provider retries: abort and fail
         self.started = False
         self.last_text_progress = 0.0
+        self.asks: _Asks | None = None  # the order's permission prompts
 
     def ours(self, message_id: Any) -> bool:
         return isinstance(message_id, str) and message_id > self.marker
@@ -402,6 +410,8 @@ class _Run:
             # A subagent's work: show its tool calls, refuse its asks, keep its text out.
             if kind == "message.part.updated" and (props.get("part") or {}).get("type") == "tool":
                 self._part(props["part"], prefix="[subagent] ")
+            elif kind == "permission.asked" and self.asks is not None:
+                self.asks.asked(props, subagent=True)
             elif kind in ("permission.asked", "question.asked"):
                 self._refuse(kind, props)
             return ""
@@ -434,6 +444,8 @@ class _Run:
             if not (isinstance(err, dict) and err.get("name") == ABORTED) and self.session_error is None:
                 self.session_error = _error_text(err)
             return "check"
+        elif kind == "permission.asked" and self.asks is not None:
+            self.asks.asked(props, subagent=False)
         elif kind in ("permission.asked", "question.asked"):
             self._refuse(kind, props)
         return ""
@@ -521,6 +533,172 @@ class _Run:
             pass
 
 
+def _ask_detail(props: dict[str, Any]) -> str:
+    """What a permission prompt is about, on one line: the command, else the paths."""
+    raw_meta, raw_patterns = props.get("metadata"), props.get("patterns")
+    meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
+    patterns: list[Any] = raw_patterns if isinstance(raw_patterns, list) else []
+    detail = (meta.get("command") or meta.get("filepath") or meta.get("filePath") or meta.get("path")
+              or ", ".join(str(p) for p in patterns[:5]) or meta.get("description") or "")
+    return _first_line(" ".join(str(detail).split()), 300)
+
+
+class _Asks:
+    """The permission prompts of one order (``permission: ask`` in opencode's config).
+
+    A prompt is relayed and waited on when the order is interactive (its
+    ``interactive`` option is true: someone in a chat can answer); the answer
+    comes through node/permissions.py and is forwarded to opencode. ``always``
+    allows the tool for the rest of this order only: opencode is told ``once``
+    and later prompts for the same tool are allowed here without asking. No
+    answer within ``permission_timeout`` seconds denies. An order nobody can
+    answer follows ``permission_unanswered`` (deny or allow) at once. Every
+    prompt and decision is an audit event: permission_asked,
+    permission_answered (by, answer), permission_expired.
+    """
+
+    def __init__(self, executor: OpenCodeExecutor, ctx: RunContext, order: Order, directory: str | None):
+        from galaxy_fleet.node.permissions import Prompts
+
+        interactive = (order.options or {}).get("interactive", False)
+        if not isinstance(interactive, bool):
+            raise ExecutorError("option 'interactive' must be true or false")
+        self.ex = executor
+        self.ctx = ctx
+        self.order = order
+        self.directory = directory
+        self.interactive = interactive
+        self.prompts = Prompts(executor.config.spool_dir)
+        self.waiting: dict[str, dict[str, Any]] = {}  # permission id -> prompt (with its deadline)
+        self.seen: set[str] = set()
+        self.always: dict[str, str] = {}  # tool -> who allowed it for the rest of the order
+        self.decisions: list[dict[str, Any]] = []
+        self.recorded = False
+
+    def asked(self, props: dict[str, Any], subagent: bool) -> None:
+        pid = props.get("id")
+        if not isinstance(pid, str) or pid in self.seen:
+            return  # a repeat (the stream reconnected) or nothing to answer
+        self.seen.add(pid)
+        tool = str(props.get("permission") or "?")
+        detail = _ask_detail(props)
+        raw_patterns = props.get("patterns")
+        patterns = [str(p)[:300] for p in raw_patterns[:10]] if isinstance(raw_patterns, list) else []
+        prompt = {"permission": pid, "tool": tool, "detail": detail, "patterns": patterns,
+                  "subagent": subagent, "from": self.order.sender or None}
+        if tool in self.always:
+            self._apply(prompt, "always", self.always[tool], auto=True)
+            return
+        written = self.ex.audit("permission_asked", severity="warning", order_id=self.order.id,
+                                user=self.order.sender or None, message=f"{tool}: {detail}", permission=pid,
+                                tool=tool, detail=detail, patterns=patterns, subagent=subagent,
+                                interactive=self.interactive,
+                                timeout=self.ex.permission_timeout if self.interactive else None)
+        if not written:
+            self._apply(prompt, "deny", "node", reason="the prompt could not be written to the audit trail",
+                        person=False)
+            return
+        if not self.interactive:
+            answer = "once" if self.ex.permission_unanswered == "allow" else "deny"
+            self._apply(prompt, answer, "policy", person=False,
+                        reason=f"nobody can answer prompts of this order; node policy: {self.ex.permission_unanswered}")
+            return
+        try:
+            self.prompts.ask(self.order.id, pid, {**prompt, "timeout": self.ex.permission_timeout})
+            self.recorded = True
+        except (OSError, ValueError) as exc:
+            self._apply(prompt, "deny", "node", reason=f"the prompt could not be recorded: {exc}", person=False)
+            return
+        self.waiting[pid] = {**prompt, "deadline": time.monotonic() + self.ex.permission_timeout}
+        self.ctx.progress(f"[permission] {tool} {detail}: waiting for an answer "
+                          f"(denied after {self.ex.permission_timeout:g} s)")
+
+    def catch_up(self, client: _Client, run: _Run) -> None:
+        """After the event stream broke: the prompts of this run that were asked meanwhile."""
+        try:
+            listed = client.call("GET", "/permission", query={"directory": self.directory}) or []
+        except ServerError:
+            return
+        for props in listed if isinstance(listed, list) else []:
+            if isinstance(props, dict) and props.get("sessionID") in run.children | {run.sid}:
+                self.asked(props, subagent=props.get("sessionID") != run.sid)
+
+    def service(self) -> None:
+        """Forward the answers that came; deny the prompts whose time ran out."""
+        for pid, prompt in list(self.waiting.items()):
+            decision = self.prompts.answered(self.order.id, pid)
+            if decision is None and time.monotonic() >= prompt["deadline"]:
+                try:
+                    decision, _ = self.prompts.decide(self.order.id, pid, "deny", "timeout", expired=True)
+                except (OSError, ValueError, LookupError):
+                    decision = {"answer": "deny", "by": "timeout", "expired": True}
+            if decision is None:
+                continue
+            del self.waiting[pid]
+            if decision.get("expired"):
+                self._apply(prompt, "deny", "timeout", expired=True,
+                            reason=f"no answer within {self.ex.permission_timeout:g} s")
+            else:
+                self._apply(prompt, str(decision["answer"]), str(decision.get("by") or "?"))
+
+    def _apply(self, prompt: dict[str, Any], answer: str, by: str, *, reason: str | None = None,
+               expired: bool = False, auto: bool = False, person: bool = True) -> None:
+        pid, tool, detail = prompt["permission"], prompt["tool"], prompt["detail"]
+        if answer == "always":
+            self.always.setdefault(tool, by)
+        body: dict[str, Any] = {"reply": "reject" if answer == "deny" else "once"}
+        if answer == "deny":
+            body["message"] = (f"Permission to use {tool} was denied: {reason}." if reason
+                               else f"Permission to use {tool} was denied by {by}.")
+        failure = None
+        try:
+            self.ex.client().call("POST", f"/permission/{urllib.parse.quote(pid)}/reply", body,
+                                  {"directory": self.directory})
+        except ServerError as exc:
+            failure = str(exc)  # e.g. the run was aborted and the prompt is gone
+        fields: dict[str, Any] = {"order_id": self.order.id, "permission": pid, "tool": tool, "detail": detail,
+                                  "answer": answer}
+        if expired:
+            self.ex.audit("permission_expired", severity="warning", user=self.order.sender or None,
+                          message=f"{tool}: {reason}; denied", after=self.ex.permission_timeout, **fields)
+        else:
+            # ``user`` is who decided when a person did; the order's sender when the node's policy did.
+            user = by if person else self.order.sender or None
+            self.ex.audit("permission_answered", severity="warning" if answer == "deny" else "info", user=user,
+                          message=f"{tool}: {answer} by {by}" + (f" ({reason})" if reason else ""), by=by,
+                          auto=auto, reason=reason, forwarded=failure is None, **fields)
+        self.decisions.append({"permission": pid, "tool": tool, "detail": detail, "answer": answer, "by": by,
+                               "expired": expired, "auto": auto, "reason": reason})
+        verb = {"once": "allowed once", "always": "allowed for this order", "deny": "denied"}[answer]
+        why = reason or ("earlier answer" if auto else None)
+        self.ctx.progress(f"[permission] {tool} {detail}: {verb} by {by}" + (f" ({why})" if why else "")
+                          + (f"; opencode did not take the answer: {failure}" if failure else ""))
+
+    def annotate(self, result: Result) -> None:
+        """The decisions go into the result; denied prompts are named in the answer."""
+        if not self.decisions:
+            return
+        result.details["permissions"] = self.decisions
+        denied = [d for d in self.decisions if d["answer"] == "deny"]
+        if denied:
+            lines = [f"- {d['tool']} `{d['detail']}`: " + (d["reason"] or f"denied by {d['by']}") for d in denied]
+            note = "Permission prompts denied:\n" + "\n".join(lines)
+            result.output = (result.output.rstrip() + "\n\n" if result.output.strip() else "") + note
+
+    def close(self) -> None:
+        for prompt in self.waiting.values():  # the run ended (cancel, timeout) before an answer came
+            self.ex.audit("permission_expired", severity="warning", order_id=self.order.id,
+                          user=self.order.sender or None, permission=prompt["permission"], tool=prompt["tool"],
+                          detail=prompt["detail"], answer="deny",
+                          message=f"{prompt['tool']}: the order ended before an answer came")
+        self.waiting.clear()
+        if self.recorded:
+            try:
+                self.prompts.clear(self.order.id)
+            except OSError:
+                pass
+
+
 class OpenCodeExecutor(Executor):
     type = "opencode"
 
@@ -537,6 +715,7 @@ class OpenCodeExecutor(Executor):
         if spec.get("model"):
             _split_model(str(spec["model"]))
         _Client(self.url, None, 1)  # validates the URL now, not at the first order
+        self._permission_settings(name, spec)
 
     # -- configuration -------------------------------------------------------
     def password(self) -> str | None:
@@ -559,6 +738,40 @@ class OpenCodeExecutor(Executor):
         if pw:
             auth = "Basic " + base64.b64encode(f"{self.username}:{pw}".encode()).decode()
         return _Client(self.url, auth, self.request_timeout)
+
+    def _permission_settings(self, name: str, spec: dict[str, Any]) -> None:
+        """``permission_timeout`` and ``permission_unanswered`` (see _Asks)."""
+        timeout = spec.get("permission_timeout", 300)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ExecutorError(f"executors.{name}.permission_timeout: expected seconds > 0, got {timeout!r}")
+        unanswered = spec.get("permission_unanswered", "deny")
+        if unanswered not in ("deny", "allow"):
+            raise ExecutorError(f"executors.{name}.permission_unanswered: expected deny or allow, got {unanswered!r}")
+        self.permission_timeout = float(timeout)
+        self.permission_unanswered = str(unanswered)
+        self._audit: Any = None
+        self._audit_lock = threading.Lock()
+
+    def audit(self, type: str, **fields: Any) -> bool:
+        """Append one event to the node's audit trail; False if it could not be written."""
+        with self._audit_lock:
+            if self._audit is None:
+                # Deferred: the worker module imports the executors package.
+                from galaxy_fleet.node.worker import open_audit
+
+                self._audit = open_audit(self.config)
+            log = self._audit
+        try:
+            log.append(type, **fields)
+            return True
+        except (OSError, ValueError):
+            return False
+
+    def close(self) -> None:
+        with self._audit_lock:
+            log, self._audit = self._audit, None
+        if log is not None:
+            log.close()
 
     def sessions(self, ctx: RunContext) -> SessionStore:
         return SessionStore(Path(ctx.state_dir) / f"opencode-sessions-{self.name}.json")
@@ -624,6 +837,7 @@ class OpenCodeExecutor(Executor):
              model_ref: tuple[str, str] | None, directory: str | None, fresh: bool,
              details: dict[str, Any]) -> Result:
         # Subscribe first (it needs only the directory) while the session is looked up.
+        asks = _Asks(self, ctx, order, directory)
         stream = _EventStream(client, directory)
         stream.begin()
         try:
@@ -632,6 +846,7 @@ class OpenCodeExecutor(Executor):
             q = {"directory": directory}
             path = f"/session/{urllib.parse.quote(sid)}"
             run = _Run(self, ctx, sid, directory, marker)
+            run.asks = asks
             stream.wait_connected(self.request_timeout)
             body: dict[str, Any] = {"parts": [{"type": "text", "text": order.payload}]}
             if agent:
@@ -642,6 +857,7 @@ class OpenCodeExecutor(Executor):
             return self._follow(ctx, client, stream, run, path, q, details)
         finally:
             stream.close()
+            asks.close()
 
     def _follow(self, ctx: RunContext, client: _Client, stream: _EventStream, run: _Run, path: str,
                 q: dict[str, Any], details: dict[str, Any]) -> Result:
@@ -682,8 +898,12 @@ class OpenCodeExecutor(Executor):
                     streams.append(stream)
                     stream.start(timeout=self.request_timeout)
                     check = "check"
+                    if run.asks is not None:
+                        run.asks.catch_up(client, run)
                 else:
                     check = run.handle(event) or check
+            if run.asks is not None and run.asks.waiting:
+                run.asks.service()
             now = time.monotonic()
             if now - last_check >= 5.0:
                 check = check or "check"  # a slow poll in case an event was lost
@@ -783,6 +1003,8 @@ class OpenCodeExecutor(Executor):
             else:
                 result.status = FAILED
                 result.error = "opencode finished without an answer"
+        if run.asks is not None:
+            run.asks.annotate(result)
         return result
 
 
