@@ -757,7 +757,7 @@ class OpenCodeExecutor(Executor):
         with self._audit_lock:
             if self._audit is None:
                 # Deferred: the worker module imports the executors package.
-                from galaxy_fleet.node.worker import open_audit
+                from galaxy_fleet.audit.writer import open_audit
 
                 self._audit = open_audit(self.config)
             log = self._audit
