@@ -99,7 +99,8 @@ def test_galaxy_send_acts_as_the_unix_user_and_is_rate_limited_and_refused(local
     env = _configure(lf, send={"users": {me: {"targets": ["web1"], "rate_per_minute": 2}}})
 
     def send(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([*GALAXY, "send", *args], env=env, capture_output=True, text=True, timeout=60)
+        return subprocess.run([*GALAXY, "send", *args], env=env, capture_output=True, text=True, timeout=60,
+                              check=False)
 
     first = send("web1", "one")
     assert first.returncode == 0, first.stderr
@@ -124,10 +125,12 @@ def test_send_identity_from_the_config_and_dangerous_allowed(local_fleet):
     lf = local_fleet(["web1"])
     lf.start_workers()
     env = _configure(lf, bot={"dangerous": {"targets": ["web1"]}}, send={"identity": "ops"})
-    refused = subprocess.run([*GALAXY, "send", "web1", "x"], env=env, capture_output=True, text=True, timeout=60)
+    refused = subprocess.run([*GALAXY, "send", "web1", "x"], env=env, capture_output=True, text=True, timeout=60,
+                             check=False)
     assert refused.returncode == 2 and "web1 is marked dangerous" in refused.stderr
     env = _configure(lf, send={"identity": "ops", "dangerous": "allow"})
-    ok = subprocess.run([*GALAXY, "send", "web1", "x"], env=env, capture_output=True, text=True, timeout=60)
+    ok = subprocess.run([*GALAXY, "send", "web1", "x"], env=env, capture_output=True, text=True, timeout=60,
+                        check=False)
     assert ok.returncode == 0, ok.stderr
     assert [e["user"] for e in _refusals(lf)] == ["send:ops"]
 

@@ -42,8 +42,9 @@ import pwd
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from galaxy_fleet.config import Config, ConfigError
 
@@ -212,7 +213,7 @@ class EntryPolicy:
     dangerous: DangerPolicy = field(default_factory=DangerPolicy)
 
     @classmethod
-    def from_config(cls, config: Config, entry: str) -> "EntryPolicy":
+    def from_config(cls, config: Config, entry: str) -> EntryPolicy:
         assert entry in ENTRY_POINTS
         section = config.section(entry)
         known = {"identity", "targets", "executors", "rate_per_minute", "dangerous"} | (
@@ -242,17 +243,18 @@ class EntryPolicy:
         p.dangerous = parse_danger("bot.dangerous", config.section("bot").get("dangerous"), _float)
         return p
 
-    def caller(self) -> "Caller":
+    def caller(self) -> Caller:
         """The caller's identity and limits. For `galaxy send`: the configured identity or the
         login name of the Unix user running it; for MCP: the configured identity."""
-        if self.entry == "mcp":
+        if self.entry == "mcp" or self.identity:
             key = self.identity or "mcp"
+            identity = f"{self.entry}:{key}"
         else:
-            key = self.identity or unix_user()
+            key = unix_user()
+            identity = f"unix:{key}"
         limits = self.users.get(key, self.default)
         rate = limits.rate_per_minute if limits.rate_per_minute is not None else self.default.rate_per_minute
-        return Caller(f"{self.entry}:{key}" if self.identity or self.entry == "mcp" else f"unix:{key}",
-                      self.entry, UserPolicy(limits.targets, rate, limits.executors))
+        return Caller(identity, self.entry, UserPolicy(limits.targets, rate, limits.executors))
 
 
 def unix_user() -> str:
