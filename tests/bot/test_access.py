@@ -103,3 +103,12 @@ def test_rate_limiter_window() -> None:
     assert rl.check("u", 3, now=60.5) == 0  # the first one left the window
     assert rl.check("other", 3, now=3) == 0
     assert rl.check("u", 0, now=3) == 0  # 0 = no limit
+
+
+def test_visible_hosts_follow_the_target_limits() -> None:
+    """Alerts, /machines and /status show a limited user only the machines it may order
+    (control/policy.py's rule, the same one MCP and `galaxy send` use)."""
+    s = BotSettings.from_section({"authorized_users": [1], "users": {"3": {"targets": ["web"]}}})
+    assert s.visible_hosts(3, ["web1", "web2", "db1"], resolve) == ["web1", "web2"]
+    assert s.visible_hosts(1, ["web1", "db1"], resolve) == ["web1", "db1"]
+    assert s.visible_hosts(-100123, ["db1"], resolve) == ["db1"]  # a group chat: no per-user limit

@@ -264,6 +264,13 @@ def test_per_user_targets(lab: BotLab) -> None:
     assert events and events[-1]["target"] == "db1"
 
 
+def test_machines_and_status_show_a_limited_user_only_their_machines(lab: BotLab) -> None:
+    text = ask(lab.user(BOB), "/machines", "Machines").text
+    assert "<b>web1</b>" in text and "db1" not in text and "web2" not in text and "ghost" not in text
+    text = ask(lab.user(BOB), "/status", "Fleet").text
+    assert "1/1 machines connected" in text and "ghost" not in text
+
+
 def test_rate_limit(lab: BotLab) -> None:
     dave = lab.user(DAVE)
     for i in range(3):

@@ -6,7 +6,7 @@ import signal
 import time
 from typing import Callable
 
-from botlab import ALICE, OPS, BotLab, ask, final_status, is_answer, order, order_id, wait_for
+from botlab import ALICE, BOB, OPS, BotLab, ask, final_status, is_answer, order, order_id, wait_for
 
 
 def test_bot_killed_mid_order_still_delivers_the_answer(make_lab: Callable[..., BotLab]) -> None:
@@ -102,7 +102,7 @@ def test_alerts_reach_the_chat_once_with_recovery(make_lab: Callable[..., BotLab
 
 
 def test_unreachable_machine_is_reported_and_its_return_announced(make_lab: Callable[..., BotLab]) -> None:
-    lab = make_lab(ghost=False)
+    lab = make_lab(ghost=False, alert_chats=[OPS, BOB])  # BOB may see web1 only
     emu = lab.emulator
     db1 = lab.nodes["db1"]
     # Break db1's `galaxy remote` (its config file goes away), then drop the connection by killing the
@@ -133,6 +133,8 @@ def test_unreachable_machine_is_reported_and_its_return_announced(make_lab: Call
         moved.rename(db1.config_path)
     emu.wait_message(OPS, "db1</b> is reachable again", timeout=40)
     assert len([m for m in emu.bot_messages(OPS) if "db1</b> is unreachable" in m.text]) == 1
+    # A user limited to web1 hears nothing of db1, though their chat is an alert chat.
+    assert not [m for m in emu.bot_messages(BOB) if "db1" in m.text]
 
 
 def test_choosing_the_machine_when_there_is_no_default(make_lab: Callable[..., BotLab]) -> None:

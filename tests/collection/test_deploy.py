@@ -149,8 +149,9 @@ def test_backup_playbook_copies_config_and_audit(deploy_lab, tmp_path):
         assert "/etc/galaxy/config.yml" in names, names
         if host != "control":  # the nodes' audit trails (the control host here runs no worker)
             assert any(n.startswith("/var/lib/galaxy/audit/audit.jsonl") for n in names), names
+        assert oct(archive.stat().st_mode & 0o777) == "0o600"
     assert "/etc/galaxy/inventory.yml" in tarfile.open(next((tmp_path / "control").glob("*.tar.gz"))).getnames()
-    left = deploy_lab.ssh("web1", "ls /var/tmp | grep -c galaxy-backup || true")
+    left = deploy_lab.ssh("web1", "ls /var/tmp /tmp | grep -c galaxy-backup || true")
     assert left.stdout.strip() == "0"
 
 

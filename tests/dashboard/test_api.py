@@ -249,7 +249,8 @@ def test_login_form_sets_a_cookie(app_for: Any) -> None:
     assert client.post("/logout").status_code == 302
     assert client.get("/api/status").status_code == 401
     # no open redirect after login
-    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
+    for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example", "/\t/evil.example",
+                   "/\n/evil.example", " //evil.example", "/\x7f/evil.example"):
         resp = client.post("/login", data={"token": TOKEN, "next": target})
         assert resp.headers["Location"] == "/", target
 

@@ -68,3 +68,57 @@ def test_serves_before_the_store_exists_and_stops_on_sigterm(tmp_path: Path) -> 
     finally:
         assert proc.stop() == 0
     assert not (tmp_path / "galaxy.db").exists()
+
+
+def _get(url: str, path: str, host: str | None) -> tuple[int, bytes, dict[str, str]]:
+    import http.client
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_host=host is not None)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, resp.read(), dict(resp.getheaders())
+    finally:
+        conn.close()
+
+
+def test_host_header_allow_list_against_dns_rebinding(tmp_path: Path) -> None:
+    """A page on attacker.example whose name now resolves to 127.0.0.1 reaches the real server, but
+    with its own name in the Host header: refused before any data is read."""
+    config = write_config(tmp_path, allowed_hosts=["galaxy.example.org", "::1"])
+    proc = DashboardProcess(config, tmp_path)
+    try:
+        port = proc.url.rsplit(":", 1)[1].rstrip("/")
+        for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.attacker.example",
+                     "localhost:abc", "galaxy.example.org.evil", ""):
+            status, body, _ = _get(proc.url, "/api/status", host)
+            assert status == 421, (host, status)
+            assert b"misdirected request" in body
+        for host in (f"127.0.0.1:{port}", "localhost", f"LOCALHOST:{port}", "[::1]", f"[::1]:{port}",
+                     "galaxy.example.org", f"Galaxy.Example.Org:{port}"):
+            status, body, _ = _get(proc.url, "/healthz", host)
+            assert (status, body) == (200, b"ok\n"), host
+    finally:
+        assert proc.stop() == 0
+
+
+def test_login_redirect_stays_on_the_site(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    proc = DashboardProcess(write_config(tmp_path, token_file=str(token)), tmp_path)
+    try:
+        for target, expected in (("/api/status", "/api/status"), ("//evil.example/x", "/"),
+                                 ("/%09/evil.example", "/"), ("/%5Cevil.example", "/"),
+                                 ("https://evil.example/", "/"), ("/%0d%0aSet-Cookie:x=1", "/")):
+            # without a token configured /login redirects at once; with one, the form carries next
+            status, body, _ = _get(proc.url, f"/login?next={target}", None)
+            assert status == 200
+            assert f'value="{expected}"'.encode() in body, (target, body[:400])
+    finally:
+        assert proc.stop() == 0

@@ -6,11 +6,14 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from nodeenv import wait_for
 from support.executor_harness import Harness
 from support.llm_server import Error, Hang, ScriptedLLM, Text, ToolCall, message_text
 from support.opencode_server import OpenCodeServer, request
 
+from galaxy_fleet.node.executors import ExecutorError
 from galaxy_fleet.order import CANCELLED, DONE, FAILED, TIMED_OUT
 
 
@@ -223,7 +226,8 @@ def test_rate_limit_is_retried_by_opencode(harness, llm, project):
 
 
 def test_unknown_agent_fails_clearly(harness, llm, project):
-    result = harness.run("Hi", workdir=project, options={"agent": "nosuchagent"}).result
+    ex = harness.executor(agents=["nosuchagent"])
+    result = harness.run("Hi", executor=ex, workdir=project, options={"agent": "nosuchagent"}).result
     assert result.status == FAILED
     assert result.error.startswith('Agent not found: "nosuchagent"')
     assert llm.chats == []
@@ -231,7 +235,8 @@ def test_unknown_agent_fails_clearly(harness, llm, project):
 
 def test_agent_and_model_options(harness, llm, project):
     llm.script(Text("Reviewed."))
-    result = harness.run("Review this", workdir=project,
+    ex = harness.executor(agents=["reviewer"], models=["scripted/other"])
+    result = harness.run("Review this", executor=ex, workdir=project,
                          options={"agent": "reviewer", "model": "scripted/other"}).result
     assert result.status == DONE, result.error
     assert (result.details["agent"], result.details["model"]) == ("reviewer", "scripted/other")
@@ -241,8 +246,25 @@ def test_agent_and_model_options(harness, llm, project):
 
 def test_bad_model_option_fails_before_contacting_opencode(harness, llm):
     result = harness.run("Hi", options={"model": "no-slash"}).result
-    assert result.status == FAILED
-    assert "provider/model" in result.error
+    assert result.status == FAILED and "refused" in result.error
+    with pytest.raises(ExecutorError, match="provider/model"):
+        harness.executor(models=["no-slash"])
+    assert llm.chats == []
+
+
+def test_an_order_cannot_choose_an_agent_or_model_the_node_does_not_allow(harness, llm, project):
+    """The agent decides a run's tools and permissions: an order may not pick one the node did not list."""
+    ex = harness.executor(agent="build", agents=["plan"], model="scripted/echo")
+    for options, message in (({"agent": "reviewer"}, "the agent 'reviewer' (allowed: build, plan"),
+                             ({"model": "scripted/other"}, "the model 'scripted/other' (allowed: scripted/echo")):
+        result = harness.run("Hi", executor=ex, workdir=project, options=options).result
+        assert result.status == FAILED and result.error.startswith("refused: this node does not let an order")
+        assert message in result.error
+    assert llm.chats == []  # refused before opencode was asked
+    llm.script(Text("Planned."))
+    result = harness.run("Plan it", executor=ex, workdir=project, options={"agent": "plan"}).result
+    assert result.status == DONE, result.error
+    assert result.details["agent"] == "plan"
 
 
 def test_output_is_capped(harness, llm, project):

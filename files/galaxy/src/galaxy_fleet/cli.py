@@ -267,12 +267,15 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     from galaxy_fleet.control.fleet import Fleet, FleetEvent, TargetError
     from galaxy_fleet.control.inventory import InventoryError
+    from galaxy_fleet.control.policy import EntryPolicy, Gate, Refused
 
     config = _config(args)
     if args.inventory:
         config.raw.setdefault("control", {})["inventory"] = args.inventory
     try:
+        policy = EntryPolicy.from_config(config, "send")
         fleet = Fleet(config, passive=True)
+        gate = Gate(fleet, policy, policy.caller())
         names = fleet.resolve(args.target)
     except (TargetError, InventoryError) as exc:
         raise CliError(str(exc)) from None
@@ -295,8 +298,11 @@ def cmd_send(args: argparse.Namespace) -> int:
     fleet.start()
     try:
         fleet.wait_connected(fleet.settings.connect_timeout, names)
-        records = fleet.submit(args.target, payload, user=args.sender, executor=args.executor,
-                               options=_parse_options(args.option) or None, timeout=args.timeout)
+        try:
+            records = gate.submit(args.target, payload, executor=args.executor,
+                                  options=_parse_options(args.option) or None, timeout=args.timeout)
+        except Refused as exc:
+            raise CliError(f"refused: {exc}") from None
         mine.update(r.id for r in records)
         final = fleet.wait([r.id for r in records], timeout=args.wait_timeout)
     finally:
@@ -349,6 +355,11 @@ def _check_sections(cfg: Any) -> None:
         from galaxy_fleet.bot.access import BotSettings
 
         BotSettings.from_section(cfg.section("bot"))
+    for entry in ("mcp", "send"):
+        if raw.get(entry) is not None:
+            from galaxy_fleet.control.policy import EntryPolicy
+
+            EntryPolicy.from_config(cfg, entry)
     if raw.get("dashboard") is not None:
         from galaxy_fleet.dashboard import settings
 
@@ -463,7 +474,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--executor", help="executor name on the nodes")
     p.add_argument("--timeout", type=float, help="order timeout in seconds")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="executor option")
-    p.add_argument("--from", dest="sender", default="cli", help="who sends it (audit trail)")
     p.add_argument("--wait-timeout", type=float, help="stop waiting after this many seconds (exit 3)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 

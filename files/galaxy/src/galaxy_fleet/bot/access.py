@@ -40,28 +40,17 @@ $GALAXY_TELEGRAM_TOKEN or the systemd credential ``telegram_token``)::
 from __future__ import annotations
 
 import re
-import time
 import urllib.parse
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from galaxy_fleet.config import ConfigError
+from galaxy_fleet.control import policy
+from galaxy_fleet.control.policy import DangerPolicy, RateLimiter, UserPolicy
+
+__all__ = ["BotSettings", "DangerPolicy", "FloodPolicy", "RateLimiter", "UserPolicy", "WebhookSettings"]
 
 DEFAULT_API = "https://api.telegram.org/bot"
-
-
-@dataclass
-class UserPolicy:
-    targets: list[str] | None = None  # None: every machine
-    rate_per_minute: int | None = None  # None: the section's default
-
-
-@dataclass
-class DangerPolicy:
-    targets: list[str] = field(default_factory=list)
-    patterns: list[re.Pattern[str]] = field(default_factory=list)
-    confirm_seconds: float = 60.0
 
 
 @dataclass
@@ -166,22 +155,7 @@ class BotSettings:
         for key, minimum in (("progress_interval", 0.2), ("min_edit_interval", 0.0), ("node_down_alert_after", 0.0)):
             if key in section:
                 setattr(s, key, _float(f"bot.{key}", section[key], minimum))
-        danger = section.get("dangerous") or {}
-        if not isinstance(danger, dict) or set(danger) - {"targets", "patterns", "confirm_seconds"}:
-            raise ConfigError("bot.dangerous: expected {targets: [...], patterns: [...], confirm_seconds: N}")
-        targets = danger.get("targets") or []
-        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-            raise ConfigError("bot.dangerous.targets: expected a list of host or group names")
-        patterns = []
-        for i, pat in enumerate(danger.get("patterns") or []):
-            if not isinstance(pat, str):
-                raise ConfigError(f"bot.dangerous.patterns[{i}]: expected a regular expression string")
-            try:
-                patterns.append(re.compile(pat))
-            except re.error as exc:
-                raise ConfigError(f"bot.dangerous.patterns[{i}]: invalid regular expression {pat!r}: {exc}") from None
-        s.dangerous = DangerPolicy(list(targets), patterns,
-                                   _float("bot.dangerous.confirm_seconds", danger.get("confirm_seconds", 60), 1))
+        s.dangerous = policy.parse_danger("bot.dangerous", section.get("dangerous"), _float)
         return s
 
     # -- decisions ---------------------------------------------------------------------
@@ -195,34 +169,17 @@ class BotSettings:
         return self.rate_per_minute
 
     def forbidden_hosts(self, user_id: int, hosts: list[str], resolve: Callable[[str], list[str]]) -> list[str]:
-        """The hosts among ``hosts`` that this user may not send orders to."""
-        policy = self.users.get(user_id)
-        if policy is None or policy.targets is None:
-            return []
-        allowed: set[str] = set()
-        for spec in policy.targets:
-            try:
-                allowed.update(resolve(spec))
-            except ValueError:
-                continue  # a stale name in the config allows nothing
-        return [h for h in hosts if h not in allowed]
+        """The hosts among ``hosts`` that this user may not send orders to (control/policy.py's rule)."""
+        return policy.forbidden_hosts(self.users.get(user_id), hosts, resolve)
+
+    def visible_hosts(self, chat_id: int, hosts: list[str], resolve: Callable[[str], list[str]]) -> list[str]:
+        """The hosts a user (or the private chat with one) may see: machines, status, alerts.
+        A group chat sees what the fleet has."""
+        return policy.visible_hosts(self.users.get(chat_id), hosts, resolve)
 
     def danger(self, hosts: list[str], payload: str, resolve: Callable[[str], list[str]]) -> str | None:
-        """Why this order needs a confirmation, or None."""
-        marked: set[str] = set()
-        for spec in self.dangerous.targets:
-            try:
-                marked.update(resolve(spec))
-            except ValueError:
-                continue
-        hit = [h for h in hosts if h in marked]
-        if hit:
-            return f"{', '.join(hit)} {'is' if len(hit) == 1 else 'are'} marked dangerous"
-        for pat in self.dangerous.patterns:
-            m = pat.search(payload)
-            if m:
-                return f"the order matches the dangerous pattern {pat.pattern!r}"
-        return None
+        """Why this order needs a confirmation, or None (control/policy.py's rule)."""
+        return policy.danger(self.dangerous, hosts, payload, resolve)
 
 
 def _flood(section: Any) -> FloodPolicy:
@@ -334,29 +291,3 @@ def _float(what: str, value: Any, minimum: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
         raise ConfigError(f"{what}: expected a number >= {minimum}, got {value!r}")
     return float(value)
-
-
-class RateLimiter:
-    """At most ``limit`` events per key in any 60-second window."""
-
-    def __init__(self, window: float = 60.0):
-        self.window = window
-        self.hits: dict[Any, deque[float]] = {}
-
-    def check(self, key: Any, limit: int, now: float | None = None) -> float:
-        """Record an event; 0 when allowed, else the seconds until one would be."""
-        if limit <= 0:
-            return 0.0
-        now = time.monotonic() if now is None else now
-        q = self.hits.setdefault(key, deque())
-        while q and q[0] <= now - self.window:
-            q.popleft()
-        if len(q) >= limit:
-            return max(0.1, q[0] + self.window - now)
-        q.append(now)
-        return 0.0
-
-    def prune(self, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        for key in [k for k, q in self.hits.items() if not q or q[-1] <= now - self.window]:
-            del self.hits[key]

@@ -383,6 +383,12 @@ class GalaxyBot(Follower):
             return None
         return [h for h in self._machine_names() if not self.settings.forbidden_hosts(user_id, [h], self._resolve)]
 
+    def _visible(self, update: "Update", machines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The machines this user may see (a user limited to some targets sees only those)."""
+        user = update.effective_user
+        names = self.settings.visible_hosts(user.id if user else 0, [m["name"] for m in machines], self._resolve)
+        return [m for m in machines if m["name"] in names]
+
     # -- commands ------------------------------------------------------------------------
     async def cmd_start(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
         user = update.effective_user
@@ -573,13 +579,15 @@ class GalaxyBot(Follower):
     async def cmd_machines(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
         if not await self._admit(update, "/machines"):
             return
-        await self._send_long(update, render.machines_text(await asyncio.to_thread(self.fleet.machines)))
+        machines = self._visible(update, await asyncio.to_thread(self.fleet.machines))
+        await self._send_long(update, render.machines_text(machines))
 
     async def cmd_status(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
         if not await self._admit(update, "/status"):
             return
-        machines = await asyncio.to_thread(self.fleet.machines)
-        recent = await asyncio.to_thread(self.fleet.orders, 1000)
+        machines = self._visible(update, await asyncio.to_thread(self.fleet.machines))
+        names = {m["name"] for m in machines}
+        recent = [r for r in await asyncio.to_thread(self.fleet.orders, 1000) if r.host in names]
         await self._reply(update, render.fleet_status_text(machines, recent, len(self.active_alerts)))
 
     async def cmd_orders(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:

@@ -349,10 +349,12 @@ class Follower:
         if store is not None:
             store.put(ACTIVE_ALERTS_KEY, json.dumps(self.active_alerts))
 
-    async def _broadcast(self, text: str, skip: set[int] | None = None) -> None:
+    async def _broadcast(self, text: str, skip: set[int] | None = None, host: str | None = None) -> None:
         for chat_id in self.settings.alert_chats:
             if skip and chat_id in skip:
                 continue
+            if host is not None and not self.settings.visible_hosts(chat_id, [host], self.fleet.resolve):
+                continue  # a user limited to some machines hears only of those
             await self._send(chat_id, text)
 
     async def _alert(self, ev: "FleetEvent") -> None:
@@ -395,7 +397,7 @@ class Follower:
                     # chats hear of failed orders nobody is watching (galaxy send, MCP, Ansible).
                     text = None
         if text:
-            await self._broadcast(text)
+            await self._broadcast(text, host=host)
         self._save_active_alerts()
         self.sent_alerts.add(alert_id)
         await asyncio.to_thread(self.fleet.delivered, ev)
@@ -410,7 +412,7 @@ class Follower:
             if opened is not None:
                 self._save_active_alerts()
                 await self._broadcast(f"🟢 <b>{render.esc(ev.host)}</b> is reachable again "
-                                      f"(unreachable since {render.ago(opened.get('since'))})")
+                                      f"(unreachable since {render.ago(opened.get('since'))})", host=ev.host)
             return
         if family in self.active_alerts or self.app.job_queue.get_jobs_by_name(family):
             return
@@ -432,7 +434,8 @@ class Follower:
         self.active_alerts[family] = {"since": data["since"], "message": data.get("message")}
         self._save_active_alerts()
         await self._broadcast(f"🔴 <b>{render.esc(host)}</b> is unreachable: "
-                              f"{render.esc(machine.get('error') or data.get('message') or 'no connection')}")
+                              f"{render.esc(machine.get('error') or data.get('message') or 'no connection')}",
+                              host=host)
 
 
 def retry_seconds(exc: Any) -> float:

@@ -44,7 +44,7 @@ STATE_OF_EVENT = {"order_queued": "queued", "order_delivered": "delivered", "ord
 CONTROL_KEYS = {"inventory": str, "nodes_group": str, "store": str, "known_hosts": str, "ssh_key": str,
                 "central_dir": str, "remote_command": str, "connect_timeout": (int, float), "request_timeout": (int, float),
                 "ping_interval": (int, float), "dead_after": (int, float), "backoff_max": (int, float),
-                "lost_after": (int, float), "health_every": (int, float)}
+                "lost_after": (int, float), "health_every": (int, float), "max_line_bytes": int}
 
 
 def check_section(section: dict[str, Any]) -> None:
@@ -111,6 +111,7 @@ class Fleet:
         self._silent: set[str] = self._silent_at_start()
         self._audit: Any = None
         self._lost_marked: set[str] = set()
+        self._forged: set[str] = set()  # nodes that reported another node's order (alerted once)
         self.router = Router(self.inventory.hosts, self.settings, on_message=self._on_message,
                              on_state=self._on_state, cursor=self._cursor)
         self._stop = threading.Event()
@@ -483,6 +484,8 @@ class Fleet:
         oid = event.get("order_id")
         if not oid or not etype.startswith("order_"):
             return
+        if not self._owns(host, str(oid), etype):
+            return
         if etype in STATE_OF_EVENT:
             fields: dict[str, Any] = {"state": STATE_OF_EVENT[etype]}
             if etype == "order_running":
@@ -498,6 +501,20 @@ class Fleet:
             self._update(oid, state=etype[6:], error=resp.get("error") or (event.get("message")
                                                                              if etype != "order_done" else None),
                          response=resp.get("response"), details=details, finished=time.time())
+
+    def _owns(self, host: str, order_id: str, etype: str) -> bool:
+        """An event changes an order only when it comes from the node the order was sent to: what a
+        node says about another node's order is refused (logged, and alerted once per node)."""
+        rec = self.store.order(order_id)
+        if rec is None or rec.host == host:
+            return True  # an order this control node did not send (placed on the node itself): nothing to change
+        log.warning("%s sent %s for order %s, which belongs to %s: refused", host, etype, order_id, rec.host)
+        if not self.passive and host not in self._forged:
+            self._forged.add(host)
+            self._fleet_alert(host, "event_refused", "critical",
+                              f"{host} sent {etype} for order {order_id}, which belongs to {rec.host}: refused "
+                              "(a node may report only its own orders)")
+        return False
 
     def _watch_lost(self) -> None:
         """Orders on a node that has been unreachable for ``lost_after`` are reported failed ("lost")."""

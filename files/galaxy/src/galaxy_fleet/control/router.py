@@ -45,6 +45,9 @@ class RouterSettings:
     backoff_max: float = 30.0
     known_hosts: str = "/etc/galaxy/known_hosts"
     remote_command: str = "galaxy remote"
+    # The longest line a node may send (an event with its answer, JSON-escaped); a longer one drops the
+    # link, so a compromised node cannot make the control node buffer without end.
+    max_line_bytes: int = 16 * 1024 * 1024
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> "RouterSettings":
@@ -55,7 +58,13 @@ class RouterSettings:
         for key in ("known_hosts", "remote_command"):
             if key in section:
                 setattr(s, key, str(section[key]))
+        if "max_line_bytes" in section:
+            s.max_line_bytes = max(4096, int(section["max_line_bytes"]))
         return s
+
+
+class LineTooLong(Exception):
+    """A node sent a line over the limit."""
 
 
 class _Conn:
@@ -226,9 +235,22 @@ class NodeLink(threading.Thread):
             log.warning("%s: %s", self.host.name, message)
         self.error = message
 
+    def _readline(self, conn: _Conn) -> bytes:
+        """One line of at most ``max_line_bytes`` (b"" at the end); LineTooLong past that, having read
+        no more than the limit."""
+        limit = self.settings.max_line_bytes
+        line = conn.readline(limit + 1)
+        if len(line) > limit or (len(line) == limit and not line.endswith(b"\n")):
+            raise LineTooLong(f"{self.host.name} sent a line over {limit} bytes: link dropped")
+        return line
+
     def _session(self, conn: _Conn) -> bool:
         """Read one connection until it ends; True if it ever came up."""
-        line = conn.readline()
+        try:
+            line = self._readline(conn)
+        except LineTooLong as exc:
+            self._set_error(str(exc))
+            return False
         try:
             hello = json.loads(line) if line else {}
         except ValueError:
@@ -253,7 +275,7 @@ class NodeLink(threading.Thread):
             after = self._cursor(self.host.name, hello, lambda op, **args: self._ask(conn, op, **args))
             conn.send(json.dumps({"id": sub_id, "op": "subscribe", "after": after}).encode() + b"\n")
             while True:
-                line = conn.readline()
+                line = self._readline(conn)
                 if not line:
                     break
                 self.last_rx = time.monotonic()
@@ -286,6 +308,10 @@ class NodeLink(threading.Thread):
                     self._on_message(self.host.name, msg)
                 except Exception:
                     log.exception("%s: handling %s failed", self.host.name, msg.get("type"))
+        except LineTooLong as exc:
+            log.error("%s", exc)
+            reason = str(exc)
+            self.error = None
         except Exception as exc:
             reason = f"connection lost: {exc}"
         self._set_error(reason if self.error is None else self.error)

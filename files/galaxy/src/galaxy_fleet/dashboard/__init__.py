@@ -45,6 +45,7 @@ def create_app(config: Any, **overrides: Any) -> Any:
     app.extensions["galaxy_dashboard"] = DashboardState(s, reader, summary, metrics.registry(reader, summary))
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
+    app.before_request(auth.host_guard(s.allowed_host_names()))
     app.before_request(auth.guard(s.token))
 
     @app.after_request

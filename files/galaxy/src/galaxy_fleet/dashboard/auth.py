@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import urllib.parse
 from typing import Any
 
 COOKIE = "galaxy_dashboard"
@@ -55,7 +56,47 @@ def guard(token: str | None) -> Any:
 
 
 def safe_next(target: str | None) -> str:
-    """Only a path on this site (no scheme, no //host) as the place to go after login."""
+    """Only a path on this site (no scheme, no //host) as the place to go after login. Browsers drop
+    tabs and newlines from a URL and read a backslash as a slash, so ``/\t/evil`` is refused too."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
         return "/"
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in target):
+        return "/"
+    parts = urllib.parse.urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return "/"
     return target
+
+
+def host_name(header: str | None) -> str | None:
+    """The name in a Host header, without its port and lowercased (IPv6 in brackets); None if malformed."""
+    host = (header or "").strip().lower()
+    if not host:
+        return None
+    if host.startswith("["):
+        end = host.find("]")
+        if end < 0:
+            return None
+        name, rest = host[:end + 1], host[end + 1:]
+    else:
+        name, _, port = host.partition(":")
+        rest = f":{port}" if port or host.endswith(":") else ""
+    if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+        return None
+    return name or None
+
+
+def host_guard(allowed: set[str]) -> Any:
+    """A before_request hook: 421 for a Host header that is not one of this dashboard's names, so a
+    web page cannot reach it through a name of its own that resolves to 127.0.0.1 (DNS rebinding)."""
+
+    def check() -> Any:
+        from flask import request
+
+        name = host_name(request.headers.get("Host"))
+        if name is not None and name in allowed:
+            return None
+        return ("misdirected request: this dashboard answers to " + ", ".join(sorted(allowed))
+                + " (add other names to dashboard.allowed_hosts)\n", 421, {"Content-Type": "text/plain"})
+
+    return check

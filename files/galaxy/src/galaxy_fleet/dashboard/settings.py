@@ -10,6 +10,8 @@
       cache_ttl: 1.0         # /api/status is recomputed at most this often
       history_ttl: 15.0      # the charts of the last day, at most this often
       title: Galaxy
+      allowed_hosts: [galaxy.example.org]   # names the browser may use besides 127.0.0.1, localhost, [::1]
+                                            # and the listen address (any other Host header gets 421)
 
 The store is ``control.store``, the one the bot writes.
 """
@@ -29,6 +31,7 @@ TOKEN_ENV = "GALAXY_DASHBOARD_TOKEN"
 TOKEN_CREDENTIAL = "dashboard_token"
 MIN_TOKEN_LENGTH = 16
 DEFAULT_STORE = "/var/lib/galaxy/control/galaxy.db"
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
 @dataclass
@@ -42,6 +45,18 @@ class Settings:
     cache_ttl: float = 1.0
     history_ttl: float = 15.0
     title: str = "Galaxy"
+    allowed_hosts: tuple[str, ...] = ()
+
+    def allowed_host_names(self) -> set[str]:
+        """The Host header names this dashboard answers to (lowercase, IPv6 in brackets)."""
+        names = set(LOOPBACK_NAMES)
+        bind = self.host.strip("[]").lower()
+        if bind and bind not in ("0.0.0.0", "::"):
+            names.add(f"[{bind}]" if ":" in bind else bind)
+        for name in self.allowed_hosts:
+            name = name.strip("[]").lower()
+            names.add(f"[{name}]" if ":" in name else name)
+        return names
 
     def __repr__(self) -> str:  # never print the token
         return (f"Settings(store={str(self.store)!r}, host={self.host!r}, port={self.port}, "
@@ -95,11 +110,28 @@ def _number(section: dict[str, Any], key: str, default: float, kind: type, minim
     return kind(value)
 
 
+def _host_names(value: Any) -> tuple[str, ...]:
+    def ok(name: Any) -> bool:
+        if not isinstance(name, str) or not name or any(c.isspace() or c in "/@?#" for c in name):
+            return False
+        if ":" not in name:
+            return True
+        try:  # an IPv6 address, with or without brackets; never a port
+            return ipaddress.ip_address(name.strip("[]")).version == 6
+        except ValueError:
+            return False
+
+    if not isinstance(value, list) or not all(ok(v) for v in value):
+        raise ConfigError(f"dashboard.allowed_hosts: expected a list of host names or addresses (no port), "
+                          f"got {value!r}")
+    return tuple(value)
+
+
 def load(config: Config, **overrides: Any) -> Settings:
     """Settings from the config; ``overrides`` (command-line values, None = unset) win."""
     section = config.section("dashboard")
     store = overrides.pop("store", None) or config.section("control").get("store") or DEFAULT_STORE
-    known = {"host", "port", "token_file", "refresh", "threads", "cache_ttl", "history_ttl", "title"}
+    known = {"host", "port", "token_file", "refresh", "threads", "cache_ttl", "history_ttl", "title", "allowed_hosts"}
     unknown = sorted(set(section) - known)
     if unknown:
         raise ConfigError(f"dashboard.{unknown[0]}: unknown setting")
@@ -112,6 +144,7 @@ def load(config: Config, **overrides: Any) -> Settings:
         cache_ttl=_number(section, "cache_ttl", 1.0, float, 0),
         history_ttl=_number(section, "history_ttl", 15.0, float, 0),
         title=str(section.get("title", "Galaxy")),
+        allowed_hosts=_host_names(section.get("allowed_hosts", [])),
     )
     for key, value in overrides.items():
         if value is not None:

@@ -23,9 +23,33 @@ if TYPE_CHECKING:
 _PLACEHOLDERS = ("{payload}", "{order_id}", "{session}", "{target}")
 
 
+# Never handed to a child: where systemd puts the service's credentials, and secrets that
+# Galaxy's own services read from their environment.
+_SECRET_ENV = ("CREDENTIALS_DIRECTORY", "OPENCODE_SERVER_PASSWORD", "GALAXY_TELEGRAM_TOKEN",
+               "GALAXY_TELEGRAM_WEBHOOK_SECRET", "GALAXY_DASHBOARD_TOKEN", "NOTIFY_SOCKET", "WATCHDOG_PID",
+               "WATCHDOG_USEC")
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a program an order runs: the worker's, without its credentials."""
+    env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
+    env.update(extra or {})
+    return env
+
+
 def _expand(template: list[str], values: dict[str, str]) -> list[str]:
     """Replace whole-element placeholders; anything else stays literal."""
     return [values.get(part, part) if part in _PLACEHOLDERS else part for part in template]
+
+
+def _option_like(template: list[str], values: dict[str, str]) -> str | None:
+    """The first placeholder value that would reach the program as an option (``-x``, ``--out=F``)."""
+    for part in template[1:]:
+        if part == "--":
+            return None  # the template ends the options itself
+        if part in _PLACEHOLDERS and values.get(part, "").startswith("-"):
+            return part
+    return None
 
 
 def _check_argv(name: str, argv: Any) -> list[str]:
@@ -46,7 +70,7 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
         proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-            env=None if env is None else {**os.environ, **env},
+            env=child_env(env),
             start_new_session=True, close_fds=True,
         )
     except FileNotFoundError:
@@ -132,9 +156,16 @@ def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
 
 
 class CommandExecutor(Executor):
-    """``argv: ["claude", "-p", "{payload}"]``; ``stdin: true`` sends the payload on stdin instead.
+    """``argv: ["git", "log", "{payload}"]``; ``stdin: true`` sends the payload on stdin instead
+    (``argv: [claude, -p]``: a prompt can then never be an option).
 
     Optional: ``cwd``, ``env`` (mapping), ``grace`` (seconds between SIGTERM and SIGKILL).
+
+    A payload (or session, target) that begins with ``-`` would reach the program as an
+    option (``git log --output=/etc/x``), so such an order is refused, unless the template
+    separates it: ``end_of_options: true`` puts ``--`` before the first placeholder, which the
+    program must understand (getopt-style programs do). ``allow_options: true`` hands it on as
+    it is, for a program that is meant to take options from the order.
     """
 
     type = "command"
@@ -147,10 +178,30 @@ class CommandExecutor(Executor):
         if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
             raise ExecutorError(f"executor {name!r}: 'env' must map names to strings")
         self.env = env or None
+        for key in ("allow_options", "end_of_options"):
+            if not isinstance(spec.get(key, False), bool):
+                raise ExecutorError(f"executor {name!r}: {key!r} must be true or false")
+        self.allow_options = bool(spec.get("allow_options", False))
+        self.end_of_options = bool(spec.get("end_of_options", False))
+        if self.end_of_options:
+            first = next((i for i, part in enumerate(self.argv) if part in _PLACEHOLDERS), None)
+            if first is None or first == 0:
+                raise ExecutorError(f"executor {name!r}: 'end_of_options' needs a placeholder argument in 'argv'")
+            if "--" not in self.argv[1:first]:
+                self.argv = [*self.argv[:first], "--", *self.argv[first:]]
 
     def run(self, order: "Order", ctx: RunContext) -> Result:
         values = {"{payload}": order.payload, "{order_id}": order.id,
                   "{session}": order.session or "", "{target}": order.target}
+        if not self.allow_options and not self.end_of_options:
+            part = _option_like(self.argv, values)
+            if part is not None:
+                what = part.strip("{}")
+                return Result(FAILED, error=f"refused: the {what} begins with '-' and would be an option of "
+                                            f"{self.argv[0]} (executor {self.name!r})",
+                              output=f"Not run: the {what} begins with '-', which {self.argv[0]} would read as an "
+                                     "option. Reword it, or ask the node's administrator to set "
+                                     "end_of_options: true (or allow_options: true) on this executor.")
         argv = _expand(self.argv, values)
         stdin = order.payload.encode() if self.stdin else None
         return run_argv(argv, ctx, stdin=stdin, cwd=ctx.workdir or self.spec.get("cwd"), env=self.env,

@@ -23,6 +23,9 @@ Spec keys (``executors.opencode`` in the node config), all optional:
 ``url`` (default http://127.0.0.1:4096), ``username`` (default ``opencode``),
 ``password_file``, ``password_credential`` (systemd credential name, default
 ``opencode-password``), ``agent``, ``model`` ("provider/model"),
+``agents`` and ``models`` (what an order's ``agent``/``model`` options may
+choose besides those two; by default an order cannot change them, since the
+agent decides which tools and permissions a run has),
 ``directory`` (used when an order names no project), ``provider_retries``
 (give up after this many provider retries, default 3; -1 leaves it to
 opencode), ``progress_interval`` (seconds between text progress lines,
@@ -714,6 +717,15 @@ class OpenCodeExecutor(Executor):
                 raise ExecutorError(f"executors.{name}.{key}: expected a string")
         if spec.get("model"):
             _split_model(str(spec["model"]))
+        self.choices: dict[str, set[str]] = {}
+        for key, plural in (("agent", "agents"), ("model", "models")):
+            values = spec.get(plural) or []
+            if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
+                raise ExecutorError(f"executors.{name}.{plural}: expected a list of names an order may choose")
+            if key == "model":
+                for v in values:
+                    _split_model(v)
+            self.choices[key] = set(values) | ({spec[key]} if spec.get(key) else set())
         _Client(self.url, None, 1)  # validates the URL now, not at the first order
         self._permission_settings(name, spec)
 
@@ -781,8 +793,8 @@ class OpenCodeExecutor(Executor):
         options = order.options or {}
         details: dict[str, Any] = {"session_key": order.session}
         try:
-            agent = _opt(options, self.spec, "agent")
-            model = _opt(options, self.spec, "model")
+            agent = self._choice(options, "agent")
+            model = self._choice(options, "model")
             model_ref = _split_model(model) if model else None
             directory = ctx.workdir or self.spec.get("directory") or None
             client = self.client()
@@ -802,6 +814,15 @@ class OpenCodeExecutor(Executor):
             return Result(status=FAILED, error=str(exc), details=details)
         except ExecutorError as exc:
             return Result(status=FAILED, error=str(exc), details=details)
+
+    def _choice(self, options: dict[str, Any], key: str) -> str | None:
+        """The agent or model for this order: the node's, or one the order picks from ``agents``/``models``."""
+        value = _opt(options, self.spec, key)
+        if value is None or value == self.spec.get(key) or value in self.choices[key]:
+            return value
+        allowed = ", ".join(sorted(self.choices[key])) or "none"
+        raise ExecutorError(f"refused: this node does not let an order choose the {key} {value!r} "
+                            f"(allowed: {allowed}; executors.{self.name}.{key}s lists more)")
 
     def _session(self, client: _Client, order: "Order", ctx: RunContext, directory: str | None,
                  fresh: bool, details: dict[str, Any]) -> tuple[str, str]:
