@@ -20,8 +20,11 @@ HOSTILE = textwrap.dedent("""
     def send(msg):
         out.write(json.dumps(msg).encode() + b"\\n"); out.flush()
     send({"type": "hello", "protocol": 1, "host": "evil", "version": "0", "cursor": 0})
-    sub = json.loads(sys.stdin.readline())
-    send({"type": "result", "id": sub["id"], "ok": True, "data": {}})
+    while True:  # answer what the control node asks until it subscribes to the event stream
+        req = json.loads(sys.stdin.readline())
+        send({"type": "result", "id": req["id"], "ok": True, "data": {}})
+        if req.get("op") == "subscribe":
+            break
     if mode == "long":
         written = 0
         chunk = b"x" * (1 << 20)
@@ -111,7 +114,7 @@ def test_a_line_over_the_limit_drops_the_link_without_reading_it(hostile, tmp_pa
     settings = RouterSettings(max_line_bytes=1 << 20, backoff_max=60)
     link = NodeLink(Host("evil", "evil", connection="local"), settings,
                     on_message=lambda h, m: messages.append(m), on_state=lambda h, up, err: states.append((up, err)),
-                    cursor=lambda h: None)
+                    cursor=lambda h, hello, ask: None)
     link.start()
     try:
         wait_for(lambda: len(states) >= 2, 30, what="the link to come up and be dropped")
