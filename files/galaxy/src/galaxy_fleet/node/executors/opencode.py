@@ -46,6 +46,7 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from galaxy_fleet.config import OpenCodeSpec
 from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, cap_text
 from galaxy_fleet.order import DONE, FAILED
 
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
     from galaxy_fleet.config import Config
     from galaxy_fleet.order import Order
 
-DEFAULT_URL = "http://127.0.0.1:4096"
 ABORTED = "MessageAbortedError"
 
 
@@ -524,28 +524,25 @@ class _Run:
 class OpenCodeExecutor(Executor):
     type = "opencode"
 
-    def __init__(self, name: str, spec: dict[str, Any], config: "Config"):
+    def __init__(self, name: str, spec: OpenCodeSpec, config: "Config"):
         super().__init__(name, spec, config)
-        self.url = str(spec.get("url") or DEFAULT_URL)
-        self.username = str(spec.get("username") or os.environ.get("OPENCODE_SERVER_USERNAME") or "opencode")
-        self.provider_retries = int(spec.get("provider_retries", 3))
-        self.progress_interval = float(spec.get("progress_interval", 2.0))
-        self.request_timeout = float(spec.get("request_timeout", 15.0))
-        for key in ("agent", "model", "directory", "password_file"):
-            if spec.get(key) is not None and not isinstance(spec[key], str):
-                raise ExecutorError(f"executors.{name}.{key}: expected a string")
-        if spec.get("model"):
-            _split_model(str(spec["model"]))
+        self.url = spec.url
+        self.username = spec.username or os.environ.get("OPENCODE_SERVER_USERNAME") or "opencode"
+        self.provider_retries = spec.provider_retries
+        self.progress_interval = spec.progress_interval
+        self.request_timeout = spec.request_timeout
+        if spec.model:
+            _split_model(spec.model)
         _Client(self.url, None, 1)  # validates the URL now, not at the first order
 
     # -- configuration -------------------------------------------------------
     def password(self) -> str | None:
         from galaxy_fleet.config import secret
 
-        value = secret(str(self.spec.get("password_credential") or "opencode-password"), "OPENCODE_SERVER_PASSWORD")
+        value = secret(self.spec.password_credential, "OPENCODE_SERVER_PASSWORD")
         if value:
             return value
-        path = self.spec.get("password_file")
+        path = self.spec.password_file
         if path:
             try:
                 return Path(path).read_text(encoding="utf-8").strip() or None
@@ -571,7 +568,7 @@ class OpenCodeExecutor(Executor):
             agent = _opt(options, self.spec, "agent")
             model = _opt(options, self.spec, "model")
             model_ref = _split_model(model) if model else None
-            directory = ctx.workdir or self.spec.get("directory") or None
+            directory = ctx.workdir or self.spec.directory or None
             client = self.client()
             if not order.session:
                 return self._run(order, ctx, client, agent, model_ref, directory, True, details)
@@ -786,8 +783,8 @@ class OpenCodeExecutor(Executor):
         return result
 
 
-def _opt(options: dict[str, Any], spec: dict[str, Any], key: str) -> str | None:
-    value = options.get(key, spec.get(key))
+def _opt(options: dict[str, Any], spec: OpenCodeSpec, key: str) -> str | None:
+    value = options.get(key, getattr(spec, key))
     if value is None or value == "":
         return None
     if not isinstance(value, str):
