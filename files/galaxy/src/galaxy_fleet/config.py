@@ -23,13 +23,12 @@ import types
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, NewType, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, ClassVar, Literal, Union, cast, get_args, get_origin, get_type_hints
 
 DEFAULT_PATH = Path("/etc/galaxy/config.yml")
 
 MiB = 1024 * 1024
 
-TelegramId = NewType("TelegramId", int)  # an int, also when written as a string ("123")
 
 
 class ConfigError(ValueError):
@@ -41,9 +40,10 @@ class ConfigError(ValueError):
 
 
 def setting(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None,
-            min: float | None = None, max: float | None = None) -> Any:  # noqa: A002 - the names read best
-    """A field with bounds: ``min``/``max`` apply to numbers."""
-    meta = {"min": min, "max": max}
+            min: float | None = None, max: float | None = None, ids: bool = False) -> Any:  # noqa: A002
+    """A field with bounds: ``min``/``max`` apply to numbers; ``ids``: its whole numbers are
+    Telegram ids, also accepted when written as strings ("123", as JSON mapping keys always are)."""
+    meta = {"min": min, "max": max, "ids": ids}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -272,10 +272,10 @@ class WebhookSettings:
 class BotConfig:
     """The Telegram bot (the token comes from $GALAXY_TELEGRAM_TOKEN or the credential telegram_token)."""
     api_base_url: str = "https://api.telegram.org/bot"
-    authorized_users: set[TelegramId] = setting(factory=set)
-    users: dict[TelegramId, UserPolicy] = setting(factory=dict)  # listed users are authorized too
+    authorized_users: set[int] = setting(factory=set, ids=True)
+    users: dict[int, UserPolicy] = setting(factory=dict, ids=True)  # listed users are authorized too
     default_machine: str | None = None  # where /order without a target and plain text go
-    alert_chats: list[TelegramId] = setting(factory=list)  # unset: the authorized users' private chats
+    alert_chats: list[int] = setting(factory=list, ids=True)  # unset: the authorized users' private chats
     rate_per_minute: int = setting(20, min=0)
     dangerous: DangerPolicy = setting(factory=DangerPolicy)
     progress_interval: float = setting(5.0, min=0.2)
@@ -371,8 +371,9 @@ def _where(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
-    """``value`` as type ``tp``; raises _Invalid for this value, appends nested errors to ``errors``."""
+def _convert(tp: Any, value: Any, path: str, errors: list[str], ids: bool = False) -> Any:
+    """``value`` as type ``tp``; raises _Invalid for this value, appends nested errors to ``errors``.
+    ``ids``: whole numbers are Telegram ids."""
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -381,13 +382,13 @@ def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
         if value is None and type(None) in get_args(tp):
             return None
         if len(options) == 1:
-            return _convert(options[0], value, path, errors)
+            return _convert(options[0], value, path, errors, ids)
         raise _Invalid(f"cannot check a value of {tp}")  # pragma: no cover - no such field
     if origin is Literal:
         if value not in get_args(tp):
             raise _Invalid(f"expected {' or '.join(map(str, get_args(tp)))}, got {value!r}")
         return value
-    if tp is TelegramId:
+    if tp is int and ids:
         if isinstance(value, bool):
             raise _Invalid(f"expected a Telegram id (a number), got {value!r}")
         try:
@@ -425,7 +426,7 @@ def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
         if not isinstance(value, list):
             raise _Invalid(f"expected a list, got {value!r}")
         (item,) = get_args(tp)
-        items = [_value(item, v, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+        items = [_value(item, v, f"{path}[{i}]", errors, ids) for i, v in enumerate(value)]
         return origin(v for v in items if v is not _BAD)
     if origin is dict:
         if not isinstance(value, dict):
@@ -433,22 +434,22 @@ def _convert(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
         ktype, vtype = get_args(tp)
         out = {}
         for k, v in value.items():
-            key = _value(ktype, k, f"{path} key {k!r}", errors)
-            item = _value(vtype, v, _where(path, k), errors)
+            key = _value(ktype, k, f"{path} key {k!r}", errors, ids)
+            item = _value(vtype, v, _where(path, k), errors, ids)
             if key is not _BAD and item is not _BAD:
                 out[key] = item
         return out
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, path, errors)
+        return build(cast(type, tp), value, path, errors)
     raise _Invalid(f"cannot check a value of {tp}")  # pragma: no cover - no such field
 
 
 _BAD = object()
 
 
-def _value(tp: Any, value: Any, path: str, errors: list[str]) -> Any:
+def _value(tp: Any, value: Any, path: str, errors: list[str], ids: bool = False) -> Any:
     try:
-        return _convert(tp, value, path, errors)
+        return _convert(tp, value, path, errors, ids)
     except _Invalid as exc:
         errors.append(f"{path}: {exc}")
         return _BAD
@@ -484,7 +485,7 @@ def build(cls: type, data: Any, path: str, errors: list[str]) -> Any:
                 errors.append(f"{where}: {exc}")
                 continue
         else:
-            value = _value(hints[key], raw, where, errors)
+            value = _value(hints[key], raw, where, errors, f.metadata.get("ids", False))
         if value is _BAD:
             continue
         low, high = f.metadata.get("min"), f.metadata.get("max")

@@ -324,7 +324,7 @@ def recover(config: Config, report: Report) -> list[Check]:
         worker = next((c for c in report.checks if c.name == "worker"), None)
         idle = worker is not None and not worker.data.get("running")
         if rss is not None and rss > s.opencode_max_rss_mb and idle:
-            reason = f"opencode serve uses {rss:.0f} MB (limit {s['opencode_max_rss_mb']} MB), restarted between orders"
+            reason = f"opencode serve uses {rss:.0f} MB (limit {s.opencode_max_rss_mb:g} MB), restarted between orders"
     if reason is None:
         return []
     age = _age_s(pid) if pid is not None else None
@@ -333,7 +333,7 @@ def recover(config: Config, report: Report) -> list[Check]:
         return [Check("opencode_restart", True, f"opencode serve (pid {pid}) started {age:.0f}s ago; "
                                                 f"not restarted while it starts")]
     if pid is None:
-        return [Check("opencode_restart", False, f"cannot restart opencode serve: no running {s['opencode_unit']}")]
+        return [Check("opencode_restart", False, f"cannot restart opencode serve: no running {s.opencode_unit}")]
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError as exc:

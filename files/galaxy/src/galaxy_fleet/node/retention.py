@@ -32,7 +32,7 @@ def cleanup(config: Config, *, dry_run: bool = False, now: float | None = None,
     s = dataclasses.replace(config.retention, **(overrides or {}))
     now = time.time() if now is None else now
     spool = Spool(config.spool_dir)
-    removed = {"orders": 0, "quarantine": 0, "audit_segments": 0, "bytes": 0}
+    removed: dict[str, Any] = {"orders": 0, "quarantine": 0, "audit_segments": 0, "bytes": 0}
 
     def drop(path: Path) -> None:
         try:
