@@ -539,7 +539,11 @@ def section(cls: type, data: Any, path: str) -> Any:
 
 def executor_spec(name: str, spec: dict[str, Any]) -> Any:
     """A typed executor spec from a mapping (``type`` defaults to the name)."""
-    return section(Config, {"executors": {name: spec}, "worker": {"default_executor": name}}, "").executors[name]
+    errors: list[str] = []
+    specs = _executors({name: spec}, "executors", errors)
+    if errors:
+        raise ConfigError(errors)
+    return specs[name]
 
 
 def from_dict(data: Any, source: Path | None = None) -> Config:
