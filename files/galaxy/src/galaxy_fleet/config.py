@@ -358,7 +358,6 @@ class _Invalid(Exception):
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
-_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", Path: "a path"}
 
 
 def _hints(cls: type) -> dict[str, Any]:
