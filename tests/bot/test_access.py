@@ -30,30 +30,29 @@ def test_defaults_and_users() -> None:
 
 @pytest.mark.parametrize("section, message", [
     ({"token": "x"}, "bot.token: unknown setting (the token never goes in the config"),
-    ({"authorized_users": "123"}, "bot.authorized_users: expected a list"),
+    ({"authorized_users": "123"}, "bot.authorized_users: expected a list, got '123'"),
     ({"authorized_users": ["alice"]}, "expected a Telegram id"),
     ({"users": {1: {"targets": "web"}}}, "bot.users.1.targets: expected a list"),
-    ({"rate_per_minute": -1}, "bot.rate_per_minute: expected a whole number >= 0"),
+    ({"rate_per_minute": -1}, "bot.rate_per_minute: must be at least 0, got -1"),
     ({"dangerous": {"patterns": ["(unclosed"]}}, "bot.dangerous.patterns[0]: invalid regular expression"),
     ({"dangerous": {"confirm_seconds": 0}}, "bot.dangerous.confirm_seconds"),
     ({"api_base_url": "ftp://x"}, "bot.api_base_url: expected an http(s) URL"),
-    ({"flood": {"chat_per_second": -1}}, "bot.flood.chat_per_second: expected a number >= 0.0"),
-    ({"flood": {"chat_burst": 0}}, "bot.flood.chat_burst: expected a whole number >= 1"),
+    ({"flood": {"chat_per_second": -1}}, "bot.flood.chat_per_second: must be at least 0, got -1"),
+    ({"flood": {"chat_burst": 0}}, "bot.flood.chat_burst: must be at least 1, got 0"),
     ({"flood": {"overall_per_second": 0.5}}, "bot.flood: overall_per_second and group_per_minute are at least 1"),
-    ({"flood": {"per_chat": 1}}, "bot.flood: expected {overall_per_second: 30, chat_per_second: 1, chat_burst: 3, "
-                                 "group_per_minute: 20, max_retries: 5}; unknown: per_chat"),
-    ({"flood": {"max_retries": "many"}}, "bot.flood.max_retries: expected a whole number >= 0"),
+    ({"flood": {"per_chat": 1}}, "bot.flood.per_chat: unknown setting"),
+    ({"flood": {"max_retries": "many"}}, "bot.flood.max_retries: expected a whole number, got 'many'"),
     ({"mode": "push"}, "bot.mode: expected polling or webhook, got 'push'"),
     ({"mode": "webhook"}, "bot.webhook: mode webhook needs at least {public_url: https://…}"),
     ({"mode": "webhook", "webhook": {}}, "bot.webhook.public_url: expected the https URL Telegram should call"),
     ({"mode": "webhook", "webhook": {"public_url": "bot.example.org"}}, "bot.webhook.public_url: expected"),
-    ({"webhook": {"public_url": "https://b.example/h", "port": 70000}}, "bot.webhook.port: expected a port in"),
+    ({"webhook": {"public_url": "https://b.example/h", "port": 70000}}, "bot.webhook.port: must be at most 65535, got 70000"),
     ({"webhook": {"public_url": "https://b.example/h", "secret_token": "s3cr3t"}},
      "(the secret token never goes in the config: use $GALAXY_TELEGRAM_WEBHOOK_SECRET or the systemd credential "
      "telegram_webhook_secret)"),
     ({"webhook": {"public_url": "https://b.example/h", "key": "/etc/k.pem"}}, "bot.webhook.key: needs bot.webhook.cert"),
     ({"webhook": {"public_url": "https://b.example/h", "cert": "cert.pem"}}, "bot.webhook.cert: expected an absolute"),
-    ({"webhook": {"public_url": "https://b.example/h", "max_connections": 101}}, "Telegram allows 1..100"),
+    ({"webhook": {"public_url": "https://b.example/h", "max_connections": 101}}, "bot.webhook.max_connections: must be at most 100, got 101"),
 ])
 def test_invalid_sections_say_what_is_wrong(section: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=None) as err:

@@ -140,7 +140,7 @@ def test_send_identity_from_the_config_and_dangerous_allowed(local_fleet):
     ({"mcp": {"users": {}}}, "mcp.users: unknown setting"),
     ({"send": {"users": {"alice": {"targets": "web"}}}}, "send.users.alice.targets: expected a list"),
     ({"send": {"identity": "a b"}}, "send.identity: expected a name"),
-    ({"mcp": {"rate_per_minute": -1}}, "mcp.rate_per_minute: expected a whole number >= 0"),
+    ({"mcp": {"rate_per_minute": -1}}, "mcp.rate_per_minute: must be at least 0"),
 ])
 def test_policy_sections_are_checked(section, message):
     from galaxy_fleet.config import ConfigError, from_dict

@@ -361,7 +361,8 @@ def test_health_without_the_credential_sees_the_server_answering(tmp_path, monke
     credential: a 401 proves the server is alive, so it is not reported wedged (and never
     restarted); a wrong password is a real failure."""
     from galaxy_fleet.config import load
-    from galaxy_fleet.node.health import DEFAULTS, check_opencode
+    from galaxy_fleet.config import HealthConfig
+    from galaxy_fleet.node.health import check_opencode
 
     with ScriptedLLM() as llm, OpenCodeServer(llm.url, password="correct horse") as server:
         cfg_path = tmp_path / "config.yml"
@@ -369,7 +370,7 @@ def test_health_without_the_credential_sees_the_server_answering(tmp_path, monke
                             f"worker: {{default_executor: opencode}}\n"
                             f"executors: {{opencode: {{type: opencode, url: '{server.url}'}}}}\n")
         config = load(cfg_path)
-        settings = {**DEFAULTS, "opencode_timeout": 10.0}
+        settings = HealthConfig(opencode_timeout=10.0)
         monkeypatch.delenv("OPENCODE_SERVER_PASSWORD", raising=False)
         monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
         check = check_opencode(config, settings)

@@ -274,4 +274,4 @@ def test_worker_start_fails_clearly_on_bad_config(node):
     proc = subprocess.run([sys.executable, "-m", "galaxy_fleet.cli", "worker"], env=node.env,
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
-    assert "worker.runners: expected int" in proc.stderr
+    assert "worker.runners: expected a whole number, got 'many'" in proc.stderr

@@ -210,8 +210,6 @@ def cmd_order_permission(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     """On the control node (a ``control.store`` exists) the whole fleet's trail; elsewhere,
     or with --local/--file/--verify/--sum-cost/--after, this host's own log."""
-    from pathlib import Path
-
     from galaxy_fleet import audit
 
     if args.file:
@@ -219,12 +217,12 @@ def cmd_audit(args: argparse.Namespace) -> int:
             raise CliError("--completeness reads the control node's store, not a file")
         return audit.run(args, None)
     config = _config(args)
-    store = config.section("control").get("store")
+    store = config.control.store
     own_log_only = args.local or args.verify or args.sum_cost or args.after is not None
-    if store and Path(store).exists() and not own_log_only:
+    if store.exists() and not own_log_only:
         from galaxy_fleet.control import central
 
-        return central.run(args, store)
+        return central.run(args, str(store))
     if args.completeness:
         raise CliError("--completeness needs the control node's store (control.store in the config)")
     return audit.run(args, config)
@@ -271,7 +269,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     config = _config(args)
     if args.inventory:
-        config.raw.setdefault("control", {})["inventory"] = args.inventory
+        config.control.inventory = args.inventory
     try:
         policy = EntryPolicy.from_config(config, "send")
         fleet = Fleet(config, passive=True)
@@ -344,49 +342,28 @@ def cmd_mcp(args: argparse.Namespace) -> int:
 
 
 # -- galaxy config check ----------------------------------------------------
-def _check_sections(cfg: Any) -> None:
-    """The control node's sections too, so a typo fails at deploy time, not at service start."""
-    raw = cfg.raw
-    if raw.get("control") is not None:
-        from galaxy_fleet.control.fleet import check_section
-
-        check_section(cfg.section("control"))
-    if raw.get("bot") is not None:
-        from galaxy_fleet.bot.access import BotSettings
-
-        BotSettings.from_section(cfg.section("bot"))
-    for entry in ("mcp", "send"):
-        if raw.get(entry) is not None:
-            from galaxy_fleet.control.policy import EntryPolicy
-
-            EntryPolicy.from_config(cfg, entry)
-    if raw.get("dashboard") is not None:
-        from galaxy_fleet.dashboard import settings
-
-        settings.load(cfg, token=None)  # the token arrives as a credential at start, not now
-    if raw.get("retention") is not None:
-        from galaxy_fleet.node.retention import settings as retention
-
-        retention(cfg)
-    if raw.get("health") is not None:
-        from galaxy_fleet.node.health import DEFAULTS
-
-        unknown = sorted(set(cfg.section("health")) - set(DEFAULTS))
-        if unknown:
-            raise ValueError(f"health.{unknown[0]}: unknown setting")
-
-
 def cmd_config_check(args: argparse.Namespace) -> int:
+    """Every section through the one loader (the control node's too, so a typo fails at
+    deploy time, not at service start), then every executor built as the worker builds it.
+    All the problems are reported, each with its key's path."""
     from galaxy_fleet.config import ConfigError, load
     from galaxy_fleet.node.executors import ExecutorError, build
 
+    errors: list[str] = []
     try:
         cfg = load(args.path)
+    except ConfigError as exc:
+        errors = exc.errors
+    else:
         for name, spec in cfg.executors.items():
-            build(name, spec, cfg)
-        _check_sections(cfg)
-    except (ConfigError, ExecutorError, ValueError) as exc:
-        raise CliError(f"invalid config: {exc}") from None
+            try:
+                build(name, spec, cfg)
+            except ExecutorError as exc:
+                errors.append(f"{args.path}: executors.{name}: {exc}")
+    if errors:
+        if args.json:
+            print(json.dumps({"ok": False, "path": str(args.path), "errors": errors}, ensure_ascii=False))
+        raise CliError("invalid config: " + "".join(f"\n  {e}" for e in errors))
     _emit(args, {"ok": True, "path": str(args.path), "host": cfg.host},
           f"{args.path}: OK (host {cfg.host}, {len(cfg.executors)} executors)")
     return EXIT_OK

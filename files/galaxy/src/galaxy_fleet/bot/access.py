@@ -39,124 +39,38 @@ $GALAXY_TELEGRAM_TOKEN or the systemd credential ``telegram_token``)::
 
 from __future__ import annotations
 
+import dataclasses
 import re
-import urllib.parse
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from galaxy_fleet.config import ConfigError
+from galaxy_fleet import config as config_mod
 from galaxy_fleet.control import policy
-from galaxy_fleet.control.policy import DangerPolicy, RateLimiter, UserPolicy
+from galaxy_fleet.control.policy import RateLimiter
+from galaxy_fleet.config import (WEBHOOK_SECRET_CREDENTIAL, WEBHOOK_SECRET_ENV, BotConfig, ConfigError, DangerPolicy,
+                                 FloodPolicy, UserPolicy, WebhookSettings)
 
-__all__ = ["BotSettings", "DangerPolicy", "FloodPolicy", "RateLimiter", "UserPolicy", "WebhookSettings"]
-
-DEFAULT_API = "https://api.telegram.org/bot"
-
-
-@dataclass
-class FloodPolicy:
-    """Telegram's flood limits (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this)."""
-    overall_per_second: float = 30.0
-    chat_per_second: float = 1.0
-    chat_burst: int = 3
-    group_per_minute: float = 20.0
-    max_retries: int = 5
+__all__ = ["BotSettings", "DangerPolicy", "FloodPolicy", "RateLimiter", "UserPolicy", "WebhookSettings",
+           "WEBHOOK_SECRET_CREDENTIAL", "WEBHOOK_SECRET_ENV", "check_webhook_secret"]
 
 
-@dataclass
-class WebhookSettings:
-    public_url: str = ""
-    listen: str = "127.0.0.1"
-    port: int = 8443
-    url_path: str = ""
-    cert: str | None = None
-    key: str | None = None
-    max_connections: int = 40
-
-
-MODES = ("polling", "webhook")
-WEBHOOK_SECRET_ENV = "GALAXY_TELEGRAM_WEBHOOK_SECRET"
-WEBHOOK_SECRET_CREDENTIAL = "telegram_webhook_secret"
 WEBHOOK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what Telegram accepts as secret_token
 
 
-@dataclass
-class BotSettings:
-    api_base_url: str = DEFAULT_API
-    authorized_users: set[int] = field(default_factory=set)
-    users: dict[int, UserPolicy] = field(default_factory=dict)
-    default_machine: str | None = None
-    alert_chats: list[int] = field(default_factory=list)
-    rate_per_minute: int = 20
-    dangerous: DangerPolicy = field(default_factory=DangerPolicy)
-    progress_interval: float = 5.0
-    max_parts: int = 4
-    poll_timeout: int = 10
-    min_edit_interval: float = 1.0
-    node_down_alert_after: float = 30.0
-    refusal_replies_per_minute: int = 3
-    flood: FloodPolicy = field(default_factory=FloodPolicy)
-    mode: str = "polling"
-    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+class BotSettings(BotConfig):
+    """The ``bot:`` section (``galaxy_fleet.config.BotConfig``) with the decisions it drives."""
 
-    # -- parsing ------------------------------------------------------------------
+    @classmethod
+    def of(cls, bot: BotConfig) -> "BotSettings":
+        return cls(**{f.name: getattr(bot, f.name) for f in dataclasses.fields(BotConfig)})
+
+    @classmethod
+    def from_config(cls, config: config_mod.Config) -> "BotSettings":
+        return cls.of(config.bot)
+
     @classmethod
     def from_section(cls, section: dict[str, Any]) -> "BotSettings":
-        s = cls()
-        known = {"api_base_url", "authorized_users", "users", "default_machine", "alert_chats", "rate_per_minute",
-                 "dangerous", "progress_interval", "max_parts", "poll_timeout", "min_edit_interval",
-                 "node_down_alert_after", "refusal_replies_per_minute", "flood", "mode", "webhook"}
-        for key in section:
-            if key not in known:
-                hint = " (the token never goes in the config: use $GALAXY_TELEGRAM_TOKEN or the systemd" \
-                       " credential telegram_token)" if "token" in str(key) else ""
-                raise ConfigError(f"bot.{key}: unknown setting{hint}")
-        s.flood = _flood(section.get("flood"))
-        mode = section.get("mode", "polling")
-        if mode not in MODES:
-            raise ConfigError(f"bot.mode: expected polling or webhook, got {mode!r}")
-        s.mode = mode
-        s.webhook = _webhook(section.get("webhook"), required=mode == "webhook")
-        if section.get("api_base_url") is not None:
-            url = section["api_base_url"]
-            if not isinstance(url, str) or not re.match(r"^https?://", url):
-                raise ConfigError(f"bot.api_base_url: expected an http(s) URL, got {url!r}")
-            s.api_base_url = url
-        s.authorized_users = set(_ids("bot.authorized_users", section.get("authorized_users") or []))
-        users = section.get("users") or {}
-        if not isinstance(users, dict):
-            raise ConfigError("bot.users: expected a mapping of user id to settings")
-        for raw_id, spec in users.items():
-            uid = _id(f"bot.users key {raw_id!r}", raw_id)
-            spec = spec or {}
-            if not isinstance(spec, dict) or set(spec) - {"targets", "rate_per_minute"}:
-                raise ConfigError(f"bot.users.{uid}: expected {{targets: [...], rate_per_minute: N}}")
-            targets = spec.get("targets")
-            if targets is not None and (not isinstance(targets, list)
-                                        or not all(isinstance(t, str) and t for t in targets)):
-                raise ConfigError(f"bot.users.{uid}.targets: expected a list of host or group names")
-            rate = spec.get("rate_per_minute")
-            if rate is not None:
-                rate = _int(f"bot.users.{uid}.rate_per_minute", rate, 0)
-            s.users[uid] = UserPolicy(targets, rate)
-            s.authorized_users.add(uid)
-        dm = section.get("default_machine")
-        if dm is not None and (not isinstance(dm, str) or not dm):
-            raise ConfigError(f"bot.default_machine: expected a host or group name, got {dm!r}")
-        s.default_machine = dm
-        if section.get("alert_chats") is not None:
-            s.alert_chats = _ids("bot.alert_chats", section["alert_chats"])
-        else:
-            s.alert_chats = sorted(s.authorized_users)
-        for key, minimum in (("rate_per_minute", 0), ("max_parts", 1), ("poll_timeout", 0),
-                             ("refusal_replies_per_minute", 0)):
-            if key in section:
-                setattr(s, key, _int(f"bot.{key}", section[key], minimum))
-        for key, minimum in (("progress_interval", 0.2), ("min_edit_interval", 0.0), ("node_down_alert_after", 0.0)):
-            if key in section:
-                setattr(s, key, _float(f"bot.{key}", section[key], minimum))
-        s.dangerous = policy.parse_danger("bot.dangerous", section.get("dangerous"), _float)
-        return s
+        """A ``bot:`` section on its own, checked by the config loader."""
+        return cls.of(config_mod.section(BotConfig, section, "bot"))
 
     # -- decisions ---------------------------------------------------------------------
     def is_authorized(self, user_id: int | None) -> bool:
@@ -182,73 +96,6 @@ class BotSettings:
         return policy.danger(self.dangerous, hosts, payload, resolve)
 
 
-def _flood(section: Any) -> FloodPolicy:
-    if section is None:
-        return FloodPolicy()
-    fields = {"overall_per_second", "chat_per_second", "chat_burst", "group_per_minute", "max_retries"}
-    if not isinstance(section, dict) or set(section) - fields:
-        raise ConfigError("bot.flood: expected {overall_per_second: 30, chat_per_second: 1, chat_burst: 3, "
-                          "group_per_minute: 20, max_retries: 5}" + _unknown(section, fields))
-    p = FloodPolicy()
-    for key in ("overall_per_second", "chat_per_second", "group_per_minute"):
-        if key in section:
-            setattr(p, key, _float(f"bot.flood.{key}", section[key], 0.0))
-    if "chat_burst" in section:
-        p.chat_burst = _int("bot.flood.chat_burst", section["chat_burst"], 1)
-    if "max_retries" in section:
-        p.max_retries = _int("bot.flood.max_retries", section["max_retries"], 0)
-    if 0 < p.overall_per_second < 1 or 0 < p.group_per_minute < 1:
-        raise ConfigError("bot.flood: overall_per_second and group_per_minute are at least 1 (or 0: no limit)")
-    return p
-
-
-def _webhook(section: Any, required: bool) -> WebhookSettings:
-    w = WebhookSettings()
-    if section is None:
-        if required:
-            raise ConfigError("bot.webhook: mode webhook needs at least {public_url: https://…}")
-        return w
-    fields = {"public_url", "listen", "port", "url_path", "cert", "key", "max_connections"}
-    if not isinstance(section, dict) or set(section) - fields:
-        secret_hint = (" (the secret token never goes in the config: use $" + WEBHOOK_SECRET_ENV +
-                       " or the systemd credential " + WEBHOOK_SECRET_CREDENTIAL + ")"
-                       if isinstance(section, dict) and any("secret" in str(k) for k in section) else "")
-        raise ConfigError("bot.webhook: expected {public_url, listen, port, url_path, cert, key, max_connections}"
-                          + _unknown(section, fields) + secret_hint)
-    url = section.get("public_url")
-    if url is not None or required:
-        parsed = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ConfigError(f"bot.webhook.public_url: expected the https URL Telegram should call, got {url!r}")
-        w.public_url = url
-    listen = section.get("listen", w.listen)
-    if not isinstance(listen, str) or not listen:
-        raise ConfigError(f"bot.webhook.listen: expected an address to listen on, got {listen!r}")
-    w.listen = listen
-    if "port" in section:
-        w.port = _int("bot.webhook.port", section["port"], 1)
-        if w.port > 65535:
-            raise ConfigError(f"bot.webhook.port: expected a port in 1..65535, got {w.port}")
-    path = section.get("url_path")
-    if path is None:
-        path = urllib.parse.urlsplit(w.public_url).path if w.public_url else ""
-    if not isinstance(path, str) or any(c in path for c in "?# "):
-        raise ConfigError(f"bot.webhook.url_path: expected a URL path, got {path!r}")
-    w.url_path = path.strip("/")
-    for key in ("cert", "key"):
-        value = section.get(key)
-        if value is not None and (not isinstance(value, str) or not value.startswith("/")):
-            raise ConfigError(f"bot.webhook.{key}: expected an absolute path, got {value!r}")
-        setattr(w, key, value)
-    if w.key and not w.cert:
-        raise ConfigError("bot.webhook.key: needs bot.webhook.cert (the certificate that goes with it)")
-    if "max_connections" in section:
-        w.max_connections = _int("bot.webhook.max_connections", section["max_connections"], 1)
-        if w.max_connections > 100:
-            raise ConfigError(f"bot.webhook.max_connections: Telegram allows 1..100, got {w.max_connections}")
-    return w
-
-
 def check_webhook_secret(value: str) -> str:
     """The webhook secret token as Telegram accepts it (the value itself is never shown)."""
     value = value.strip()
@@ -257,37 +104,3 @@ def check_webhook_secret(value: str) -> str:
                           f" must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (it has {len(value)} "
                           "characters)")
     return value
-
-
-def _unknown(section: Any, fields: set[str]) -> str:
-    if not isinstance(section, dict):
-        return f", got {type(section).__name__}"
-    extra = sorted(str(k) for k in set(section) - fields)
-    return f"; unknown: {', '.join(extra)}" if extra else ""
-
-
-def _id(what: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise ConfigError(f"{what}: expected a Telegram id (a number), got {value!r}")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what}: expected a Telegram id (a number), got {value!r}") from None
-
-
-def _ids(what: str, value: Any) -> list[int]:
-    if not isinstance(value, list):
-        raise ConfigError(f"{what}: expected a list of Telegram ids")
-    return [_id(what, v) for v in value]
-
-
-def _int(what: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{what}: expected a whole number >= {minimum}, got {value!r}")
-    return value
-
-
-def _float(what: str, value: Any, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ConfigError(f"{what}: expected a number >= {minimum}, got {value!r}")
-    return float(value)

@@ -897,7 +897,7 @@ def run(args: "argparse.Namespace", config: "Config") -> int:
 
     webhook_secret: str | None = None
     try:
-        settings = BotSettings.from_section(config.section("bot"))
+        settings = BotSettings.from_config(config)
         token = read_token()
         if settings.mode == "webhook":
             webhook_secret, configured = read_webhook_secret()

@@ -1,16 +1,9 @@
 """The control plane's facade: the fleet as the bot, `galaxy send`, the MCP
 server and the dashboard see it.
 
-``Fleet(config)`` reads the ``control:`` section of the config::
-
-    control:
-      inventory: /etc/galaxy/inventory.yml   # an Ansible YAML/JSON inventory (required)
-      nodes_group: galaxy_nodes
-      store: /var/lib/galaxy/control/galaxy.db
-      known_hosts: /etc/galaxy/known_hosts
-      ssh_key: /var/lib/galaxy/.ssh/id_ed25519   # the routing key (default for every node)
-      connect_timeout: 10                      # an unreachable node fails its part after this
-      lost_after: 30                           # running orders of a node gone this long are reported lost
+``Fleet(config)`` works from the ``control:`` section of the config
+(``galaxy_fleet.config.ControlConfig``: the inventory, the store, the routing
+key and the router's timeouts).
 
 A node with ``ansible_connection: local`` (and optionally
 ``galaxy_config_path``) is reached by running `galaxy remote` as a local
@@ -24,14 +17,13 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 from galaxy_fleet.control import inventory as inv
 from galaxy_fleet.config import Config, ConfigError
 from galaxy_fleet.control.inventory import TargetError
 from galaxy_fleet.order import TERMINAL, new_id, utcnow
-from galaxy_fleet.control.router import NodeError, NodeUnavailable, Router, RouterSettings
+from galaxy_fleet.control.router import NodeError, NodeUnavailable, Router
 from galaxy_fleet.control.store import OrderRecord, Store
 
 __all__ = ["Fleet", "FleetEvent", "OrderRecord", "TargetError", "NodeUnavailable", "NodeError"]
@@ -39,24 +31,6 @@ __all__ = ["Fleet", "FleetEvent", "OrderRecord", "TargetError", "NodeUnavailable
 log = logging.getLogger("galaxy.control")
 
 STATE_OF_EVENT = {"order_queued": "queued", "order_delivered": "delivered", "order_running": "running"}
-
-
-CONTROL_KEYS = {"inventory": str, "nodes_group": str, "store": str, "known_hosts": str, "ssh_key": str,
-                "central_dir": str, "remote_command": str, "connect_timeout": (int, float), "request_timeout": (int, float),
-                "ping_interval": (int, float), "dead_after": (int, float), "backoff_max": (int, float),
-                "lost_after": (int, float), "health_every": (int, float), "max_line_bytes": int}
-
-
-def check_section(section: dict[str, Any]) -> None:
-    """Validate the ``control:`` section without touching the network (for `galaxy config check`)."""
-    for key, value in section.items():
-        kind = CONTROL_KEYS.get(key)
-        if kind is None:
-            raise ConfigError(f"control.{key}: unknown setting (known: {', '.join(sorted(CONTROL_KEYS))})")
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise ConfigError(f"control.{key}: expected {'a number' if kind != str else 'a string'}, got {value!r}")
-        if kind != str and value < 0:
-            raise ConfigError(f"control.{key}: must not be negative")
 
 
 @dataclass
@@ -93,15 +67,14 @@ class Fleet:
         alerts to the bot."""
         self.config = config
         self.passive = passive
-        section = config.section("control")
-        if not section.get("inventory"):
+        control = config.control
+        if not control.inventory:
             raise ConfigError("control.inventory: the fleet's inventory file is not configured")
-        self.inventory = inv.load(section["inventory"], nodes_group=section.get("nodes_group", "galaxy_nodes"),
-                                  default_key=section.get("ssh_key"))
-        self.store = store or Store(section.get("store", "/var/lib/galaxy/control/galaxy.db"))
-        self.settings = RouterSettings.from_config(section)
-        self.lost_after = float(section.get("lost_after", 30))
-        self.health_every = float(section.get("health_every", 60))  # 0: only on request
+        self.inventory = inv.load(control.inventory, nodes_group=control.nodes_group, default_key=control.ssh_key)
+        self.store = store or Store(control.store)
+        self.settings = control
+        self.lost_after = control.lost_after
+        self.health_every = control.health_every  # 0: only on request
         self.sessions = Sessions(self.store)
         self._subscribers: list[Callable[[FleetEvent], None]] = []
         self._last_hash: dict[str, str | None] = {}
@@ -542,7 +515,3 @@ class Fleet:
                     self._update(rec.id, state="failed", finished=time.time(),
                                  error=f"lost contact with {name} ({link.error}); the answer will follow if it "
                                        "comes back", details={**rec.details, "lost": True})
-
-
-def default_store_path(config: Config) -> Path:
-    return Path(config.section("control").get("store", "/var/lib/galaxy/control/galaxy.db"))

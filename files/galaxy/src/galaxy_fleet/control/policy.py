@@ -39,35 +39,18 @@ from __future__ import annotations
 import getpass
 import os
 import pwd
-import re
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from galaxy_fleet.config import Config, ConfigError
+from galaxy_fleet.config import Config, DangerPolicy, McpConfig, SendConfig, UserPolicy
 
 Resolve = Callable[[str], list[str]]
 
 ENTRY_POINTS = ("mcp", "send")
-DANGEROUS_MODES = ("refuse", "allow")
 RATE_WINDOW = 60.0
-
-
-@dataclass
-class UserPolicy:
-    """One caller's limits."""
-    targets: list[str] | None = None  # None: every machine
-    rate_per_minute: int | None = None  # None: the section's default
-    executors: list[str] | None = None  # None: any executor
-
-
-@dataclass
-class DangerPolicy:
-    targets: list[str] = field(default_factory=list)
-    patterns: list[re.Pattern[str]] = field(default_factory=list)
-    confirm_seconds: float = 60.0
 
 
 # -- the rules ---------------------------------------------------------------------
@@ -147,61 +130,6 @@ def stored_rate_wait(store: Any, user: str, limit: int, now: float | None = None
     return max(0.1, rows[len(rows) - limit]["t"] + RATE_WINDOW - now)
 
 
-# -- parsing -----------------------------------------------------------------------------
-def _names(what: str, value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
-        raise ConfigError(f"{what}: expected a list of names")
-    return list(value)
-
-
-def _rate(what: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{what}: expected a whole number >= 0, got {value!r}")
-    return value
-
-
-def parse_user(what: str, spec: Any, *, executors: bool = True) -> UserPolicy:
-    spec = spec or {}
-    keys = {"targets", "rate_per_minute"} | ({"executors"} if executors else set())
-    if not isinstance(spec, dict) or set(spec) - keys:
-        raise ConfigError(f"{what}: expected {{{', '.join(f'{k}: ...' for k in sorted(keys))}}}")
-    targets = spec.get("targets")
-    if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) and t for t in targets)):
-        raise ConfigError(f"{what}.targets: expected a list of host or group names")
-    rate = spec.get("rate_per_minute")
-    if rate is not None:
-        rate = _rate(f"{what}.rate_per_minute", rate)
-    execs = spec.get("executors")
-    if execs is not None:
-        execs = _names(f"{what}.executors", execs)
-    return UserPolicy(targets, rate, execs)
-
-
-def parse_danger(what: str, danger_section: Any, float_: Callable[[str, Any, float], float]) -> DangerPolicy:
-    danger_section = danger_section or {}
-    if not isinstance(danger_section, dict) or set(danger_section) - {"targets", "patterns", "confirm_seconds"}:
-        raise ConfigError(f"{what}: expected {{targets: [...], patterns: [...], confirm_seconds: N}}")
-    targets = danger_section.get("targets") or []
-    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
-        raise ConfigError(f"{what}.targets: expected a list of host or group names")
-    patterns = []
-    for i, pat in enumerate(danger_section.get("patterns") or []):
-        if not isinstance(pat, str):
-            raise ConfigError(f"{what}.patterns[{i}]: expected a regular expression string")
-        try:
-            patterns.append(re.compile(pat))
-        except re.error as exc:
-            raise ConfigError(f"{what}.patterns[{i}]: invalid regular expression {pat!r}: {exc}") from None
-    return DangerPolicy(list(targets), patterns,
-                        float_(f"{what}.confirm_seconds", danger_section.get("confirm_seconds", 60), 1))
-
-
-def _float(what: str, value: Any, minimum: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise ConfigError(f"{what}: expected a number >= {minimum}, got {value!r}")
-    return float(value)
-
-
 @dataclass
 class EntryPolicy:
     """The ``mcp:`` or ``send:`` section: who the callers are and what they may do."""
@@ -214,34 +142,12 @@ class EntryPolicy:
 
     @classmethod
     def from_config(cls, config: Config, entry: str) -> EntryPolicy:
-        assert entry in ENTRY_POINTS
-        section = config.section(entry)
-        known = {"identity", "targets", "executors", "rate_per_minute", "dangerous"} | (
-            {"users"} if entry == "send" else set())
-        for key in section:
-            if key not in known:
-                raise ConfigError(f"{entry}.{key}: unknown setting (known: {', '.join(sorted(known))})")
-        p = cls(entry)
-        identity = section.get("identity")
-        if identity is not None and (not isinstance(identity, str) or not re.match(r"^[\w.@-]{1,64}$", identity)):
-            raise ConfigError(f"{entry}.identity: expected a name of letters, digits, _ . @ -, got {identity!r}")
-        p.identity = identity
-        p.default = parse_user(entry, {k: section[k] for k in ("targets", "executors", "rate_per_minute")
-                                       if k in section})
-        if p.default.rate_per_minute is None:
-            p.default.rate_per_minute = 20
-        users = section.get("users") or {}
-        if not isinstance(users, dict):
-            raise ConfigError(f"{entry}.users: expected a mapping of user name to settings")
-        for name, spec in users.items():
-            p.users[str(name)] = parse_user(f"{entry}.users.{name}", spec)
-        mode = section.get("dangerous", "refuse")
-        if mode not in DANGEROUS_MODES:
-            raise ConfigError(f"{entry}.dangerous: expected refuse or allow, got {mode!r} (what is dangerous is "
-                              "bot.dangerous, for every entry point)")
-        p.dangerous_mode = mode
-        p.dangerous = parse_danger("bot.dangerous", config.section("bot").get("dangerous"), _float)
-        return p
+        """The policy of ``mcp`` or ``send`` from the typed config (checked when it was loaded)."""
+        section: McpConfig | SendConfig = config.mcp if entry == "mcp" else config.send
+        return cls(entry, identity=section.identity,
+                   default=UserPolicy(section.targets, section.rate_per_minute, section.executors),
+                   users=dict(getattr(section, "users", {})), dangerous_mode=section.dangerous,
+                   dangerous=config.bot.dangerous)
 
     def caller(self) -> Caller:
         """The caller's identity and limits. For `galaxy send`: the configured identity or the

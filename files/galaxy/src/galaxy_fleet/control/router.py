@@ -20,9 +20,9 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from typing import Any, Callable
 
+from galaxy_fleet.config import ControlConfig
 from galaxy_fleet.control.inventory import Host
 
 log = logging.getLogger("galaxy.router")
@@ -36,31 +36,8 @@ class NodeError(RuntimeError):
     """The node answered with an error."""
 
 
-@dataclass
-class RouterSettings:
-    connect_timeout: float = 10.0  # a node that is not reachable by then fails its part
-    request_timeout: float = 30.0
-    ping_interval: float = 2.0  # an idle link is pinged this often ...
-    dead_after: float = 6.0  # ... and dropped when nothing came back for this long (detection < 10 s)
-    backoff_max: float = 30.0
-    known_hosts: str = "/etc/galaxy/known_hosts"
-    remote_command: str = "galaxy remote"
-    # The longest line a node may send (an event with its answer, JSON-escaped); a longer one drops the
-    # link, so a compromised node cannot make the control node buffer without end.
-    max_line_bytes: int = 16 * 1024 * 1024
-
-    @classmethod
-    def from_config(cls, section: dict[str, Any]) -> "RouterSettings":
-        s = cls()
-        for key in ("connect_timeout", "request_timeout", "ping_interval", "dead_after", "backoff_max"):
-            if key in section:
-                setattr(s, key, float(section[key]))
-        for key in ("known_hosts", "remote_command"):
-            if key in section:
-                setattr(s, key, str(section[key]))
-        if "max_line_bytes" in section:
-            s.max_line_bytes = max(4096, int(section["max_line_bytes"]))
-        return s
+# The router's settings (timeouts, known_hosts, the remote command) are the control section's.
+RouterSettings = ControlConfig
 
 
 class LineTooLong(Exception):

@@ -16,27 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from galaxy_fleet.config import Config
+from galaxy_fleet.config import Config, HealthConfig, OpenCodeSpec
 from galaxy_fleet.order import utcnow
 from galaxy_fleet.node.spool import Spool, read_json
-
-DEFAULTS: dict[str, Any] = {
-    "disk_max_percent": 90,
-    "inodes_max_percent": 90,
-    "backlog_max": 100,
-    "memory_min_mb": 64,
-    "heartbeat_max_age": None,  # default: 3 heartbeat intervals, at least 15 s
-    "opencode": None,  # None: check it when the default executor is opencode
-    "opencode_timeout": 3.0,
-    "opencode_unit": "opencode-serve.service",
-    "opencode_restart": True,  # kill a wedged or bloated server; systemd (Restart=always) starts it again
-    "opencode_max_rss_mb": 2048,  # above this, restart it between orders
-    "opencode_start_grace": 30.0,  # a server younger than this is starting, not wedged: left alone
-    # Every run checks the events added since the last run; this often (seconds) the whole
-    # chain, rotated segments included, so an edit to an event checked before is found too.
-    "audit_full_verify_every": 86400,
-}
-
 
 @dataclass
 class Check:
@@ -75,12 +57,8 @@ def _uptime() -> float | None:
         return None
 
 
-def _settings(config: Config) -> dict[str, Any]:
-    return {**DEFAULTS, **config.section("health")}
-
-
-def check_worker(config: Config, spool: Spool, s: dict[str, Any]) -> Check:
-    max_age = s["heartbeat_max_age"] or max(15.0, 3 * config.worker.heartbeat_interval)
+def check_worker(config: Config, spool: Spool, s: HealthConfig) -> Check:
+    max_age = s.heartbeat_max_age or max(15.0, 3 * config.worker.heartbeat_interval)
     try:
         hb = read_json(spool.state / "heartbeat.json")
     except (OSError, ValueError):
@@ -97,8 +75,8 @@ def check_worker(config: Config, spool: Spool, s: dict[str, Any]) -> Check:
     return Check("worker", True, f"worker is running (pid {pid}, heartbeat {age:.0f}s ago)", data)
 
 
-def check_opencode(config: Config, s: dict[str, Any]) -> Check | None:
-    enabled = s["opencode"]
+def check_opencode(config: Config, s: HealthConfig) -> Check | None:
+    enabled = s.opencode
     if enabled is None:
         enabled = config.worker.default_executor == "opencode"
     if not enabled:
@@ -109,17 +87,19 @@ def check_opencode(config: Config, s: dict[str, Any]) -> Check | None:
 
     from galaxy_fleet.config import secret
 
-    spec = config.executors.get("opencode", {})
-    url = str(spec.get("url", "http://127.0.0.1:4096")).rstrip("/")
+    spec = config.executors.get("opencode")
+    if not isinstance(spec, OpenCodeSpec):
+        spec = OpenCodeSpec()
+    url = spec.url.rstrip("/")
     req = urllib.request.Request(url + "/global/health")
     # The same credential as the executor's (executors/opencode.py).
-    password = secret(str(spec.get("password_credential") or "opencode-password"), "OPENCODE_SERVER_PASSWORD")
+    password = secret(spec.password_credential, "OPENCODE_SERVER_PASSWORD")
     if password:
         token = base64.b64encode(f"opencode:{password}".encode()).decode()
         req.add_header("Authorization", f"Basic {token}")
     t0 = time.monotonic()
     try:
-        with urllib.request.urlopen(req, timeout=float(s["opencode_timeout"])) as resp:
+        with urllib.request.urlopen(req, timeout=s.opencode_timeout) as resp:
             body = resp.read(4096)
     except urllib.error.HTTPError as exc:
         ms = (time.monotonic() - t0) * 1000
@@ -143,7 +123,7 @@ def check_opencode(config: Config, s: dict[str, Any]) -> Check | None:
     return Check("opencode", True, f"opencode serve is healthy ({ms:.0f} ms)", {"url": url, "ms": round(ms, 1)})
 
 
-def check_disk(paths: dict[str, Path], s: dict[str, Any]) -> list[Check]:
+def check_disk(paths: dict[str, Path], s: HealthConfig) -> list[Check]:
     checks = []
     seen: set[int] = set()
     for label, path in paths.items():
@@ -155,13 +135,13 @@ def check_disk(paths: dict[str, Path], s: dict[str, Any]) -> list[Check]:
             continue
         seen.add(dev)
         used = 100.0 * (1 - st.f_bavail / st.f_blocks) if st.f_blocks else 0.0
-        ok = used < s["disk_max_percent"]
+        ok = used < s.disk_max_percent
         checks.append(Check(f"disk_{label}", ok,
                             f"Disk space {'OK' if ok else 'LOW'} for {label} ({used:.0f}% used)",
                             {"path": str(path), "used_percent": round(used, 1)}))
         if st.f_files:
             iused = 100.0 * (1 - st.f_favail / st.f_files)
-            iok = iused < s["inodes_max_percent"]
+            iok = iused < s.inodes_max_percent
             checks.append(Check(f"inodes_{label}", iok,
                                 f"Inodes {'OK' if iok else 'LOW'} for {label} ({iused:.0f}% used)",
                                 {"path": str(path), "used_percent": round(iused, 1)}))
@@ -187,13 +167,13 @@ def check_stuck(config: Config, spool: Spool) -> Check:
     return Check("stuck", True, "No orders stuck in processing")
 
 
-def check_backlog(spool: Spool, s: dict[str, Any]) -> Check:
+def check_backlog(spool: Spool, s: HealthConfig) -> Check:
     n = sum(1 for _ in spool.pending())
-    ok = n <= s["backlog_max"]
+    ok = n <= s.backlog_max
     return Check("backlog", ok, f"Queue backlog {'OK' if ok else 'HIGH'} ({n} waiting)", {"queued": n})
 
 
-def check_memory(s: dict[str, Any]) -> Check:
+def check_memory(s: HealthConfig) -> Check:
     avail = None
     with open("/proc/meminfo") as fh:
         for line in fh:
@@ -202,16 +182,16 @@ def check_memory(s: dict[str, Any]) -> Check:
                 break
     if avail is None:
         return Check("memory", True, "Memory: MemAvailable unknown")
-    ok = avail >= s["memory_min_mb"]
+    ok = avail >= s.memory_min_mb
     return Check("memory", ok, f"Memory {'OK' if ok else 'LOW'} ({avail} MB available)", {"available_mb": avail})
 
 
-def check_audit_chain(config: Config, spool: Spool, s: dict[str, Any]) -> Check:
+def check_audit_chain(config: Config, spool: Spool, s: HealthConfig) -> Check:
     """The audit chain is intact since the last check (only new events are read), and
     as a whole every ``audit_full_verify_every`` seconds."""
     from galaxy_fleet.audit import verify, verify_since
 
-    every = float(s["audit_full_verify_every"])
+    every = s.audit_full_verify_every
     try:
         last = read_json(spool.state / "health.json")
     except (OSError, ValueError):
@@ -241,7 +221,7 @@ def check_audit_chain(config: Config, spool: Spool, s: dict[str, Any]) -> Check:
 
 
 def run_checks(config: Config) -> Report:
-    s = _settings(config)
+    s = config.health
     spool = Spool(config.spool_dir)
     checks = [check_worker(config, spool, s)]
     oc = check_opencode(config, s)
@@ -331,11 +311,11 @@ def recover(config: Config, report: Report) -> list[Check]:
     """
     import signal
 
-    s = _settings(config)
+    s = config.health
     oc = next((c for c in report.checks if c.name == "opencode"), None)
-    if oc is None or not s["opencode_restart"]:
+    if oc is None or not s.opencode_restart:
         return []
-    pid = _unit_pid(str(s["opencode_unit"]))
+    pid = _unit_pid(s.opencode_unit)
     reason = None
     if not oc.ok:
         reason = oc.message
@@ -343,17 +323,17 @@ def recover(config: Config, report: Report) -> list[Check]:
         rss = _rss_mb(pid)
         worker = next((c for c in report.checks if c.name == "worker"), None)
         idle = worker is not None and not worker.data.get("running")
-        if rss is not None and rss > float(s["opencode_max_rss_mb"]) and idle:
-            reason = f"opencode serve uses {rss:.0f} MB (limit {s['opencode_max_rss_mb']} MB), restarted between orders"
+        if rss is not None and rss > s.opencode_max_rss_mb and idle:
+            reason = f"opencode serve uses {rss:.0f} MB (limit {s.opencode_max_rss_mb:g} MB), restarted between orders"
     if reason is None:
         return []
     age = _age_s(pid) if pid is not None else None
-    if not oc.ok and age is not None and age < float(s["opencode_start_grace"]):
+    if not oc.ok and age is not None and age < s.opencode_start_grace:
         # Just (re)started, still loading: killing it now would only start it over.
         return [Check("opencode_restart", True, f"opencode serve (pid {pid}) started {age:.0f}s ago; "
                                                 f"not restarted while it starts")]
     if pid is None:
-        return [Check("opencode_restart", False, f"cannot restart opencode serve: no running {s['opencode_unit']}")]
+        return [Check("opencode_restart", False, f"cannot restart opencode serve: no running {s.opencode_unit}")]
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError as exc:

@@ -10,6 +10,7 @@ event with the counts.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -17,20 +18,6 @@ from typing import Any
 
 from galaxy_fleet.config import Config
 from galaxy_fleet.node.spool import Spool
-
-DEFAULTS = {"orders_days": 30.0, "quarantine_days": 90.0, "audit_days": 365.0}
-
-
-def settings(config: Config) -> dict[str, float]:
-    section = config.section("retention")
-    out = dict(DEFAULTS)
-    for key, value in section.items():
-        if key not in DEFAULTS:
-            raise ValueError(f"retention.{key}: unknown setting")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"retention.{key}: expected a number of days >= 0, got {value!r}")
-        out[key] = float(value)
-    return out
 
 
 def _old(path: Path, cutoff: float) -> bool:
@@ -42,10 +29,10 @@ def _old(path: Path, cutoff: float) -> bool:
 
 def cleanup(config: Config, *, dry_run: bool = False, now: float | None = None,
             overrides: dict[str, float] | None = None) -> dict[str, Any]:
-    s = {**settings(config), **(overrides or {})}
+    s = dataclasses.replace(config.retention, **(overrides or {}))
     now = time.time() if now is None else now
     spool = Spool(config.spool_dir)
-    removed = {"orders": 0, "quarantine": 0, "audit_segments": 0, "bytes": 0}
+    removed: dict[str, Any] = {"orders": 0, "quarantine": 0, "audit_segments": 0, "bytes": 0}
 
     def drop(path: Path) -> None:
         try:
@@ -56,7 +43,7 @@ def cleanup(config: Config, *, dry_run: bool = False, now: float | None = None,
             return
         removed["bytes"] += size
 
-    cutoff = now - s["orders_days"] * 86400
+    cutoff = now - s.orders_days * 86400
     for sidecar in spool.responses.glob("*.json"):
         oid = sidecar.stem
         if not _old(sidecar, cutoff) or (spool.processing / f"{oid}.json").exists():
@@ -64,12 +51,12 @@ def cleanup(config: Config, *, dry_run: bool = False, now: float | None = None,
         for path in (spool.archive / f"{oid}.json", spool.responses / f"{oid}.md", spool.state_path(oid), sidecar):
             drop(path)
         removed["orders"] += 1
-    qcut = now - s["quarantine_days"] * 86400
+    qcut = now - s.quarantine_days * 86400
     for path in spool.quarantine.iterdir() if spool.quarantine.exists() else ():
         if path.is_file() and _old(path, qcut):
             drop(path)
             removed["quarantine"] += 1
-    acut = now - s["audit_days"] * 86400
+    acut = now - s.audit_days * 86400
     live = config.audit.path
     for seg in live.parent.glob(live.name + ".*.gz"):
         if _old(seg, acut):
@@ -81,6 +68,6 @@ def cleanup(config: Config, *, dry_run: bool = False, now: float | None = None,
         audit = open_audit(config)
         audit.append("cleanup", message=f"removed {removed['orders']} finished orders, {removed['quarantine']} "
                      f"quarantined files, {removed['audit_segments']} audit segments", **removed,
-                     retention=s)
+                     retention=dataclasses.asdict(s))
         audit.close()
-    return {"dry_run": dry_run, "removed": removed, "retention": s, "pid": os.getpid()}
+    return {"dry_run": dry_run, "removed": removed, "retention": dataclasses.asdict(s), "pid": os.getpid()}

@@ -11,7 +11,8 @@ runner thread; the executor
   into a failed order, it never dies of one).
 
 Executors are built from the node config by ``build(name, spec, config)``;
-the ``type`` field of a spec picks the class.
+the spec is the typed ``executors.<name>`` entry (``galaxy_fleet.config``:
+ShellSpec, CommandSpec, OpenCodeSpec) and its ``type`` picks the class.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+
+from galaxy_fleet.config import ConfigError, executor_spec
 
 if TYPE_CHECKING:
     from galaxy_fleet.config import Config
@@ -93,7 +96,7 @@ class Executor:
 
     type = ""
 
-    def __init__(self, name: str, spec: dict[str, Any], config: "Config"):
+    def __init__(self, name: str, spec: Any, config: "Config"):
         self.name = name
         self.spec = spec
         self.config = config
@@ -118,8 +121,14 @@ def _types() -> dict[str, type[Executor]]:
     return types
 
 
-def build(name: str, spec: dict[str, Any], config: "Config") -> Executor:
-    kind = spec.get("type", name)
+def build(name: str, spec: Any, config: "Config") -> Executor:
+    """The executor for a typed spec (a plain mapping is checked as the config loader would)."""
+    if isinstance(spec, dict):
+        try:
+            spec = executor_spec(name, spec)
+        except ConfigError as exc:
+            raise ExecutorError(str(exc)) from None
+    kind = spec.type
     cls = _types().get(kind)
     if cls is None:
         raise ExecutorError(f"executor {name!r} has unknown type {kind!r}")

@@ -14,6 +14,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from galaxy_fleet.config import CommandSpec, ShellSpec
 from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, cap_text
 from galaxy_fleet.order import DONE, FAILED
 
@@ -170,19 +171,14 @@ class CommandExecutor(Executor):
 
     type = "command"
 
-    def __init__(self, name: str, spec: dict[str, Any], config: Any):
+    def __init__(self, name: str, spec: CommandSpec, config: Any):
         super().__init__(name, spec, config)
-        self.argv = _check_argv(name, spec.get("argv"))
-        self.stdin = bool(spec.get("stdin", False))
-        env = spec.get("env") or {}
-        if not isinstance(env, dict) or not all(isinstance(v, str) for v in env.values()):
-            raise ExecutorError(f"executor {name!r}: 'env' must map names to strings")
-        self.env = env or None
-        for key in ("allow_options", "end_of_options"):
-            if not isinstance(spec.get(key, False), bool):
-                raise ExecutorError(f"executor {name!r}: {key!r} must be true or false")
-        self.allow_options = bool(spec.get("allow_options", False))
-        self.end_of_options = bool(spec.get("end_of_options", False))
+        self.argv = _check_argv(name, spec.argv)
+        self.stdin = spec.stdin
+        self.env = spec.env or None
+        self.grace = spec.grace if spec.grace is not None else config.worker.cancel_grace
+        self.allow_options = spec.allow_options
+        self.end_of_options = spec.end_of_options
         if self.end_of_options:
             first = next((i for i, part in enumerate(self.argv) if part in _PLACEHOLDERS), None)
             if first is None or first == 0:
@@ -204,8 +200,7 @@ class CommandExecutor(Executor):
                                      "end_of_options: true (or allow_options: true) on this executor.")
         argv = _expand(self.argv, values)
         stdin = order.payload.encode() if self.stdin else None
-        return run_argv(argv, ctx, stdin=stdin, cwd=ctx.workdir or self.spec.get("cwd"), env=self.env,
-                        grace=float(self.spec.get("grace", self.config.worker.cancel_grace)))
+        return run_argv(argv, ctx, stdin=stdin, cwd=ctx.workdir or self.spec.cwd, env=self.env, grace=self.grace)
 
 
 class ShellExecutor(Executor):
@@ -216,19 +211,12 @@ class ShellExecutor(Executor):
 
     type = "shell"
 
-    def __init__(self, name: str, spec: dict[str, Any], config: Any):
+    def __init__(self, name: str, spec: ShellSpec, config: Any):
         super().__init__(name, spec, config)
-        commands = spec.get("commands") or {}
-        if not isinstance(commands, dict):
-            raise ExecutorError(f"executor {name!r}: 'commands' must map names to {{argv: [...]}}")
-        self.commands: dict[str, dict[str, Any]] = {}
-        for cname, cspec in commands.items():
-            if isinstance(cspec, list):
-                cspec = {"argv": cspec}
-            if not isinstance(cspec, dict):
-                raise ExecutorError(f"executor {name!r}: command {cname!r} must be a mapping or an argv list")
-            _check_argv(f"{name}.{cname}", cspec.get("argv"))
-            self.commands[str(cname)] = cspec
+        for cname, cspec in spec.commands.items():
+            _check_argv(f"{name}.{cname}", cspec.argv)
+        self.commands = spec.commands
+        self.grace = spec.grace if spec.grace is not None else config.worker.cancel_grace
 
     def run(self, order: "Order", ctx: RunContext) -> Result:
         wanted = order.payload.strip()
@@ -237,5 +225,4 @@ class ShellExecutor(Executor):
             allowed = ", ".join(sorted(self.commands)) or "(none)"
             return Result(FAILED, error=f"{wanted[:60]!r} is not an allowed command; allowed: {allowed}",
                           output=f"Not an allowed command. This node allows: {allowed}")
-        return run_argv(list(cspec["argv"]), ctx, cwd=cspec.get("cwd"),
-                        grace=float(self.spec.get("grace", self.config.worker.cancel_grace)))
+        return run_argv(list(cspec.argv), ctx, cwd=cspec.cwd, grace=self.grace)

@@ -56,6 +56,7 @@ import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from galaxy_fleet.config import OpenCodeSpec
 from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, cap_text
 from galaxy_fleet.order import DONE, FAILED
 
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
     from galaxy_fleet.config import Config
     from galaxy_fleet.order import Order
 
-DEFAULT_URL = "http://127.0.0.1:4096"
 ABORTED = "MessageAbortedError"
 
 
@@ -705,27 +705,22 @@ class _Asks:
 class OpenCodeExecutor(Executor):
     type = "opencode"
 
-    def __init__(self, name: str, spec: dict[str, Any], config: "Config"):
+    def __init__(self, name: str, spec: OpenCodeSpec, config: "Config"):
         super().__init__(name, spec, config)
-        self.url = str(spec.get("url") or DEFAULT_URL)
-        self.username = str(spec.get("username") or os.environ.get("OPENCODE_SERVER_USERNAME") or "opencode")
-        self.provider_retries = int(spec.get("provider_retries", 3))
-        self.progress_interval = float(spec.get("progress_interval", 2.0))
-        self.request_timeout = float(spec.get("request_timeout", 15.0))
-        for key in ("agent", "model", "directory", "password_file"):
-            if spec.get(key) is not None and not isinstance(spec[key], str):
-                raise ExecutorError(f"executors.{name}.{key}: expected a string")
-        if spec.get("model"):
-            _split_model(str(spec["model"]))
+        self.url = spec.url
+        self.username = spec.username or os.environ.get("OPENCODE_SERVER_USERNAME") or "opencode"
+        self.provider_retries = spec.provider_retries
+        self.progress_interval = spec.progress_interval
+        self.request_timeout = spec.request_timeout
+        if spec.model:
+            _split_model(spec.model)
         self.choices: dict[str, set[str]] = {}
-        for key, plural in (("agent", "agents"), ("model", "models")):
-            values = spec.get(plural) or []
-            if not isinstance(values, list) or not all(isinstance(v, str) and v for v in values):
-                raise ExecutorError(f"executors.{name}.{plural}: expected a list of names an order may choose")
+        for key, values in (("agent", spec.agents), ("model", spec.models)):
             if key == "model":
                 for v in values:
                     _split_model(v)
-            self.choices[key] = set(values) | ({spec[key]} if spec.get(key) else set())
+            own = getattr(spec, key)
+            self.choices[key] = set(values) | ({own} if own else set())
         _Client(self.url, None, 1)  # validates the URL now, not at the first order
         self._permission_settings(name, spec)
 
@@ -733,10 +728,10 @@ class OpenCodeExecutor(Executor):
     def password(self) -> str | None:
         from galaxy_fleet.config import secret
 
-        value = secret(str(self.spec.get("password_credential") or "opencode-password"), "OPENCODE_SERVER_PASSWORD")
+        value = secret(self.spec.password_credential, "OPENCODE_SERVER_PASSWORD")
         if value:
             return value
-        path = self.spec.get("password_file")
+        path = self.spec.password_file
         if path:
             try:
                 return Path(path).read_text(encoding="utf-8").strip() or None
@@ -751,16 +746,10 @@ class OpenCodeExecutor(Executor):
             auth = "Basic " + base64.b64encode(f"{self.username}:{pw}".encode()).decode()
         return _Client(self.url, auth, self.request_timeout)
 
-    def _permission_settings(self, name: str, spec: dict[str, Any]) -> None:
+    def _permission_settings(self, name: str, spec: OpenCodeSpec) -> None:
         """``permission_timeout`` and ``permission_unanswered`` (see _Asks)."""
-        timeout = spec.get("permission_timeout", 300)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ExecutorError(f"executors.{name}.permission_timeout: expected seconds > 0, got {timeout!r}")
-        unanswered = spec.get("permission_unanswered", "deny")
-        if unanswered not in ("deny", "allow"):
-            raise ExecutorError(f"executors.{name}.permission_unanswered: expected deny or allow, got {unanswered!r}")
-        self.permission_timeout = float(timeout)
-        self.permission_unanswered = str(unanswered)
+        self.permission_timeout = spec.permission_timeout
+        self.permission_unanswered = spec.permission_unanswered
         self._audit: Any = None
         self._audit_lock = threading.Lock()
 
@@ -796,7 +785,7 @@ class OpenCodeExecutor(Executor):
             agent = self._choice(options, "agent")
             model = self._choice(options, "model")
             model_ref = _split_model(model) if model else None
-            directory = ctx.workdir or self.spec.get("directory") or None
+            directory = ctx.workdir or self.spec.directory or None
             client = self.client()
             if not order.session:
                 return self._run(order, ctx, client, agent, model_ref, directory, True, details)
@@ -818,7 +807,7 @@ class OpenCodeExecutor(Executor):
     def _choice(self, options: dict[str, Any], key: str) -> str | None:
         """The agent or model for this order: the node's, or one the order picks from ``agents``/``models``."""
         value = _opt(options, self.spec, key)
-        if value is None or value == self.spec.get(key) or value in self.choices[key]:
+        if value is None or value == getattr(self.spec, key) or value in self.choices[key]:
             return value
         allowed = ", ".join(sorted(self.choices[key])) or "none"
         raise ExecutorError(f"refused: this node does not let an order choose the {key} {value!r} "
@@ -1029,8 +1018,8 @@ class OpenCodeExecutor(Executor):
         return result
 
 
-def _opt(options: dict[str, Any], spec: dict[str, Any], key: str) -> str | None:
-    value = options.get(key, spec.get(key))
+def _opt(options: dict[str, Any], spec: OpenCodeSpec, key: str) -> str | None:
+    value = options.get(key, getattr(spec, key))
     if value is None or value == "":
         return None
     if not isinstance(value, str):
