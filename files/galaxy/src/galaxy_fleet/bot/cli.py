@@ -20,6 +20,7 @@ import sys
 from galaxy_fleet.bot import add_arguments
 from galaxy_fleet.bot.access import WEBHOOK_SECRET_CREDENTIAL, WEBHOOK_SECRET_ENV, BotSettings, check_webhook_secret
 from galaxy_fleet.config import Config, ConfigError, secret, standalone_main
+from galaxy_fleet.control.fleet import Fleet
 
 log = logging.getLogger("galaxy.bot")
 
@@ -112,10 +113,6 @@ def run(args: argparse.Namespace, config: Config) -> int:
         if not settings.webhook.public_url.startswith("https://"):
             log.warning("bot.webhook.public_url is not https: Telegram only calls https URLs "
                         "(ports 443, 80, 88 or 8443)")
-    # Deferred: --check needs neither python-telegram-bot nor the application.
-    from galaxy_fleet.bot.app import GalaxyBot
-    from galaxy_fleet.control.fleet import Fleet
-
     try:
         fleet = Fleet(config)
     except (ConfigError, ValueError, OSError) as exc:
@@ -126,6 +123,9 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print(f"galaxy bot: OK ({len(fleet.inventory.hosts)} machines, {len(settings.authorized_users)} "
               f"authorized users{mode})")
         return 0
+    # Deferred: python-telegram-bot takes seconds to load, and --check does without it.
+    from galaxy_fleet.bot.app import GalaxyBot
+
     GalaxyBot(fleet, settings, token, webhook_secret=webhook_secret).run()
     return 0
 

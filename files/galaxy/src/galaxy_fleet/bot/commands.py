@@ -221,7 +221,8 @@ class Commands:
         if rec is None:
             return
         assert update.effective_user is not None
-        await self.tg.reply(update, await self.submit.cancel([rec], user_name(update.effective_user)))
+        text, _ = await self.submit.cancel([rec], user_name(update.effective_user))
+        await self.tg.reply(update, text)
 
     async def retry(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         if not await self.admit(update, "/retry"):
@@ -344,9 +345,9 @@ class Commands:
                 return
             if kind == buttons.CANCEL:
                 await query.answer("Cancelling…")
-                text = await self.submit.cancel([r for r in self.follow.parts(rec) if not r.terminal] or [rec],
-                                                user_name(user))
-                if "❌" in text:  # a machine could not be reached: say so under the status message
+                text, failed = await self.submit.cancel([r for r in self.follow.parts(rec) if not r.terminal]
+                                                        or [rec], user_name(user))
+                if failed:  # say so under the status message (it shows the orders still running)
                     await self.tg.send(chat_id, text, reply_to=reply_to)
                 return
             await query.answer("Sending again…")

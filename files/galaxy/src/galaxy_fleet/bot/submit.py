@@ -249,9 +249,11 @@ class Submitter:
         matches = [r for r in self.fleet.orders(200, chat_id) if r.id.startswith(ref) or r.id.endswith(ref)]
         return matches[0] if len(matches) == 1 else None
 
-    async def cancel(self, records: list[Any], user: str) -> str:
-        """Cancel each of ``records``; the reply (HTML), one line per machine."""
+    async def cancel(self, records: list[Any], user: str) -> tuple[str, bool]:
+        """Cancel each of ``records``: the reply (HTML, one line per machine), and whether a machine
+        could not be asked."""
         lines = []
+        failed = False
         for rec in records:
             if rec.terminal:
                 lines.append(render.cancel_line(rec.host, state=rec.state))
@@ -261,11 +263,13 @@ class Submitter:
                 lines.append(render.cancel_line(rec.host))
             except NodeUnavailable as exc:
                 lines.append(render.cancel_line(rec.host, error=exc, unreachable=True))
+                failed = True
             except Exception as exc:
                 lines.append(render.cancel_line(rec.host, error=exc))
+                failed = True
         self.audit("bot_cancel", severity="info", message="; ".join(render.html_to_text(x) for x in lines),
                    user=user, order_ids=[r.id for r in records])
-        return "\n".join(lines) or render.NOTHING_TO_CANCEL
+        return "\n".join(lines) or render.NOTHING_TO_CANCEL, failed
 
     async def retry(self, user_id: int, user: str, chat_id: int, rec: Any, reply_to: int | None) -> None:
         wait = self.rates.check(user_id, self.settings.rate_for(user_id))
