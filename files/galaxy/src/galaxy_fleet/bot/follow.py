@@ -153,7 +153,7 @@ class Follower:
         return list(tracker.records.values()) if tracker else [rec]
 
     # -- following orders -------------------------------------------------------------------
-    def _from_router(self, ev: FleetEvent) -> None:
+    def _from_router(self, ev: "FleetEvent") -> None:
         """Fleet callback, on a router thread: hand the event to the bot's loop."""
         loop, queue = self.loop, self.events
         if loop is None or queue is None:
@@ -174,7 +174,7 @@ class Follower:
             except Exception:
                 log.exception("could not handle a %s event from %s", ev.kind, ev.host)
 
-    async def _handle(self, ev: FleetEvent) -> None:
+    async def _handle(self, ev: "FleetEvent") -> None:
         if ev.kind == "order" and ev.record is not None:
             rec = ev.record
             if rec.chat_id is None:
@@ -252,7 +252,7 @@ class Follower:
         self.tasks.add(task)  # a reference until it is done (the loop keeps only weak ones)
         task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
+    def _task_done(self, task: "asyncio.Task[Any]") -> None:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background delivery failed", exc_info=task.exception())
@@ -334,7 +334,7 @@ class Follower:
                 continue
             await self.tg.send(chat_id, text)
 
-    async def _alert(self, ev: FleetEvent) -> None:
+    async def _alert(self, ev: "FleetEvent") -> None:
         alert = ev.alert or {}
         alert_id = str(alert.get("id"))
         if alert_id in self.sent_alerts:
@@ -377,7 +377,7 @@ class Follower:
         self.sent_alerts.add(alert_id)
         await asyncio.to_thread(self.fleet.delivered, ev)
 
-    async def _node_state(self, ev: FleetEvent) -> None:
+    async def _node_state(self, ev: "FleetEvent") -> None:
         family = f"node_down:{ev.host}"
         if ev.kind == "node_up":
             for job in self.jobs.get_jobs_by_name(family):
@@ -392,7 +392,7 @@ class Follower:
         self.jobs.run_once(self._node_down_alert, self.settings.node_down_alert_after,
                            data={"host": ev.host, "message": ev.message, "since": time.time()}, name=family)
 
-    async def _node_down_alert(self, context: ContextTypes.DEFAULT_TYPE) -> None:
+    async def _node_down_alert(self, context: "ContextTypes.DEFAULT_TYPE") -> None:
         data = context.job.data if context.job else None
         if not isinstance(data, dict):
             return

@@ -1,4 +1,5 @@
-"""What the bot shows: Telegram HTML from order records, answers split to fit.
+"""Every text the bot shows, as Telegram HTML: answers split to fit, status messages, fleet views,
+replies to commands, alerts.
 
 Pure functions, no Telegram or fleet objects: they take OrderRecord-like
 objects (``id host state payload created started finished progress error
