@@ -99,11 +99,11 @@ class GalaxyBot:
     async def _post_init(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
         if self.manage_fleet:
             await asyncio.to_thread(self.fleet.start)
-        await self.follow.start()
         try:  # the command menu in Telegram's apps
             await app.bot.set_my_commands([BotCommand(c.name, c.menu) for c in COMMANDS])
         except Exception:
             log.warning("setMyCommands failed", exc_info=True)
+        await self.follow.start()
         assert app.job_queue is not None
         app.job_queue.run_repeating(self._tick, interval=self.settings.progress_interval,
                                     first=self.settings.progress_interval, name="progress")
