@@ -206,3 +206,29 @@ def test_token_from_the_systemd_credential(tmp_path, make_lab: Callable[..., Bot
                           env=env, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert "galaxy bot: OK (3 machines, 4 authorized users)" in proc.stdout
+
+
+def test_galaxy_bot_check_through_the_galaxy_command(tmp_path) -> None:
+    """`galaxy bot --check` (the service's command line) and `python -m galaxy_fleet.bot --check` agree."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"galaxy_nodes": {"hosts": {
+        "web1": {"ansible_connection": "local"}, "web2": {"ansible_connection": "local"}}}}}}))
+    cfg = tmp_path / "config.yml"
+    cfg.write_text(yaml.safe_dump({"control": {"inventory": str(inventory), "store": str(tmp_path / "galaxy.db")},
+                                   "bot": {"authorized_users": [1001]}}))
+    env = {k: v for k, v in os.environ.items() if k not in ("GALAXY_TELEGRAM_TOKEN", "CREDENTIALS_DIRECTORY")}
+    env["GALAXY_TELEGRAM_TOKEN"] = "123:check"
+    for argv in (["-m", "galaxy_fleet.cli", "--config", str(cfg), "bot", "--check"],
+                 ["-m", "galaxy_fleet.bot", "--config", str(cfg), "--check"]):
+        proc = subprocess.run([sys.executable, *argv], env=env, capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "galaxy bot: OK (2 machines, 1 authorized users)"
+    proc = subprocess.run([sys.executable, "-m", "galaxy_fleet.cli", "bot", "--help"], capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0 and "--check" in proc.stdout

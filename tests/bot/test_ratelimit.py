@@ -131,7 +131,7 @@ def test_flood_limiter_orders_retries_and_gives_up() -> None:
     from telegram.error import RetryAfter
 
     from galaxy_fleet.bot.access import FloodPolicy
-    from galaxy_fleet.bot.follow import flood_limiter
+    from galaxy_fleet.bot.flood import flood_limiter
 
     async def go() -> None:
         from telegram.ext import BaseRateLimiter

@@ -157,3 +157,24 @@ def test_a_long_block_starts_in_the_message_before_it() -> None:
     assert parts is not None and len(parts) == 2
     assert parts[0].startswith("✅ <b>web2</b>") and "<pre>1\n2\n" in parts[0]
     assert all(p.count("<pre>") == p.count("</pre>") == 1 for p in parts)
+
+
+def test_help_and_the_command_menu_come_from_the_command_table() -> None:
+    from galaxy_fleet.bot.commands import COMMANDS, Commands
+
+    names = [c.name for c in COMMANDS]
+    assert len(set(names)) == len(names)
+    for c in COMMANDS:
+        assert re.fullmatch(r"[a-z0-9_]{1,32}", c.name) and 1 <= len(c.menu) <= 256  # what Telegram accepts
+        assert getattr(Commands, c.handler.__name__) is c.handler
+    text = r.help_text(COMMANDS, "web<1>")
+    lines = text.split("\n")
+    for c in COMMANDS:
+        head = f"<b>/{c.name}</b>" + (f" {r.esc(c.args)}" if c.args else "") + " — "
+        assert any(line.startswith(head) for line in lines), head
+    order = next(line for line in lines if line.startswith("<b>/order</b>"))
+    assert "<code>all</code>" in order and order.endswith("without one it goes to <b>web&lt;1&gt;</b>)")
+    assert "Plain text in this chat is an order to <b>web&lt;1&gt;</b> too." in lines
+    assert "the machine you pick" in r.help_text(COMMANDS, None)
+    menu = {c.name: c.menu for c in COMMANDS}
+    assert menu["order"] == "send an order: /order [target] text" and menu["status"] == "fleet summary"

@@ -239,7 +239,7 @@ def test_help_status_orders_health_audit_retry_new_and_cancel(e2e: E2ELab, bot: 
 def test_an_alert_from_a_node_reaches_the_alert_chat_once(e2e: E2ELab, bot: ControlBot) -> None:
     m = marker()
     post = ("runuser -u galaxy -- /opt/galaxy/bin/python -c "
-            "'import sys; from galaxy_fleet import outbox; from galaxy_fleet.node.spool import Spool; "
+            "'import sys; from galaxy_fleet.node import outbox; from galaxy_fleet.node.spool import Spool; "
             f"outbox.post(Spool(\"/var/lib/galaxy\"), \"web1\", \"disk_low\", \"web1: disk almost full {m}\")'")
     e2e.must("web1", post)
     e2e.telegram.wait_message(OPS, m, timeout=30)

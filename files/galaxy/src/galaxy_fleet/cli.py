@@ -322,7 +322,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 # -- galaxy bot ------------------------------------------------------------------
 def cmd_bot(args: argparse.Namespace) -> int:
-    from galaxy_fleet.bot import app as bot
+    from galaxy_fleet.bot import cli as bot
 
     return bot.run(args, _config(args))
 
@@ -454,9 +454,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-timeout", type=float, help="stop waiting after this many seconds (exit 3)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
+    from galaxy_fleet import bot
+
     p = add(sub, "bot", cmd_bot, "run the Telegram bot (the galaxy-bot service, control node)", json_flag=False)
-    p.add_argument("--check", action="store_true",
-                   help="validate the bot section and that a token is available, then exit")
+    bot.add_arguments(p)
 
     from galaxy_fleet import dashboard
 

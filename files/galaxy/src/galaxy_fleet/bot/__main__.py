@@ -2,7 +2,7 @@
 
 import sys
 
-from galaxy_fleet.bot.app import main
+from galaxy_fleet.bot.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

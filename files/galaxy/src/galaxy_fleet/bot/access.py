@@ -104,3 +104,28 @@ def check_webhook_secret(value: str) -> str:
                           f" must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (it has {len(value)} "
                           "characters)")
     return value
+
+
+# -- decisions about one Telegram user ----------------------------------------------------------
+def user_name(user: Any) -> str:
+    """How a Telegram user appears in orders and the audit trail: ``telegram:ID(@name)``."""
+    return f"telegram:{user.id}" + (f"(@{user.username})" if getattr(user, "username", None) else "")
+
+
+def allowed_hosts(settings: BotSettings, user_id: int, machines: list[str],
+                  resolve: Callable[[str], list[str]]) -> list[str] | None:
+    """The machines among ``machines`` this user may use; None: every one."""
+    policy = settings.users.get(user_id)
+    if policy is None or policy.targets is None:
+        return None
+    return [h for h in machines if not settings.forbidden_hosts(user_id, [h], resolve)]
+
+
+def may_touch(settings: BotSettings, user_id: int, chat_id: int, rec: Any,
+              resolve: Callable[[str], list[str]]) -> bool:
+    """Whether this user may cancel or retry the order ``rec``: one of the same chat or the same
+    user, on a machine they may use."""
+    if settings.forbidden_hosts(user_id, [rec.host], resolve):
+        return False
+    own = f"telegram:{user_id}"
+    return rec.chat_id == chat_id or rec.user == own or (rec.user or "").startswith(own + "(")

@@ -1,8 +1,10 @@
 """How the bot follows orders and alerts: status messages, answers, delivery bookkeeping.
 
-The fleet calls back on router threads; ``Follower._from_router`` hands each
+``Follower`` is one object the application holds (``GalaxyBot.follow``). The
+fleet calls back on router threads; ``Follower._from_router`` hands each
 event to the bot's event loop, where one task (``_pump``) applies them in
-order. Everything here runs on that loop.
+order. Everything here runs on that loop; the texts come from render.py, the
+buttons from buttons.py, and messenger.py sends them.
 
 - A ``Tracker`` is one status message and the orders it follows (one order,
   or the parts of a fan-out, which share the message id). Edits of a status
@@ -23,20 +25,17 @@ import asyncio
 import json
 import logging
 import time
-import warnings
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Coroutine
+from typing import Any
 
-from galaxy_fleet.bot import render
+from telegram.error import TelegramError
+from telegram.ext import ContextTypes, JobQueue
 
-if TYPE_CHECKING:
-    from telegram import Message
-    from telegram.ext import Application, ContextTypes
-
-    from telegram.ext import BaseRateLimiter
-
-    from galaxy_fleet.bot.access import BotSettings, FloodPolicy
-    from galaxy_fleet.control.fleet import Fleet, FleetEvent
+from galaxy_fleet.bot import buttons, render
+from galaxy_fleet.bot.access import BotSettings
+from galaxy_fleet.bot.messenger import Messenger
+from galaxy_fleet.control.fleet import Fleet, FleetEvent
 
 log = logging.getLogger("galaxy.bot")
 
@@ -86,13 +85,14 @@ class Tracker:
 
 
 class Follower:
-    """The order-following and alerting half of GalaxyBot (see bot.py)."""
+    """Follows the orders sent from chats (one status message each, then the answer) and tells
+    the alert chats about alerts and unreachable machines."""
 
-    fleet: "Fleet"
-    settings: "BotSettings"
-    app: "Application | None"
-
-    def _init_follower(self) -> None:
+    def __init__(self, fleet: Fleet, settings: BotSettings, tg: Messenger, jobs: JobQueue[Any]):
+        self.fleet = fleet
+        self.settings = settings
+        self.tg = tg
+        self.jobs = jobs
         self.trackers: dict[tuple[int, int], Tracker] = {}
         self.sent_alerts: set[str] = set()
         self.active_alerts: dict[str, dict[str, Any]] = {}
@@ -102,25 +102,55 @@ class Follower:
         self.pump: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
 
-    @property
-    def bot(self) -> Any:
-        assert self.app is not None
-        return self.app.bot
+    # -- start and stop -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Once the application runs: hear the fleet's events, follow again the orders still moving
+        when the bot last stopped, deliver the answers and alerts that were pending."""
+        self.loop = asyncio.get_running_loop()
+        self.events = asyncio.Queue()
+        self.active_alerts = self._load_active_alerts()
+        self.fleet.subscribe(self._from_router)
+        cutoff = time.time() - 86400
+        for rec in await asyncio.to_thread(self.fleet.orders, 500):
+            if not rec.terminal and rec.chat_id is not None and rec.message_id is not None and rec.created > cutoff:
+                self._track(rec)
+        for ev in await asyncio.to_thread(self.fleet.pending):
+            self.events.put_nowait(ev)
+        self.pump = asyncio.create_task(self._pump(), name="galaxy-bot-events")
+        # A machine that is unreachable from the start never goes "down": check each once.
+        connect = float(getattr(getattr(self.fleet, "settings", None), "connect_timeout", 10.0))
+        for m in await asyncio.to_thread(self.fleet.machines):
+            self.jobs.run_once(self._node_down_alert, max(self.settings.node_down_alert_after, connect),
+                               data={"host": m["name"], "message": "", "since": time.time()},
+                               name=f"node_down:{m['name']}")
 
-    async def _send(self, chat_id: int, text: str, *, reply_to: int | None = None, parse_mode: str | None = "HTML",
-                    **kwargs: Any) -> "Message":
-        from telegram import ReplyParameters
-        from telegram.error import BadRequest
+    async def stop(self) -> None:
+        for task in list(self.tasks):  # deliveries held back by the flood limits: done after a restart
+            task.cancel()
+        if self.pump:
+            self.pump.cancel()
+            try:
+                await self.pump
+            except (asyncio.CancelledError, Exception):
+                pass
 
-        reply = ReplyParameters(reply_to, allow_sending_without_reply=True) if reply_to else None
-        try:
-            return await self.bot.send_message(chat_id, text, parse_mode=parse_mode, reply_parameters=reply,
-                                               **kwargs)
-        except BadRequest as exc:
-            if parse_mode and "parse" in str(exc).lower():  # our HTML was refused: send it plain
-                return await self.bot.send_message(chat_id, render.html_to_text(text), reply_parameters=reply,
-                                                   **kwargs)
-            raise
+    async def follow(self, records: list[Any], chat_id: int, message_id: int, spec: str) -> None:
+        """Orders just submitted from a chat, all with the status message ``message_id``."""
+        for rec in records:
+            self._track(rec)
+        tracker = self.trackers.get((chat_id, message_id))
+        if tracker is not None:
+            tracker.spec = spec
+            if tracker.finished:
+                await self._finish(tracker)
+            else:
+                self._schedule_edit(tracker)
+                await self.tg.typing(chat_id)
+
+    def parts(self, rec: Any) -> list[Any]:
+        """The orders that share ``rec``'s status message (a fan-out's parts), as last heard."""
+        tracker = self.trackers.get((rec.chat_id, rec.message_id)) if rec.message_id else None
+        return list(tracker.records.values()) if tracker else [rec]
 
     # -- following orders -------------------------------------------------------------------
     def _from_router(self, ev: "FleetEvent") -> None:
@@ -151,7 +181,7 @@ class Follower:
                 return  # not from Telegram (galaxy send, MCP, Ansible)
             if rec.message_id is None:
                 if rec.terminal and not rec.delivered:
-                    status = await self._send(rec.chat_id, render.status_text([rec]))
+                    status = await self.tg.send(rec.chat_id, render.status_text([rec]))
                     rec.message_id = status.message_id
                 else:
                     return
@@ -184,18 +214,14 @@ class Follower:
         return tracker
 
     def _markup(self, tracker: Tracker) -> Any:
-        from telegram import InlineKeyboardButton, InlineKeyboardMarkup
-
         recs = tracker.ordered()
         if not tracker.finished:
             first_active = next(r for r in recs if not r.terminal)
-            label = "🚫 Cancel" if len(recs) == 1 else "🚫 Cancel all"
-            return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=f"c:{first_active.id}")]])
+            return buttons.cancel(first_active.id, several=len(recs) > 1)
         retry = [r for r in recs if r.state in ("interrupted", "failed", "timed_out")][:6]
         if not retry:
             return None
-        return InlineKeyboardMarkup([[InlineKeyboardButton("🔁 Retry" + (f" {r.host}" if len(recs) > 1 else ""),
-                                                           callback_data=f"r:{r.id}")] for r in retry])
+        return buttons.retry(retry, with_host=len(recs) > 1)
 
     def _schedule_edit(self, tracker: Tracker) -> None:
         tracker.dirty = True
@@ -217,38 +243,9 @@ class Follower:
             mkey = repr(markup.to_dict()) if markup else ""
             if text == tracker.last_text and mkey == tracker.last_markup:
                 return
-            if await self._edit(tracker.chat_id, tracker.message_id, text, markup):
+            if await self.tg.edit(tracker.chat_id, tracker.message_id, text, markup):
                 tracker.last_text, tracker.last_markup = text, mkey
                 tracker.last_edit = time.monotonic()
-
-    async def _edit(self, chat_id: int, message_id: int, text: str, markup: Any) -> bool:
-        from telegram.constants import ParseMode
-        from telegram.error import BadRequest, RetryAfter, TelegramError
-
-        for _ in range(3):
-            try:
-                await self.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id,
-                                                 parse_mode=ParseMode.HTML, reply_markup=markup)
-                return True
-            except RetryAfter as exc:  # the flood limiter gave up: wait once more, then try again
-                await asyncio.sleep(retry_seconds(exc))
-            except BadRequest as exc:
-                if "not modified" in str(exc).lower():
-                    return True
-                if "parse" in str(exc).lower():
-                    text, markup = render.html_to_text(text), markup
-                    try:
-                        await self.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id,
-                                                         reply_markup=markup)
-                        return True
-                    except TelegramError:
-                        pass
-                log.warning("cannot edit message %s in chat %s: %s", message_id, chat_id, exc)
-                return False
-            except TelegramError as exc:
-                log.warning("cannot edit message %s in chat %s: %s", message_id, chat_id, exc)
-                return False
-        return False
 
     def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.create_task(coro)
@@ -260,23 +257,12 @@ class Follower:
         if not task.cancelled() and task.exception() is not None:
             log.error("background delivery failed", exc_info=task.exception())
 
-    async def _typing(self, chat_id: int) -> None:
-        from telegram.constants import ChatAction
-        from telegram.error import TelegramError
-
-        try:
-            await self.bot.send_chat_action(chat_id, ChatAction.TYPING)
-        except TelegramError as exc:
-            log.debug("typing action in %s failed: %s", chat_id, exc)
-
     async def _finish(self, tracker: Tracker) -> None:
         async with tracker.finish_lock:
             await self._finish_locked(tracker)
 
     async def _finish_locked(self, tracker: Tracker) -> None:
         """All parts finished: final status, the answer, then mark them delivered."""
-        from telegram.error import TelegramError
-
         todo = tracker.undelivered
         if not todo:
             self.trackers.pop(tracker.key, None)
@@ -293,32 +279,25 @@ class Follower:
             await self._refresh(tracker)
             return
         await self._refresh(tracker)
-        from galaxy_fleet.control.fleet import FleetEvent
-
         for rec in todo:
             tracker.delivered[rec.id] = (rec.state, rec.finished)
             await asyncio.to_thread(self.fleet.delivered, FleetEvent("order", rec.host, record=rec))
         self.trackers.pop(tracker.key, None)
 
     async def _send_answer(self, tracker: Tracker, records: list[Any]) -> None:
-        from telegram import ReplyParameters
-        from telegram.constants import ParseMode
-
         md = render.answer_markdown(records, tracker.spec)
         parts = render.split_markdown(md, limit=render.TELEGRAM_LIMIT - 16, max_parts=self.settings.max_parts)
         if parts is not None:
             for part in render.number_parts(parts):
-                await self._send(tracker.chat_id, part, reply_to=tracker.message_id)
+                await self.tg.send(tracker.chat_id, part, reply_to=tracker.message_id)
             return
         content = render.answer_document(records)
         name = f"order-{records[0].id}.md" if len(records) == 1 else f"orders-{records[0].batch or records[0].id}.md"
         caption = render.document_summary(records, tracker.spec, name, len(content))
-        await self.bot.send_document(tracker.chat_id, content.encode("utf-8"), filename=name, caption=caption,
-                                     parse_mode=ParseMode.HTML,
-                                     reply_parameters=ReplyParameters(tracker.message_id,
-                                                                      allow_sending_without_reply=True))
+        await self.tg.send_document(tracker.chat_id, content.encode("utf-8"), name, caption,
+                                    reply_to=tracker.message_id)
 
-    async def _follow_tick(self) -> None:
+    async def tick(self) -> None:
         """Every progress_interval: elapsed times, typing actions, retried deliveries."""
         now = time.monotonic()
         typing: set[int] = set()
@@ -332,7 +311,7 @@ class Follower:
                 typing.add(tracker.chat_id)
             self._schedule_edit(tracker)
         for chat_id in typing:
-            await self._typing(chat_id)
+            await self.tg.typing(chat_id)
 
     # -- alerts -------------------------------------------------------------------------------
     def _load_active_alerts(self) -> dict[str, dict[str, Any]]:
@@ -355,7 +334,7 @@ class Follower:
                 continue
             if host is not None and not self.settings.visible_hosts(chat_id, [host], self.fleet.resolve):
                 continue  # a user limited to some machines hears only of those
-            await self._send(chat_id, text)
+            await self.tg.send(chat_id, text)
 
     async def _alert(self, ev: "FleetEvent") -> None:
         alert = ev.alert or {}
@@ -372,17 +351,15 @@ class Follower:
             opened = self.active_alerts.pop(family, None)
             text = None
             if opened is not None:
-                text = (f"✅ <b>{render.esc(host)}</b> recovered: {render.esc(message)}\n"
-                        f"(problem reported {render.ago(opened.get('since'))})")
+                text = render.recovered_text(host, message, opened.get("since"))
         elif kind in PROBLEMS:
             family = f"{kind}:{host}"
             text = None
             if family not in self.active_alerts:
                 self.active_alerts[family] = {"since": time.time(), "id": alert_id, "message": message}
-                text = f"🚨 <b>{render.esc(host)}</b>: {render.esc(message)}"
+                text = render.problem_text(host, message)
         else:
-            text = f"{'🚨' if alert.get('severity') in ('error', 'critical') else '⚠️'} " \
-                   f"<b>{render.esc(host)}</b> · {render.esc(kind)}\n{render.esc(message)}"
+            text = render.alert_text(host, kind, message, alert.get("severity"))
             now = time.time()
             self.recent_alerts = {k: t for k, t in self.recent_alerts.items() if now - t < REPEAT_AFTER}
             key = json.dumps([host, kind, message])
@@ -404,21 +381,18 @@ class Follower:
 
     async def _node_state(self, ev: "FleetEvent") -> None:
         family = f"node_down:{ev.host}"
-        assert self.app is not None and self.app.job_queue is not None
         if ev.kind == "node_up":
-            for job in self.app.job_queue.get_jobs_by_name(family):
+            for job in self.jobs.get_jobs_by_name(family):
                 job.schedule_removal()
             opened = self.active_alerts.pop(family, None)
             if opened is not None:
                 self._save_active_alerts()
-                await self._broadcast(f"🟢 <b>{render.esc(ev.host)}</b> is reachable again "
-                                      f"(unreachable since {render.ago(opened.get('since'))})", host=ev.host)
+                await self._broadcast(render.node_up_text(ev.host, opened.get("since")), host=ev.host)
             return
-        if family in self.active_alerts or self.app.job_queue.get_jobs_by_name(family):
+        if family in self.active_alerts or self.jobs.get_jobs_by_name(family):
             return
-        self.app.job_queue.run_once(self._node_down_alert, self.settings.node_down_alert_after,
-                                    data={"host": ev.host, "message": ev.message, "since": time.time()},
-                                    name=family)
+        self.jobs.run_once(self._node_down_alert, self.settings.node_down_alert_after,
+                           data={"host": ev.host, "message": ev.message, "since": time.time()}, name=family)
 
     async def _node_down_alert(self, context: "ContextTypes.DEFAULT_TYPE") -> None:
         data = context.job.data if context.job else None
@@ -433,126 +407,4 @@ class Follower:
             return
         self.active_alerts[family] = {"since": data["since"], "message": data.get("message")}
         self._save_active_alerts()
-        await self._broadcast(f"🔴 <b>{render.esc(host)}</b> is unreachable: "
-                              f"{render.esc(machine.get('error') or data.get('message') or 'no connection')}",
-                              host=host)
-
-
-def retry_seconds(exc: Any) -> float:
-    """How long Telegram asked to wait (RetryAfter): an int or a timedelta, depending on the PTB
-    version and settings; read without PTB 22's deprecation warning about its type."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        value = exc.retry_after
-    return float(value.total_seconds()) if hasattr(value, "total_seconds") else float(value)
-
-
-# -- Telegram's flood limits -------------------------------------------------------------------
-# Requests that put something into a chat (messages, documents, edits); typing actions, callback
-# answers and the bot's own settings are not counted.
-LIMITED_EXTRA = {"copyMessage", "copyMessages", "forwardMessage", "forwardMessages", "stopPoll"}
-
-
-def is_limited(endpoint: str) -> bool:
-    return ((endpoint.startswith("send") and endpoint != "sendChatAction") or endpoint.startswith("edit")
-            or endpoint in LIMITED_EXTRA)
-
-
-@dataclass
-class _ChatQueue:
-    lock: asyncio.Lock
-    limiters: list[Any]
-
-
-class FloodLimiter:
-    """PTB rate limiter (``ApplicationBuilder.rate_limiter``) that keeps Telegram's flood limits.
-
-    PTB's own ``AIORateLimiter`` limits all chats together and groups, but not a single private
-    chat, and a 429 there halts every request; this one is built on the same aiolimiter buckets:
-
-    - all chats together: ``overall_per_second`` (a bucket of that size, refilled every second);
-    - each chat: ``chat_per_second`` after a burst of ``chat_burst``; each group chat (negative
-      id or @name) also ``group_per_minute``;
-    - the requests of one chat go one at a time, in the order they were made. When Telegram
-      answers 429 (``RetryAfter``), that chat waits ``retry_after`` (+0.1 s) and the same request
-      is sent again, up to ``max_retries`` times: a 429 means the message was not taken, so
-      nothing is lost or sent twice, and nothing later in the chat overtakes it. Other chats go on.
-    """
-
-    MAX_CHATS = 1024  # idle chats beyond this are forgotten
-
-    def __init__(self, policy: "FloodPolicy"):
-        from aiolimiter import AsyncLimiter
-
-        self.policy = policy
-        self.overall = AsyncLimiter(policy.overall_per_second, 1) if policy.overall_per_second else None
-        self.chats: dict[Any, _ChatQueue] = {}
-        self.flood_waits = 0  # 429 answers waited out
-
-    async def initialize(self) -> None:
-        return None
-
-    async def shutdown(self) -> None:
-        return None
-
-    def _queue(self, chat_id: Any) -> _ChatQueue:
-        from aiolimiter import AsyncLimiter
-
-        queue = self.chats.get(chat_id)
-        if queue is not None:
-            return queue
-        if len(self.chats) >= self.MAX_CHATS:
-            for key, q in list(self.chats.items()):
-                if not q.lock.locked() and all(lim.has_capacity(lim.max_rate) for lim in q.limiters):
-                    del self.chats[key]
-        p = self.policy
-        limiters = []
-        if p.chat_per_second:
-            limiters.append(AsyncLimiter(p.chat_burst, p.chat_burst / p.chat_per_second))
-        if p.group_per_minute and (isinstance(chat_id, str) or chat_id < 0):
-            limiters.append(AsyncLimiter(p.group_per_minute, 60))
-        queue = self.chats[chat_id] = _ChatQueue(asyncio.Lock(), limiters)
-        return queue
-
-    async def process_request(self, callback: Callable[..., Coroutine[Any, Any, Any]], args: Any,
-                              kwargs: dict[str, Any], endpoint: str, data: dict[str, Any],
-                              rate_limit_args: int | None) -> Any:
-        from telegram.error import RetryAfter
-
-        chat_id = data.get("chat_id")
-        if chat_id is None or not is_limited(endpoint):
-            return await callback(*args, **kwargs)
-        try:
-            chat_id = int(chat_id)
-        except (TypeError, ValueError):
-            chat_id = str(chat_id)
-        max_retries = self.policy.max_retries if rate_limit_args is None else rate_limit_args
-        queue = self._queue(chat_id)
-        async with queue.lock:
-            attempt = 0
-            while True:
-                for limiter in queue.limiters:
-                    await limiter.acquire()
-                if self.overall is not None:
-                    await self.overall.acquire()
-                try:
-                    return await callback(*args, **kwargs)
-                except RetryAfter as exc:
-                    wait = retry_seconds(exc)
-                    if attempt >= max_retries:
-                        log.error("Telegram flood limit: %s to chat %s refused again (retry after %g s); "
-                                  "gave up after %d retries", endpoint, chat_id, wait, max_retries)
-                        raise
-                    attempt += 1
-                    self.flood_waits += 1
-                    log.warning("Telegram flood limit: %s to chat %s refused, waiting %g s as asked "
-                                "(retry %d of %d)", endpoint, chat_id, wait, attempt, max_retries)
-                    await asyncio.sleep(wait + 0.1)
-
-
-def flood_limiter(policy: "FloodPolicy") -> "BaseRateLimiter[int]":
-    """A FloodLimiter that is also PTB's ``BaseRateLimiter`` (imported only when the bot is built)."""
-    from telegram.ext import BaseRateLimiter
-
-    cls = type("FloodLimiter", (FloodLimiter, BaseRateLimiter), {"__slots__": ()})
-    return cls(policy)
+        await self._broadcast(render.node_down_text(host, machine.get("error") or data.get("message")), host=host)

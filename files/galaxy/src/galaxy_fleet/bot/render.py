@@ -1,4 +1,5 @@
-"""What the bot shows: Telegram HTML from order records, answers split to fit.
+"""Every text the bot shows, as Telegram HTML: answers split to fit, status messages, fleet views,
+replies to commands, alerts.
 
 Pure functions, no Telegram or fleet objects: they take OrderRecord-like
 objects (``id host state payload created started finished progress error
@@ -532,3 +533,136 @@ def audit_text(events: list[dict[str, Any]], limit_chars: int = 3800) -> str:
         rows.pop(0)  # keep the newest
         body = "\n".join(rows)
     return f"<b>Audit</b> ({len(rows)} events, newest last)\n<pre>{esc(body)}</pre>"
+
+
+# -- the commands -----------------------------------------------------------------------
+NOT_AUTHORIZED = "⛔ Not authorized."  # plain text: also a button's pop-up
+UNKNOWN_COMMAND = "Unknown command. /help lists what I understand."
+
+
+def not_authorized_start(user_id: int) -> str:
+    """What /start tells someone who may not use the bot (plain text)."""
+    return f"Your Telegram user id is {user_id}. You are not authorized to use this bot."
+
+
+def start_text(first_name: str, user_id: int, default: str | None) -> str:
+    return (f"Hello {esc(first_name)}. Your Telegram user id is <code>{user_id}</code>; you are <b>authorized</b>.\n"
+            f"Orders without a target go to {esc(default or '(you choose)')}. /help lists the commands.")
+
+
+def help_text(commands: Iterable[Any], default: str | None) -> str:
+    """/help from the command table (``name``, ``args``, ``help``: Markdown where ``{default}``
+    stands for the machine that orders without a target go to)."""
+    where = f"<b>{esc(default)}</b>" if default else "the machine you pick"
+    lines = ["<b>Galaxy</b> runs your orders on the fleet's machines.", ""]
+    for c in commands:
+        first, *more = c.help.split("\n")
+        head = f"<b>/{esc(c.name)}</b>" + (f" {esc(c.args)}" if c.args else "")
+        lines.append(f"{head} — {_with_default(first, where)}")
+        lines.extend(_with_default(line, where) for line in more)
+    return "\n".join(lines)
+
+
+def _with_default(text: str, where: str) -> str:
+    return where.join(_inline(piece) for piece in text.split("{default}"))
+
+
+def usage(command: str, args: str, note: str = "") -> str:
+    """``Usage: /cancel ORDER_ID (see /orders)``; ``note`` is HTML."""
+    return f"Usage: <code>/{esc(command)} {esc(args)}</code>" + (f"{note}" if note else "")
+
+
+ORDER_USAGE = usage("order", "[target] what to do", "\ntarget: a machine, a group or <code>all</code> (see /machines)")
+
+
+def not_understood(error: Any) -> str:
+    """A target or a filter the bot does not know."""
+    return f"❓ {esc(error)}"
+
+
+def may_not(what: str, hosts: Iterable[str] | None = None) -> str:
+    """A refused target: ``may_not("send orders to", ["db1"])``."""
+    return f"⛔ You may not {esc(what)}" + (f" {esc(', '.join(hosts))}." if hosts is not None else ".")
+
+
+def no_such_order(ref: str) -> str:
+    return f"No order <code>{esc(ref)}</code> of yours."
+
+
+def new_session_text(hosts: list[str]) -> str:
+    return (f"🆕 Fresh agent session on <b>{esc(', '.join(hosts))}</b>: "
+            "the next order from this chat starts without the earlier conversation.")
+
+
+# -- an order on its way from a chat --------------------------------------------------------
+def slow_down(wait: float, rate: int | None = None) -> str:
+    """The rate limit's reply (``rate``: the user's orders a minute, when it is worth saying)."""
+    if rate is None:
+        return f"🐢 Slow down: try again in {int(wait) + 1} s."
+    return f"🐢 Slow down: at most {rate} orders a minute. Try again in {int(wait) + 1} s."
+
+
+def choose_machine_text(payload: str) -> str:
+    return f"Which machine should do this?\n<i>{esc(preview(payload))}</i>"
+
+
+def sending_text(spec: str, payload: str) -> str:
+    """The status message before the fleet has the order."""
+    return f"📨 Sending to <b>{esc(spec)}</b>…\n<i>{esc(preview(payload))}</i>"
+
+
+def not_sent_text(error: Any) -> str:
+    return f"❌ Not sent: {esc(error)}"
+
+
+def dropped_text(payload: str) -> str:
+    """A waiting order its sender cancelled."""
+    return f"✖ Not sent.\n<i>{esc(preview(payload))}</i>"
+
+
+def confirm_text(spec: str, reason: str, payload: str, seconds: float) -> str:
+    return (f"⚠️ <b>Dangerous order</b> for <b>{esc(spec)}</b>: {esc(reason)}.\n"
+            f"<i>{esc(preview(payload, 300))}</i>\n"
+            f"Confirm within {int(seconds)} s, or it is not sent.")
+
+
+def confirm_expired_text(spec: str | None, payload: str) -> str:
+    return (f"⌛ Not confirmed in time: the order to <b>{esc(spec)}</b> was not sent.\n"
+            f"<i>{esc(preview(payload))}</i>")
+
+
+def cancel_line(host: str, *, state: str | None = None, error: Any = None, unreachable: bool = False) -> str:
+    """One machine's line in the reply to a cancel: already ended (``state``), failed
+    (``error``), or being cancelled."""
+    if state is not None:
+        return f"{esc(host)}: already {esc(state_label(state))}"
+    if error is not None:
+        return f"❌ {esc(host)} is unreachable: {esc(error)}" if unreachable else f"❌ {esc(host)}: {esc(error)}"
+    return f"🚫 Cancelling on {esc(host)}…"
+
+
+NOTHING_TO_CANCEL = "Nothing to cancel."
+
+
+# -- alerts -------------------------------------------------------------------------------
+def alert_text(host: str, kind: str, message: str, severity: Any = None) -> str:
+    """An alert from a node or the control node."""
+    icon = "🚨" if severity in ("error", "critical") else "⚠️"
+    return f"{icon} <b>{esc(host)}</b> · {esc(kind)}\n{esc(message)}"
+
+
+def problem_text(host: str, message: str) -> str:
+    """A problem that is told once while it lasts (failing health check, silent worker)."""
+    return f"🚨 <b>{esc(host)}</b>: {esc(message)}"
+
+
+def recovered_text(host: str, message: str, since: float | None) -> str:
+    return f"✅ <b>{esc(host)}</b> recovered: {esc(message)}\n(problem reported {ago(since)})"
+
+
+def node_down_text(host: str, reason: str | None) -> str:
+    return f"🔴 <b>{esc(host)}</b> is unreachable: {esc(reason or 'no connection')}"
+
+
+def node_up_text(host: str, since: float | None) -> str:
+    return f"🟢 <b>{esc(host)}</b> is reachable again (unreachable since {ago(since)})"
