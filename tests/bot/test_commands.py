@@ -74,9 +74,9 @@ def test_order_to_a_machine(lab: BotLab) -> None:
     rec = wait_for(lambda: next((r for r in lab.orders(chat_id=ALICE) if r.id == order_id(status) and r.delivered),
                                 None),
                    what="the order marked delivered")
-    assert rec.host == "web2" and rec.state == "done" and rec.user == "telegram:1001(@user1001)"
+    assert rec.host == "web2" and rec.state == "done" and rec.sender == "telegram:1001(@user1001)"
     assert rec.message_id == status.message_id
-    assert rec.session_key  # the chat's session on web2
+    assert rec.session  # the chat's session on web2
 
 
 def test_order_usage(lab: BotLab) -> None:
@@ -216,7 +216,7 @@ def test_retry_command_and_button(lab: BotLab) -> None:
     alice.press(status, "Retry")
     alice.wait_message(is_answer, after=after)
     recs = [r for r in lab.orders(chat_id=ALICE) if m in r.payload]
-    assert len(recs) == 3 and len({r.session_key for r in recs}) == 1
+    assert len(recs) == 3 and len({r.session for r in recs}) == 1
 
 
 def test_health(lab: BotLab) -> None:
@@ -250,7 +250,7 @@ def test_new_session(lab: BotLab) -> None:
     assert "<b>web1</b>" in reply.text
     third, _ = order(carol, "/order web1 echo s3")
     ids = [order_id(s) for s in (first, second, third)]
-    keys = [next(r for r in lab.orders() if r.id == i).session_key for i in ids]
+    keys = [next(r for r in lab.orders() if r.id == i).session for i in ids]
     assert keys[0] == keys[1] != keys[2]
     # The worker received the session key with the order.
     archived = (lab.nodes["web1"].spool / "archive" / f"{ids[2]}.json").read_text()

@@ -514,7 +514,7 @@ class GalaxyBot(Follower):
                                                          f"<i>{render.esc(render.preview(payload))}</i>", None)
         extra = dict(extra or {})
         try:
-            records = await asyncio.to_thread(self.fleet.submit, spec, payload, user=user, chat_id=chat_id,
+            records = await asyncio.to_thread(self.fleet.submit, spec, payload, sender=user, chat_id=chat_id,
                                               message_id=status_message_id, **extra)
         except (TargetError, ValueError) as exc:
             await self._edit(chat_id, status_message_id, f"❌ Not sent: {render.esc(exc)}", None)
@@ -606,7 +606,7 @@ class GalaxyBot(Follower):
         if self.settings.forbidden_hosts(user_id, [rec.host], self._resolve):
             return False
         own = f"telegram:{user_id}"
-        return rec.chat_id == chat_id or rec.user == own or (rec.user or "").startswith(own + "(")
+        return rec.chat_id == chat_id or rec.sender == own or (rec.sender or "").startswith(own + "(")
 
     async def cmd_cancel(self, update: "Update", context: "ContextTypes.DEFAULT_TYPE") -> None:
         if not await self._admit(update, "/cancel"):
@@ -666,10 +666,8 @@ class GalaxyBot(Follower):
             return
         # A retry is a new order with the same host, payload, executor, options and session
         # (it goes through the same checks: a dangerous order is confirmed again).
-        options = dict(rec.options or {})
-        timeout = options.pop("_timeout", None)
-        extra = {"executor": rec.executor, "options": options or None, "session_key": rec.session_key,
-                 "timeout": timeout}
+        extra = {"executor": rec.executor, "options": rec.options or None, "session": rec.session,
+                 "timeout": rec.timeout}
         await self._checked_submit(user_id, user, chat_id, rec.host, rec.payload, reply_to=reply_to,
                                    extra={k: v for k, v in extra.items() if v is not None})
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Coroutine
 
 from galaxy_fleet.bot import render
+from galaxy_fleet.order import DONE, RETRYABLE, TERMINAL, event_type
 
 if TYPE_CHECKING:
     from telegram import Message
@@ -47,7 +48,7 @@ RECOVERY_OF = {"health_recovered": "health_failing", "worker_heard": "worker_sil
 # Any other alert: the same kind and message from the same host is told once in this long.
 REPEAT_AFTER = 3600.0
 # Order alerts the user already sees in the order's own chat.
-ORDER_ALERTS = ("order_failed", "order_timed_out", "order_interrupted", "order_cancelled", "order_lost")
+ORDER_ALERTS = (*(event_type(s) for s in TERMINAL if s != DONE), "order_lost")
 
 
 @dataclass
@@ -191,7 +192,7 @@ class Follower:
             first_active = next(r for r in recs if not r.terminal)
             label = "🚫 Cancel" if len(recs) == 1 else "🚫 Cancel all"
             return InlineKeyboardMarkup([[InlineKeyboardButton(label, callback_data=f"c:{first_active.id}")]])
-        retry = [r for r in recs if r.state in ("interrupted", "failed", "timed_out")][:6]
+        retry = [r for r in recs if r.state in RETRYABLE][:6]
         if not retry:
             return None
         return InlineKeyboardMarkup([[InlineKeyboardButton("🔁 Retry" + (f" {r.host}" if len(recs) > 1 else ""),

@@ -16,7 +16,7 @@ from galaxy_fleet.config import Config
 
 def _brief(rec: Any) -> dict[str, Any]:
     return {"order_id": rec.id, "host": rec.host, "state": rec.state, "error": rec.error,
-            "response": rec.response, "progress": rec.progress,
+            "answer": rec.answer, "progress": rec.progress,
             "tokens_in": rec.details.get("tokens_in"), "tokens_out": rec.details.get("tokens_out"),
             "cost": rec.details.get("cost")}
 
@@ -46,7 +46,7 @@ def build_server(fleet: Any) -> Any:
         Orders still running after wait_seconds are returned with their current state;
         follow them with order_status.
         """
-        recs = await blocking(fleet.submit, target, text, user="mcp", executor=executor)
+        recs = await blocking(fleet.submit, target, text, sender="mcp", executor=executor)
         done = await blocking(fleet.wait, [r.id for r in recs], wait_seconds)
         return [_brief(r) for r in done]
 
