@@ -136,17 +136,18 @@ def test_unknown_target(lab: BotLab) -> None:
 
 
 def test_machines(lab: BotLab) -> None:
+    ask(lab.user(ALICE), "/health", "Health", timeout=30)  # a health report for every reachable machine
     text = ask(lab.user(ALICE), "/machines", "Machines").text
     for name in ("web1", "web2", "db1"):
-        assert re.search(rf"🟢 <b>{name}</b>.*\n   connected", text), text
-    assert "🔴 <b>ghost</b>" in text and "unreachable" in text
+        assert re.search(rf"🟢 <b>{name}</b>.*\n   connected · healthy", text), text
+    assert "⚪ <b>ghost</b>" in text and "unknown: never reached" in text  # as the dashboard says
     assert "[web]" in text and "[db]" in text
 
 
 def test_status(lab: BotLab) -> None:
     order(lab.user(ALICE), "echo for-status")
     text = ask(lab.user(ALICE), "/status", "Fleet").text
-    assert "3/4 machines connected" in text and "unreachable: ghost" in text
+    assert "3/4 machines connected" in text and "unknown: ghost" in text
     assert re.search(r"Last 24 h: .*\d+ done", text)
 
 

@@ -13,6 +13,7 @@ import pytest
 from galaxy_fleet.config import ConfigError, from_dict
 from galaxy_fleet.dashboard import create_app
 from galaxy_fleet.dashboard import settings as dsettings
+from galaxy_fleet.order import ACTIVE, UNSUCCESSFUL
 
 TOKEN = "test-token-abcdefghijklmnop"
 
@@ -57,11 +58,11 @@ def test_status_matches_the_store(app_for: Any, filled: Any) -> None:
     orders = store.orders(limit=1000)
     states = [o.state for o in orders]
     assert st["orders"]["total"] == len(orders)
-    assert st["orders"]["pending"] == sum(s in ("received", "queued", "delivered", "running") for s in states)
+    assert st["orders"]["pending"] == sum(s in ACTIVE for s in states)
     assert st["orders"]["done"] == states.count("done")
-    assert st["orders"]["failed"] == sum(s in ("failed", "timed_out", "interrupted") for s in states)
+    assert st["orders"]["failed"] == sum(s in UNSUCCESSFUL for s in states)
     assert st["orders"]["processed"] == st["orders"]["total"] - st["orders"]["pending"]
-    assert st["fleet"] == {**st["fleet"], "nodes": 4, "connected": 2, "healthy": 1, "failing": 1, "down": 1,
+    assert st["fleet"] == {**st["fleet"], "nodes": 4, "connected": 2, "healthy": 1, "degraded": 1, "down": 1,
                            "unknown": 1}
     nodes = {n["name"]: n for n in st["nodes"]}
     assert nodes["web2"]["failing"] == ["worker"] and nodes["web2"]["worker"]["ok"] is False

@@ -96,7 +96,7 @@ def test_the_page_shows_the_store(dashboard: DashboardProcess, chromium: Any, fi
     store = filled.store_path
     # every node, with the status the fleet gave it
     assert {n: v["status"] for n, v in seen["nodes"].items()} == {
-        "web1": "healthy", "web2": "failing", "db1": "down", "ghost": "unknown"}
+        "web1": "healthy", "web2": "degraded", "db1": "down", "ghost": "unknown"}
     # the seed's figures per node equal the store's orders
     expected = expected_orders(store)
     for host, card in seen["nodes"].items():

@@ -21,6 +21,7 @@ import re
 import time
 from typing import Any, Iterable, Sequence
 
+from galaxy_fleet.node_status import DEGRADED, DOWN, HEALTHY, UNKNOWN
 from galaxy_fleet.order import CANCELLED, DELIVERED, DONE, FAILED, INTERRUPTED, QUEUED, RECEIVED, RUNNING, \
     TIMED_OUT, is_terminal
 
@@ -429,31 +430,26 @@ def status_text(records: Sequence[Any], spec: str | None = None, now: float | No
 
 
 # -- fleet views ------------------------------------------------------------------------
+STATUS_ICONS = {HEALTHY: "🟢", DEGRADED: "🟠", DOWN: "🔴", UNKNOWN: "⚪"}
+
+
 def machines_text(machines: list[dict[str, Any]], now: float | None = None) -> str:
+    """Each machine with its status and the reason (``status``/``reason``: node_status, the
+    dashboard's and the health playbook's rule)."""
     if not machines:
         return "No machines in the inventory."
     lines = [f"<b>Machines</b> ({len(machines)})"]
     for m in machines:
-        if not m.get("connected"):
-            icon = "🔴"
-        elif m.get("healthy") is False:
-            icon = "🟠"
-        else:
-            icon = "🟢"
+        icon = STATUS_ICONS.get(m.get("status", UNKNOWN), "⚪")
         groups = [g for g in m.get("groups", []) if g not in ("all", "galaxy_nodes", "ungrouped")]
         line = f"{icon} <b>{esc(m['name'])}</b> {esc(m.get('address', ''))}"
         if groups:
             line += f" [{esc(', '.join(groups))}]"
-        state = []
+        state = ["connected"] if m.get("connected") else []
+        status = m.get("status", UNKNOWN)
+        state.append(HEALTHY if status == HEALTHY else f"{status}: {m.get('reason') or '-'}")
         if m.get("connected"):
-            state.append("connected")
-            if m.get("healthy") is True:
-                state.append("healthy")
-            elif m.get("healthy") is False:
-                state.append("unhealthy")
             state.append(f"{m.get('running', 0)} running, {m.get('queued', 0)} queued")
-        else:
-            state.append(f"unreachable: {m.get('error') or 'not connected yet'}")
         state.append(f"seen {ago(m.get('last_seen'), now)}")
         lines.append(line + "\n   " + esc(" · ".join(state)))
     return "\n".join(lines)
@@ -463,18 +459,21 @@ def fleet_status_text(machines: list[dict[str, Any]], recent: list[Any], active_
                       now: float | None = None) -> str:
     now = now or time.time()
     connected = sum(1 for m in machines if m.get("connected"))
-    unhealthy = [m["name"] for m in machines if m.get("healthy") is False]
+    unhealthy = [m["name"] for m in machines if m.get("status") == DEGRADED]
     running = sum(m.get("running", 0) or 0 for m in machines)
     queued = sum(m.get("queued", 0) or 0 for m in machines)
     day = [r for r in recent if r.created and r.created > now - 86400]
     counts = _count_states(day)
-    icon = "🟢" if connected == len(machines) and not unhealthy and not active_alerts else "🟠"
+    down = [m["name"] for m in machines if m.get("status") == DOWN]
+    unknown = [m["name"] for m in machines if m.get("status") == UNKNOWN]
+    icon = "🟢" if connected == len(machines) and not unhealthy and not down and not active_alerts else "🟠"
     lines = [f"{icon} <b>Fleet</b>: {connected}/{len(machines)} machines connected"]
-    down = [m["name"] for m in machines if not m.get("connected")]
     if down:
-        lines.append(f"🔴 unreachable: {esc(', '.join(down))}")
+        lines.append(f"🔴 down: {esc(', '.join(down))}")
     if unhealthy:
-        lines.append(f"🟠 unhealthy: {esc(', '.join(unhealthy))}")
+        lines.append(f"🟠 degraded: {esc(', '.join(unhealthy))}")
+    if unknown:
+        lines.append(f"⚪ unknown: {esc(', '.join(unknown))}")
     lines.append(f"🏃 {running} running · ⏳ {queued} queued")
     if counts:
         lines.append("Last 24 h: " + esc(", ".join(f"{n} {state_label(s)}" for s, n in sorted(counts.items()))))

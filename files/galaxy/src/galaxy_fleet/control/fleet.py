@@ -30,6 +30,7 @@ from typing import Any, Callable
 from galaxy_fleet.control import inventory as inv
 from galaxy_fleet.config import Config, ConfigError
 from galaxy_fleet.control.inventory import TargetError
+from galaxy_fleet.node_status import node_status
 from galaxy_fleet.order import ACTIVE, DONE, FAILED, QUEUED, RECEIVED, RUNNING, build, is_terminal, new_id, \
     state_of_event, utcnow
 from galaxy_fleet.control.router import NodeError, NodeUnavailable, Router, RouterSettings
@@ -145,16 +146,22 @@ class Fleet:
         return self.inventory.resolve(spec)
 
     def machines(self) -> list[dict[str, Any]]:
+        """Every node with its status and the reason for it (node_status: the dashboard's rule too)."""
         stored = self.store.nodes()
         out = []
         for name, host in self.inventory.hosts.items():
             link = self.router.links[name]
-            health = (stored.get(name) or {}).get("health") or {}
+            node = stored.get(name) or {}
+            health = node.get("health") or {}
             hb = next((c.get("data", {}) for c in health.get("checks", []) if c.get("name") == "worker"), {})
+            verdict = node_status(connected=link.connected, health=health, error=link.error,
+                                  seen=link.connected or node.get("last_seen") is not None,
+                                  worker_silent=name in self._silent)
             out.append({
                 "name": name, "address": host.address, "groups": host.groups, "connected": link.connected,
+                "status": verdict.status, "reason": verdict.reason,
                 "healthy": health.get("healthy") if health else None,
-                "last_seen": (stored.get(name) or {}).get("last_seen"),
+                "last_seen": node.get("last_seen"),
                 "running": len(hb.get("running", [])), "queued": hb.get("queued", 0),
                 "error": link.error, "version": link.hello.get("version"),
             })
