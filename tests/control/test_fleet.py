@@ -328,3 +328,50 @@ def test_remote_submit_reports_a_duplicate_id(local_fleet):
 
     assert result(first)["data"] == {"id": "dup-remote-1", "state": "queued", "duplicate": False}
     assert result(again)["data"] == {"id": "dup-remote-1", "state": "queued", "duplicate": True}
+
+
+# An agent's answer may hold lines that look like the node's own response document.
+TRICKY_ANSWER = ("I read the failing test first.\n\n## Response\n\nThe fix: close the file before the rename.\n\n"
+                 "## Order\n\nBoth steps are done.")
+
+
+def test_answer_with_its_own_response_heading_arrives_whole(local_fleet):
+    """The answer travels as a field from the worker's sidecar through `galaxy remote` into
+    the store, and every reader (the bot's renderer, MCP, `galaxy send`, `galaxy order
+    submit --wait --json` behind the order module) gets all of it."""
+    from galaxy_fleet.bot import render
+    from galaxy_fleet.control.mcp import _brief
+    from galaxy_fleet.control.store import Store
+
+    lf = local_fleet()
+    lf.start_workers()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    [rec] = fleet.submit("web1", TRICKY_ANSWER, sender="alice", executor="cat", timeout=30)
+    [final] = fleet.wait([rec.id], timeout=30)
+    assert final.state == "done" and final.answer == TRICKY_ANSWER
+    assert final.timeout == 30 and final.options == {} and final.sender == "alice"
+    # the node's sidecar has it as a field; the Markdown document for people is still written
+    sidecar = json.loads((lf.nodes["web1"].spool / "responses" / f"{rec.id}.json").read_text())
+    assert sidecar["answer"] == TRICKY_ANSWER and sidecar["from"] == "alice" and sidecar["state"] == "done"
+    document = (lf.nodes["web1"].spool / "responses" / f"{rec.id}.md").read_text()
+    assert document.endswith(f"## Response\n\n{TRICKY_ANSWER}\n") and final.response == document
+    # the store keeps it (a fresh connection reads the same), the bot shows all of it, MCP returns it
+    again = Store(lf.root / "galaxy.db")
+    assert again.order(rec.id).answer == TRICKY_ANSWER
+    again.close()
+    assert render.answer_markdown([final]).endswith(TRICKY_ANSWER)
+    assert "I read the failing test first." in "\n".join(render.split_markdown(render.answer_markdown([final])) or [])
+    assert _brief(final)["answer"] == TRICKY_ANSWER
+    # `galaxy send` prints the answer itself
+    env = {**os.environ, "GALAXY_CONFIG": str(lf.control_config)}
+    proc = subprocess.run([*GALAXY, "send", "--executor", "cat", "web1", "-"], input=TRICKY_ANSWER, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == TRICKY_ANSWER + "\n"
+    # on the node: what the order module reads
+    proc = subprocess.run([*GALAXY, "order", "submit", "--json", "--wait", "--executor", "cat", "-"],
+                          input=TRICKY_ANSWER, env=lf.nodes["web2"].env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["answer"] == TRICKY_ANSWER and status["state"] == "done"

@@ -197,6 +197,39 @@ def test_metrics(app_for: Any, filled: Any) -> None:
     assert ("galaxy_dashboard_process_resident_memory_bytes", ()) in m
 
 
+def test_one_node_status_for_the_bot_the_dashboard_metrics_and_the_health_module(app_for: Any, filled: Any) -> None:
+    """The same store and reports give each node the same status in every view: the Fleet's
+    machine list (the bot's /machines and /status), the dashboard's summary, /metrics, and
+    the node's own `galaxy health --json` that the health module and playbook read."""
+    from galaxy_fleet.bot import render
+    from galaxy_fleet.node_status import STATUSES, node_status
+
+    client = app_for().test_client()
+    dashboard = {n["name"]: (n["status"], n["reason"]) for n in status(client)["nodes"]}
+    machines = filled.fleet.machines()
+    bot = {m["name"]: (m["status"], m["reason"]) for m in machines}
+    m = _samples(client.get("/metrics").get_data(as_text=True))
+    metrics = {host: next(s for s in STATUSES if m[("galaxy_node_status", (("host", host), ("status", s)))] == 1)
+               for host in dashboard}
+    expected = {"web1": "healthy", "web2": "degraded", "db1": "down", "ghost": "unknown"}
+    assert {h: v[0] for h, v in dashboard.items()} == expected
+    assert {h: v[0] for h, v in bot.items()} == expected and metrics == expected
+    # the reasons agree too (ghost's changes with each connection attempt)
+    assert {h: v for h, v in dashboard.items() if h != "ghost"} == {h: v for h, v in bot.items() if h != "ghost"}
+    assert dashboard["web2"][1].startswith("failing: worker") and "db1 was cut off" in dashboard["db1"][1]
+    text = render.machines_text(machines)
+    assert "🟢 <b>web1</b>" in text and "🟠 <b>web2</b>" in text and "🔴 <b>db1</b>" in text
+    assert "⚪ <b>ghost</b>" in text and render.esc(dashboard["web2"][1]) in text
+    summary = render.fleet_status_text(machines, [], 0)
+    assert "down: db1" in summary and "degraded: web2" in summary and "unknown: ghost" in summary
+    # on the nodes themselves (the health module reads this): the same rule, the same answer
+    for name, env in (("web1", filled.lf.nodes["web1"]), ("web2", filled.lf.nodes["web2"])):
+        report = json.loads(env.galaxy("health", "--json", "--no-record").stdout)
+        assert report["status"] == expected[name]
+        verdict = node_status(connected=None, health=report)
+        assert (verdict.status, verdict.reason) == (report["status"], report["reason"])
+
+
 # -- a missing store -------------------------------------------------------------------------
 def test_without_a_store(tmp_path: Path) -> None:
     config = from_dict({"control": {"store": str(tmp_path / "nothing.db")}})
