@@ -153,7 +153,7 @@ class Fleet:
             link = self.router.links[name]
             node = stored.get(name) or {}
             health = node.get("health") or {}
-            hb = next((c.get("data", {}) for c in health.get("checks", []) if c.get("name") == "worker"), {})
+            hb: dict[str, Any] = next((c.get("data", {}) for c in health.get("checks", []) if c.get("name") == "worker"), {})
             verdict = node_status(connected=link.connected, health=health, error=link.error,
                                   seen=link.connected or node.get("last_seen") is not None,
                                   worker_silent=name in self._silent)

@@ -102,7 +102,8 @@ def orders() -> Any:
     since, until = _time("since"), _time("until")
     rows = _state().reader.orders(
         limit=_limit(50), host=request.args.get("host"), state=request.args.get("state"),
-        sender=request.args.get("from") or request.args.get("user"), batch=request.args.get("batch"), order_id=request.args.get("id"),
+        sender=request.args.get("from") or request.args.get("user"), batch=request.args.get("batch"),
+        order_id=request.args.get("id"),
         since=epoch(since) if since else None, until=epoch(until) if until else None)
     return jsonify(orders=[order_row(o) for o in rows], count=len(rows))
 
