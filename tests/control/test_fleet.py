@@ -363,12 +363,14 @@ def test_answer_with_its_own_response_heading_arrives_whole(local_fleet):
     assert render.answer_markdown([final]).endswith(TRICKY_ANSWER)
     assert "I read the failing test first." in "\n".join(render.split_markdown(render.answer_markdown([final])) or [])
     assert _brief(final)["answer"] == TRICKY_ANSWER
-    # `galaxy send` prints the answer itself
+    # `galaxy send` prints the answer itself; it hears the end although this (the bot's)
+    # Fleet, sharing the store, records it first
     env = {**os.environ, "GALAXY_CONFIG": str(lf.control_config)}
-    proc = subprocess.run([*GALAXY, "send", "--executor", "cat", "web1", "-"], input=TRICKY_ANSWER, env=env,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([*GALAXY, "send", "--executor", "cat", "--wait-timeout", "60", "web1", "-"],
+                          input=TRICKY_ANSWER, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
     assert proc.stdout == TRICKY_ANSWER + "\n"
+    assert "web1: done" in proc.stderr  # the end reached its waiter (not the end of --wait-timeout)
     # on the node: what the order module reads
     proc = subprocess.run([*GALAXY, "order", "submit", "--json", "--wait", "--executor", "cat", "-"],
                           input=TRICKY_ANSWER, env=lf.nodes["web2"].env, capture_output=True, text=True, timeout=60)

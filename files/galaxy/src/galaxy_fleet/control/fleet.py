@@ -207,6 +207,10 @@ class Fleet:
 
     def _update(self, order_id: str, **fields: Any) -> OrderRecord | None:
         rec = self.store.update_order(order_id, **fields)
+        if rec is None and self.passive and is_terminal(fields.get("state")):
+            # The bot's Fleet shares the store and may have recorded the end first:
+            # this client's waiters (`galaxy send`, MCP) must hear it all the same.
+            rec = self.store.order(order_id)
         if rec is not None:
             self._emit(FleetEvent("order", rec.host, record=rec))
         return rec
