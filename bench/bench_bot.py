@@ -80,7 +80,7 @@ def fleet_orders(lab: BotLab, root: Path, n: int, warmup: int) -> list[float]:
         out = []
         for i in range(warmup + n):
             t0 = time.perf_counter()
-            recs = fleet.submit("web1", "noop", user="bench")
+            recs = fleet.submit("web1", "noop", sender="bench")
             done = fleet.wait([r.id for r in recs], timeout=30)
             if i >= warmup:
                 out.append(time.perf_counter() - t0)

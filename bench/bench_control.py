@@ -47,7 +47,7 @@ def time_orders(fleet, target: str, n: int) -> list[float]:
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
-        recs = fleet.submit(target, PAYLOAD["payload"], user="bench", executor=PAYLOAD["executor"])
+        recs = fleet.submit(target, PAYLOAD["payload"], sender="bench", executor=PAYLOAD["executor"])
         done = fleet.wait([r.id for r in recs], timeout=60)
         out.append(time.perf_counter() - t0)
         assert all(r.state == "done" for r in done), [(r.host, r.state, r.error) for r in done]

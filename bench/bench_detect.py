@@ -54,7 +54,7 @@ def kill_round(lab: E2ELab, node: str) -> tuple[float, float]:
     lab.llm.script()  # the order gets the default reply
     t0 = time.monotonic()
     lab.must(node, f"kill -9 {pid}")
-    rec = lab.fleet.submit(node, "are you back?", user="bench")[0]
+    rec = lab.fleet.submit(node, "are you back?", sender="bench")[0]
     detect = first_seen(lab, ("worker_died", "worker_silent"), node, t0, 60) - t0
     done = lab.fleet.wait([rec.id], timeout=120)
     if not done or done[0].state != "done":

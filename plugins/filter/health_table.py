@@ -22,7 +22,9 @@ def _row(host, result):
     passed = sum(1 for check in checks if isinstance(check, Mapping) and check.get('ok'))
     failing = ['%s: %s' % (check.get('name', '?'), check.get('message', ''))
                for check in checks if isinstance(check, Mapping) and not check.get('ok')]
-    status = 'healthy' if result['healthy'] else 'UNHEALTHY'
+    # the node's status by the shared rule (galaxy_fleet.node_status); a problem in capitals
+    status = str(result.get('status') or ('healthy' if result['healthy'] else 'degraded'))
+    status = status if status == 'healthy' else status.upper()
     return host, status, '%d/%d' % (passed, len(checks)), '; '.join(failing) or '-'
 
 

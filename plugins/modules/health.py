@@ -64,6 +64,18 @@ healthy:
   returned: always
   type: bool
   sample: true
+status:
+  description:
+    - The node's status by the same rule the bot and the dashboard apply
+      (C(healthy), C(degraded), C(down), C(unknown)), as the node's C(galaxy health) decides it.
+  returned: always
+  type: str
+  sample: healthy
+reason:
+  description: Why the node has that status, in one line (the failing checks and their messages).
+  returned: always
+  type: str
+  sample: "failing: worker: galaxy-worker.service is failed"
 checks:
   description: Every check with its name, result and message, in the order the node ran them.
   returned: always
@@ -110,7 +122,19 @@ def main():
     failed = [str(check.get('name', '?')) for check in checks if isinstance(check, dict) and not check.get('ok')]
     # The exit code and the report must agree; trust the stricter of the two.
     healthy = bool(report.get('healthy')) and rc == 0 and not failed
-    result = dict(changed=False, healthy=healthy, checks=checks, failed_checks=failed, rc=rc)
+    # The status and its reason come from the node (galaxy_fleet.node_status, the rule the bot
+    # and the dashboard use); a node too old to send them gets the same rule's two cases here.
+    status = report.get('status') if report.get('status') in ('healthy', 'degraded', 'down', 'unknown') else None
+    reason = report.get('reason') if isinstance(report.get('reason'), str) else None
+    if status is None:
+        status = 'healthy' if healthy else 'degraded'
+        reason = 'all %d checks passed' % len(checks) if healthy else 'failing: ' + '; '.join(
+            '%s: %s' % (check.get('name', '?'), check.get('message', 'failed'))
+            for check in checks if isinstance(check, dict) and not check.get('ok'))
+    if not healthy and status == 'healthy':
+        status, reason = 'degraded', 'galaxy health exited with %d' % rc
+    result = dict(changed=False, healthy=healthy, status=status, reason=reason, checks=checks,
+                  failed_checks=failed, rc=rc)
     if not healthy and module.params['fail_on_unhealthy']:
         messages = ['%s: %s' % (check.get('name', '?'), check.get('message', 'failed'))
                     for check in checks if isinstance(check, dict) and not check.get('ok')]

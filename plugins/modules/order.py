@@ -96,7 +96,7 @@ EXAMPLES = r'''
 
 - name: Show the answer
   ansible.builtin.debug:
-    msg: "{{ __uptime.response }}"
+    msg: "{{ __uptime.answer }}"
 
 - name: Give the coding agent a task and come back later
   galaxy_protocol.fleet.order:
@@ -133,13 +133,20 @@ exit_code:
   returned: when O(wait=true) and the order ended
   type: int
   sample: 0
-response:
+answer:
   description:
-    - The order's answer as Markdown, as the node stores it, with the executor's output
-      (capped at the node's C(worker.max_output_bytes)) under its C(Response) heading.
+    - The executor's answer (its output, capped at the node's C(worker.max_output_bytes)), as
+      the node's worker recorded it.
   returned: when O(wait=true) and the order ended
   type: str
   sample: " 19:27:49 up 3 days,  2:01,  0 users,  load average: 0.00, 0.01, 0.00"
+response:
+  description:
+    - The node's Markdown document of the order for people to read (the order, its figures and
+      RV(answer) under a C(Response) heading). Read RV(answer) for the answer itself.
+  returned: when O(wait=true) and the order ended
+  type: str
+  sample: "# Order 20261128T192749.123456Z-3f9a1c2e: done ..."
 details:
   description: Executor-specific figures (tokens, cost, model, truncation, the reason of a failure).
   returned: when O(wait=true) and the order ended
@@ -252,8 +259,8 @@ def main():
         details = record.get('details')
         if not reason and isinstance(details, dict):
             reason = details.get('error')
-        response = (record.get('response') or '').strip()
-        why = reason or response[:500] or 'no response'
+        answer = (record.get('answer') or '').strip()
+        why = reason or answer[:500] or 'no answer'
         module.fail_json(msg='order %s ended %s: %s' % (result['id'], record.get('state'), why), **result)
     module.exit_json(**result)
 

@@ -74,9 +74,9 @@ def test_order_to_a_machine(lab: BotLab) -> None:
     rec = wait_for(lambda: next((r for r in lab.orders(chat_id=ALICE) if r.id == order_id(status) and r.delivered),
                                 None),
                    what="the order marked delivered")
-    assert rec.host == "web2" and rec.state == "done" and rec.user == "telegram:1001(@user1001)"
+    assert rec.host == "web2" and rec.state == "done" and rec.sender == "telegram:1001(@user1001)"
     assert rec.message_id == status.message_id
-    assert rec.session_key  # the chat's session on web2
+    assert rec.session  # the chat's session on web2
 
 
 def test_order_usage(lab: BotLab) -> None:
@@ -136,17 +136,18 @@ def test_unknown_target(lab: BotLab) -> None:
 
 
 def test_machines(lab: BotLab) -> None:
+    ask(lab.user(ALICE), "/health", "Health", timeout=30)  # a health report for every reachable machine
     text = ask(lab.user(ALICE), "/machines", "Machines").text
     for name in ("web1", "web2", "db1"):
-        assert re.search(rf"🟢 <b>{name}</b>.*\n   connected", text), text
-    assert "🔴 <b>ghost</b>" in text and "unreachable" in text
+        assert re.search(rf"🟢 <b>{name}</b>.*\n   connected · healthy", text), text
+    assert "⚪ <b>ghost</b>" in text and "unknown: never reached" in text  # as the dashboard says
     assert "[web]" in text and "[db]" in text
 
 
 def test_status(lab: BotLab) -> None:
     order(lab.user(ALICE), "echo for-status")
     text = ask(lab.user(ALICE), "/status", "Fleet").text
-    assert "3/4 machines connected" in text and "unreachable: ghost" in text
+    assert "3/4 machines connected" in text and "unknown: ghost" in text
     assert re.search(r"Last 24 h: .*\d+ done", text)
 
 
@@ -216,7 +217,7 @@ def test_retry_command_and_button(lab: BotLab) -> None:
     alice.press(status, "Retry")
     alice.wait_message(is_answer, after=after)
     recs = [r for r in lab.orders(chat_id=ALICE) if m in r.payload]
-    assert len(recs) == 3 and len({r.session_key for r in recs}) == 1
+    assert len(recs) == 3 and len({r.session for r in recs}) == 1
 
 
 def test_health(lab: BotLab) -> None:
@@ -250,7 +251,7 @@ def test_new_session(lab: BotLab) -> None:
     assert "<b>web1</b>" in reply.text
     third, _ = order(carol, "/order web1 echo s3")
     ids = [order_id(s) for s in (first, second, third)]
-    keys = [next(r for r in lab.orders() if r.id == i).session_key for i in ids]
+    keys = [next(r for r in lab.orders() if r.id == i).session for i in ids]
     assert keys[0] == keys[1] != keys[2]
     # The worker received the session key with the order.
     archived = (lab.nodes["web1"].spool / "archive" / f"{ids[2]}.json").read_text()

@@ -24,6 +24,7 @@ class Rec:  # the OrderRecord fields the renderer reads
     finished: float | None = None
     progress: str | None = None
     error: str | None = None
+    answer: str | None = None
     response: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -95,13 +96,36 @@ def test_length_counts_utf16_units() -> None:
 
 
 def test_answer_body_and_plain_output() -> None:
-    response = ("# Order X: done\n\n- **Host:** web1\n\n## Order\n\ndf -h\n\n"
-                "## Response\n\nFilesystem  Size\n/dev/sda1   10G\n")
-    body = r.answer_body(response)
-    assert body == "Filesystem  Size\n/dev/sda1   10G"
+    rec = Rec(answer="Filesystem  Size\n/dev/sda1   10G\n",
+              response="# Order X: done\n\n## Order\n\ndf -h\n\n## Response\n\nsomething else\n")
+    body = r.answer_body(rec)
+    assert body == "Filesystem  Size\n/dev/sda1   10G"  # the field, not the document
     assert r.as_markdown(body).startswith("```\n")  # aligned columns keep their monospace
     assert r.as_markdown("**Fixed** the test") == "**Fixed** the test"
     assert r.as_markdown("") == "(no output)"
+
+
+AGENT_ANSWER = ("I looked at the failing test.\n\n## Response\n\nThe fix: close the file before the rename.\n\n"
+                "## Order\n\nDone in two steps.")
+
+
+def test_answer_with_its_own_response_heading_is_shown_whole() -> None:
+    """An agent's answer may hold its own ``## Response`` and ``## Order`` lines: nothing
+    before them is lost, in the message, a split message or the attachment's caption."""
+    document = f"# Order X: done\n\n## Order\n\nfix it\n\n## Response\n\n{AGENT_ANSWER}\n"
+    rec = Rec(answer=AGENT_ANSWER, response=document)
+    md = r.answer_markdown([rec])
+    assert md.startswith("✅ **web1** · done in")
+    assert md.endswith(AGENT_ANSWER)
+    html = "\n".join(r.split_markdown(md, limit=60) or [])
+    for line in ("I looked at the failing test.", "<b>Response</b>", "The fix: close the file before the rename.",
+                 "Done in two steps."):
+        assert line in html
+    fan = r.answer_markdown([rec, Rec(id="x2", host="web2", answer="second")], "web")
+    assert AGENT_ANSWER in fan and "second" in fan
+    caption = r.document_summary([rec], "web1", "order.md", len(document))
+    assert "I looked at the failing test." in caption
+    assert r.answer_document([rec]).startswith(document.rstrip("\n"))  # the attachment: the whole document
 
 
 def test_status_text_single_and_fan_out() -> None:
@@ -123,7 +147,7 @@ def test_status_text_single_and_fan_out() -> None:
 
 
 def test_fan_out_answer_has_one_summary_and_per_node_detail() -> None:
-    recs = [Rec(host="web1", response="## Response\n\nok from web1"),
+    recs = [Rec(host="web1", answer="ok from web1"),
             Rec(id="x2", host="web2", state="failed", error="web2 is unreachable: connection refused")]
     md = r.answer_markdown(recs, "web")
     assert md.startswith("📡 **web** · 1/2 done, 1 failed")

@@ -29,7 +29,7 @@ def newest_seq(path: Path) -> int:
 
 
 def run_orders(fleet: Any, n: int, text: str) -> list[str]:
-    recs = [fleet.submit("web1", f"{text} {i}", user="alice", chat_id=7)[0] for i in range(n)]
+    recs = [fleet.submit("web1", f"{text} {i}", sender="alice", chat_id=7)[0] for i in range(n)]
     finals = fleet.wait([r.id for r in recs], timeout=30)
     assert [r.state for r in finals] == ["done"] * n, [(r.error, r.details) for r in finals]
     return [r.id for r in recs]

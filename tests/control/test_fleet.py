@@ -19,11 +19,11 @@ def test_order_to_one_node(local_fleet):
     lf.start_workers()
     fleet = lf.fleet()
     assert fleet.wait_connected(20)
-    [rec] = fleet.submit("web1", "hello web1", user="alice", chat_id=42)
+    [rec] = fleet.submit("web1", "hello web1", sender="alice", chat_id=42)
     assert rec.host == "web1" and rec.state in ("queued", "delivered", "running", "done")
     [final] = fleet.wait([rec.id], timeout=20)
     assert final.state == "done" and "hello web1" in final.response
-    assert final.details["exit_code"] == 0 and final.session_key.startswith("chat42-web1-")
+    assert final.details["exit_code"] == 0 and final.session.startswith("chat42-web1-")
     # the node's events flowed into the central store, in order, deduplicated
     types = [e["type"] for e in fleet.audit("web1", order_id=rec.id) if e["type"] != "order_progress"]
     assert types == ["order_received", "order_queued", "order_delivered", "order_running", "order_done"]
@@ -40,11 +40,11 @@ def test_fan_out_group_and_all_with_an_unreachable_node(local_fleet):
     lf.start_workers()
     fleet = lf.fleet()
     assert fleet.wait_connected(20, ["web1", "web2"])
-    recs = fleet.submit("web", "group order", user="alice")
+    recs = fleet.submit("web", "group order", sender="alice")
     assert sorted(r.host for r in recs) == ["web1", "web2"] and len({r.batch for r in recs}) == 1
     assert {r.state for r in fleet.wait([r.id for r in recs], timeout=20)} == {"done"}
     t0 = time.monotonic()
-    recs = fleet.submit("all", "everyone", user="alice")
+    recs = fleet.submit("all", "everyone", sender="alice")
     by_host = {r.host: r for r in fleet.wait([r.id for r in recs], timeout=30)}
     assert set(by_host) == {"web1", "web2", "ghost"}
     assert by_host["ghost"].state == "failed"
@@ -52,7 +52,7 @@ def test_fan_out_group_and_all_with_an_unreachable_node(local_fleet):
     assert by_host["web1"].state == by_host["web2"].state == "done"
     assert time.monotonic() - t0 < 15  # bounded by connect_timeout (3 s here), not hanging
     with pytest.raises(ValueError, match="unknown target 'nope'"):
-        fleet.submit("nope", "x", user="alice")
+        fleet.submit("nope", "x", sender="alice")
 
 
 def test_cancel_through_the_fleet(local_fleet):
@@ -60,7 +60,7 @@ def test_cancel_through_the_fleet(local_fleet):
     lf.start_workers()
     fleet = lf.fleet()
     assert fleet.wait_connected(20)
-    [rec] = fleet.submit("web1", "60", user="bob", executor="sleep")
+    [rec] = fleet.submit("web1", "60", sender="bob", executor="sleep")
     wait_for(lambda: fleet.order(rec.id).state == "running", 20, what="running")
     fleet.cancel(rec.id, user="bob")
     [final] = fleet.wait([rec.id], timeout=10)
@@ -77,7 +77,7 @@ def test_restarted_control_still_gets_the_answer(local_fleet):
     lf.start_workers()
     fleet = lf.fleet()
     assert fleet.wait_connected(20)
-    [rec] = fleet.submit("web1", "2", user="carol", chat_id=7, executor="sleep")
+    [rec] = fleet.submit("web1", "2", sender="carol", chat_id=7, executor="sleep")
     wait_for(lambda: fleet.order(rec.id).state == "running", 20, what="running")
     fleet.stop()  # like the bot being killed: nothing more is read
     time.sleep(2.5)  # the order finishes while nobody listens
@@ -99,7 +99,7 @@ def test_reconnect_after_the_remote_process_dies(local_fleet):
     first = link.attempts
     link.drop("test: cut the connection")
     wait_for(lambda: link.attempts > first and link.connected, 20, what="reconnected")
-    [rec] = fleet.submit("web1", "after reconnect", user="dan")
+    [rec] = fleet.submit("web1", "after reconnect", sender="dan")
     assert fleet.wait([rec.id], timeout=20)[0].state == "done"
 
 
@@ -109,7 +109,7 @@ def test_lost_node_is_reported_and_corrected_when_it_returns(local_fleet):
     worker.start_worker()
     fleet = lf.fleet()
     assert fleet.wait_connected(20)
-    [rec] = fleet.submit("web1", "4", user="erin", executor="sleep")
+    [rec] = fleet.submit("web1", "4", sender="erin", executor="sleep")
     wait_for(lambda: fleet.order(rec.id).state == "running", 20, what="running")
     # make the node unreachable: point its config at a path that does not exist
     good = worker.config_path.read_text()
@@ -253,7 +253,7 @@ def test_mcp_server_tools(local_fleet):
     assert sorted(m["name"] for m in out["machines"]["result"]) == ["web1", "web2"]
     answers = out["sent"]["result"]
     assert sorted(a["host"] for a in answers) == ["web1", "web2"]
-    assert all(a["state"] == "done" and "via mcp" in a["response"] for a in answers)
+    assert all(a["state"] == "done" and "via mcp" in a["answer"] for a in answers)
 
 
 def test_central_audit_and_completeness(local_fleet):
@@ -261,8 +261,8 @@ def test_central_audit_and_completeness(local_fleet):
     lf.start_workers()
     fleet = lf.fleet()
     assert fleet.wait_connected(20)
-    recs = fleet.submit("all", "audited", user="frank")
-    [bad] = fleet.submit("web2", "import sys; sys.exit(4)", user="frank", executor="py")
+    recs = fleet.submit("all", "audited", sender="frank")
+    [bad] = fleet.submit("web2", "import sys; sys.exit(4)", sender="frank", executor="py")
     fleet.wait([r.id for r in recs] + [bad.id], timeout=30)
     time.sleep(0.5)  # the last events of the stream land in the store
     env = {**os.environ, "GALAXY_CONFIG": str(lf.control_config)}
@@ -328,3 +328,52 @@ def test_remote_submit_reports_a_duplicate_id(local_fleet):
 
     assert result(first)["data"] == {"id": "dup-remote-1", "state": "queued", "duplicate": False}
     assert result(again)["data"] == {"id": "dup-remote-1", "state": "queued", "duplicate": True}
+
+
+# An agent's answer may hold lines that look like the node's own response document.
+TRICKY_ANSWER = ("I read the failing test first.\n\n## Response\n\nThe fix: close the file before the rename.\n\n"
+                 "## Order\n\nBoth steps are done.")
+
+
+def test_answer_with_its_own_response_heading_arrives_whole(local_fleet):
+    """The answer travels as a field from the worker's sidecar through `galaxy remote` into
+    the store, and every reader (the bot's renderer, MCP, `galaxy send`, `galaxy order
+    submit --wait --json` behind the order module) gets all of it."""
+    from galaxy_fleet.bot import render
+    from galaxy_fleet.control.mcp import _brief
+    from galaxy_fleet.control.store import Store
+
+    lf = local_fleet()
+    lf.start_workers()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    [rec] = fleet.submit("web1", TRICKY_ANSWER, sender="alice", executor="cat", timeout=30)
+    [final] = fleet.wait([rec.id], timeout=30)
+    assert final.state == "done" and final.answer == TRICKY_ANSWER
+    assert final.timeout == 30 and final.options == {} and final.sender == "alice"
+    # the node's sidecar has it as a field; the Markdown document for people is still written
+    sidecar = json.loads((lf.nodes["web1"].spool / "responses" / f"{rec.id}.json").read_text())
+    assert sidecar["answer"] == TRICKY_ANSWER and sidecar["from"] == "alice" and sidecar["state"] == "done"
+    document = (lf.nodes["web1"].spool / "responses" / f"{rec.id}.md").read_text()
+    assert document.endswith(f"## Response\n\n{TRICKY_ANSWER}\n") and final.response == document
+    # the store keeps it (a fresh connection reads the same), the bot shows all of it, MCP returns it
+    again = Store(lf.root / "galaxy.db")
+    assert again.order(rec.id).answer == TRICKY_ANSWER
+    again.close()
+    assert render.answer_markdown([final]).endswith(TRICKY_ANSWER)
+    assert "I read the failing test first." in "\n".join(render.split_markdown(render.answer_markdown([final])) or [])
+    assert _brief(final)["answer"] == TRICKY_ANSWER
+    # `galaxy send` prints the answer itself; it hears the end although this (the bot's)
+    # Fleet, sharing the store, records it first
+    env = {**os.environ, "GALAXY_CONFIG": str(lf.control_config)}
+    proc = subprocess.run([*GALAXY, "send", "--executor", "cat", "--wait-timeout", "60", "web1", "-"],
+                          input=TRICKY_ANSWER, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stdout, proc.stderr)
+    assert proc.stdout == TRICKY_ANSWER + "\n"
+    assert "web1: done" in proc.stderr  # the end reached its waiter (not the end of --wait-timeout)
+    # on the node: what the order module reads
+    proc = subprocess.run([*GALAXY, "order", "submit", "--json", "--wait", "--executor", "cat", "-"],
+                          input=TRICKY_ANSWER, env=lf.nodes["web2"].env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["answer"] == TRICKY_ANSWER and status["state"] == "done"

@@ -136,7 +136,7 @@ def test_an_event_about_another_nodes_order_is_refused(local_fleet, hostile, tmp
     hostile.nodes = {"web2": ("forge", str(oid_file))}
     fleet = lf.fleet()
     assert fleet.wait_connected(20)
-    rec = fleet.submit("web1", "30", user="alice", executor="sleep")[0]
+    rec = fleet.submit("web1", "30", sender="alice", executor="sleep")[0]
     wait_for(lambda: fleet.order(rec.id).state == "running", 20, what="the order to run on web1")
     oid_file.write_text(rec.id)
     alert = wait_for(lambda: next((a for a in fleet.store.alerts() if a.get("kind") == "event_refused"), None),

@@ -68,7 +68,7 @@ def test_mcp_refuses_dangerous_orders_and_targets_outside_its_policy(local_fleet
     assert outside.is_error and "mcp:agent may not send orders to web2" in _text(outside)
     assert [m["name"] for m in machines.structured_content["result"]] == ["web1"]
     answers = fine.structured_content["result"]
-    assert [(a["host"], a["state"]) for a in answers] == [("web1", "done")] and "allowed" in answers[0]["response"]
+    assert [(a["host"], a["state"]) for a in answers] == [("web1", "done")] and "allowed" in answers[0]["answer"]
     assert status.is_error and "may not see" in _text(status)
     refused = _refusals(lf)
     assert [(e["user"], e["reason"], e["entry"]) for e in refused] == [
@@ -117,7 +117,7 @@ def test_galaxy_send_acts_as_the_unix_user_and_is_rate_limited_and_refused(local
 
     store = Store(lf.root / "galaxy.db")
     assert sorted(r.payload for r in store.orders(limit=10)) == ["one", "three"]
-    assert {r.user for r in store.orders(limit=10)} == {f"unix:{me}"}
+    assert {r.sender for r in store.orders(limit=10)} == {f"unix:{me}"}
     store.close()
 
 

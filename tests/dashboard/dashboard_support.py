@@ -56,15 +56,15 @@ def fill(lf: Any, fleet: Any) -> dict[str, Any]:
     for env in lf.nodes.values():
         env.galaxy("health", "--json", check=True)
     orders: dict[str, Any] = {}
-    done = fleet.submit("db1", "vacuum the database", user="erin", chat_id=4)
-    done += fleet.submit("web1", "deploy the docs", user="alice", chat_id=1)
-    done += fleet.submit("web1", HOSTILE_PAYLOAD, user="mallory", chat_id=5)
-    done += fleet.submit("web1", "run the test suite", user="alice", chat_id=1)
-    done += fleet.submit("web", "uptime on every web node", user="bob", chat_id=2)
-    failed = fleet.submit("web2", "import sys; print('migration failed'); sys.exit(3)", user="carol",
+    done = fleet.submit("db1", "vacuum the database", sender="erin", chat_id=4)
+    done += fleet.submit("web1", "deploy the docs", sender="alice", chat_id=1)
+    done += fleet.submit("web1", HOSTILE_PAYLOAD, sender="mallory", chat_id=5)
+    done += fleet.submit("web1", "run the test suite", sender="alice", chat_id=1)
+    done += fleet.submit("web", "uptime on every web node", sender="bob", chat_id=2)
+    failed = fleet.submit("web2", "import sys; print('migration failed'); sys.exit(3)", sender="carol",
                           chat_id=3, executor="py")
-    timed_out = fleet.submit("web2", "30", user="bob", executor="sleep", timeout=1)
-    cancelled = fleet.submit("web1", "60", user="alice", executor="sleep")
+    timed_out = fleet.submit("web2", "30", sender="bob", executor="sleep", timeout=1)
+    cancelled = fleet.submit("web1", "60", sender="alice", executor="sleep")
     wait_for(lambda: fleet.order(cancelled[0].id).state == "running", 20, what="the long order running")
     fleet.cancel(cancelled[0].id, user="alice")
     everything = done + failed + timed_out + cancelled
@@ -73,9 +73,9 @@ def fill(lf: Any, fleet: Any) -> dict[str, Any]:
     assert final[failed[0].id].state == "failed" and final[timed_out[0].id].state == "timed_out"
     assert final[cancelled[0].id].state == "cancelled"
     # one order still waiting: web1's single runner is busy with a long one
-    running = fleet.submit("web1", "300", user="dave", executor="sleep")
+    running = fleet.submit("web1", "300", sender="dave", executor="sleep")
     wait_for(lambda: fleet.order(running[0].id).state == "running", 20, what="a running order")
-    queued = fleet.submit("web1", "a queued order", user="dave")
+    queued = fleet.submit("web1", "a queued order", sender="dave")
     wait_for(lambda: fleet.order(queued[0].id).state == "queued", 20, what="a queued order")
     orders.update(done=done, failed=failed, timed_out=timed_out, cancelled=cancelled, running=running,
                   queued=queued)

@@ -13,6 +13,7 @@ import pytest
 from galaxy_fleet.config import ConfigError, from_dict
 from galaxy_fleet.dashboard import create_app
 from galaxy_fleet.dashboard import settings as dsettings
+from galaxy_fleet.order import ACTIVE, UNSUCCESSFUL
 
 TOKEN = "test-token-abcdefghijklmnop"
 
@@ -57,11 +58,11 @@ def test_status_matches_the_store(app_for: Any, filled: Any) -> None:
     orders = store.orders(limit=1000)
     states = [o.state for o in orders]
     assert st["orders"]["total"] == len(orders)
-    assert st["orders"]["pending"] == sum(s in ("received", "queued", "delivered", "running") for s in states)
+    assert st["orders"]["pending"] == sum(s in ACTIVE for s in states)
     assert st["orders"]["done"] == states.count("done")
-    assert st["orders"]["failed"] == sum(s in ("failed", "timed_out", "interrupted") for s in states)
+    assert st["orders"]["failed"] == sum(s in UNSUCCESSFUL for s in states)
     assert st["orders"]["processed"] == st["orders"]["total"] - st["orders"]["pending"]
-    assert st["fleet"] == {**st["fleet"], "nodes": 4, "connected": 2, "healthy": 1, "failing": 1, "down": 1,
+    assert st["fleet"] == {**st["fleet"], "nodes": 4, "connected": 2, "healthy": 1, "degraded": 1, "down": 1,
                            "unknown": 1}
     nodes = {n["name"]: n for n in st["nodes"]}
     assert nodes["web2"]["failing"] == ["worker"] and nodes["web2"]["worker"]["ok"] is False
@@ -194,6 +195,40 @@ def test_metrics(app_for: Any, filled: Any) -> None:
     assert total == len(filled.fleet.store.alerts(1000))
     assert m[("galaxy_audit_events_received", (("host", "web1"),))] == filled.fleet.store.cursor("web1")[0]
     assert ("galaxy_dashboard_process_resident_memory_bytes", ()) in m
+
+
+def test_one_node_status_for_the_bot_the_dashboard_metrics_and_the_health_module(app_for: Any, filled: Any) -> None:
+    """The same store and reports give each node the same status in every view: the Fleet's
+    machine list (the bot's /machines and /status), the dashboard's summary, /metrics, and
+    the node's own `galaxy health --json` that the health module and playbook read."""
+    from galaxy_fleet.bot import render
+    from galaxy_fleet.node_status import STATUSES, node_status
+
+    client = app_for().test_client()
+    dashboard = {n["name"]: (n["status"], n["reason"]) for n in status(client)["nodes"]}
+    machines = filled.fleet.machines()
+    bot = {m["name"]: (m["status"], m["reason"]) for m in machines}
+    m = _samples(client.get("/metrics").get_data(as_text=True))
+    metrics = {host: next(s for s in STATUSES if m[("galaxy_node_status", (("host", host), ("status", s)))] == 1)
+               for host in dashboard}
+    expected = {"web1": "healthy", "web2": "degraded", "db1": "down", "ghost": "unknown"}
+    assert {h: v[0] for h, v in dashboard.items()} == expected
+    assert {h: v[0] for h, v in bot.items()} == expected and metrics == expected
+    # the reasons agree too (an unreachable node's changes with each connection attempt)
+    assert dashboard["web1"] == bot["web1"] and dashboard["web2"] == bot["web2"]
+    assert dashboard["web2"][1].startswith("failing: worker")
+    assert dashboard["db1"][1].startswith("unreachable: ") and bot["db1"][1].startswith("unreachable: ")
+    text = render.machines_text(machines)
+    assert "🟢 <b>web1</b>" in text and "🟠 <b>web2</b>" in text and "🔴 <b>db1</b>" in text
+    assert "⚪ <b>ghost</b>" in text and render.esc(dashboard["web2"][1]) in text
+    summary = render.fleet_status_text(machines, [], 0)
+    assert "down: db1" in summary and "degraded: web2" in summary and "unknown: ghost" in summary
+    # on the nodes themselves (the health module reads this): the same rule, the same answer
+    for name, env in (("web1", filled.lf.nodes["web1"]), ("web2", filled.lf.nodes["web2"])):
+        report = json.loads(env.galaxy("health", "--json", "--no-record").stdout)
+        assert report["status"] == expected[name]
+        verdict = node_status(connected=None, health=report)
+        assert (verdict.status, verdict.reason) == (report["status"], report["reason"])
 
 
 # -- a missing store -------------------------------------------------------------------------

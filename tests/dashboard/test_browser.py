@@ -96,7 +96,7 @@ def test_the_page_shows_the_store(dashboard: DashboardProcess, chromium: Any, fi
     store = filled.store_path
     # every node, with the status the fleet gave it
     assert {n: v["status"] for n, v in seen["nodes"].items()} == {
-        "web1": "healthy", "web2": "failing", "db1": "down", "ghost": "unknown"}
+        "web1": "healthy", "web2": "degraded", "db1": "down", "ghost": "unknown"}
     # the pending/processed/failed figures per node equal the store's orders
     expected = expected_orders(store)
     for host, card in seen["nodes"].items():
@@ -232,7 +232,7 @@ def test_a_large_fleet_gets_one_row_per_node(chromium: Any, tmp_path: Any) -> No
         assert fleet.wait_connected(30, ["web1"])
         lf.nodes["web1"].galaxy("health", "--json", check=True)
         fleet.health("web1")
-        [rec] = fleet.submit("web1", "hello from a big fleet", user="alice")
+        [rec] = fleet.submit("web1", "hello from a big fleet", sender="alice")
         assert fleet.wait([rec.id], timeout=20)[0].state == "done"
         wait_for(lambda: fleet.store.events(type="health_check"), 20, what="the health check in the store")
         proc = DashboardProcess(lf.control_config, tmp_path)

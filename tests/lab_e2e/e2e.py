@@ -127,7 +127,7 @@ class E2ELab:
 
     def order(self, host: str, payload: str, timeout: float = 90, **kw: Any) -> Any:
         """Submit an order over the real routing path and wait for its end; returns the record."""
-        rec = self.fleet.submit(host, payload, user="e2e", **kw)[0]
+        rec = self.fleet.submit(host, payload, sender="e2e", **kw)[0]
         done = self.fleet.wait([rec.id], timeout=timeout)
         assert done and done[0].terminal, f"order {rec.id} on {host} did not finish in {timeout} s: {done}"
         return done[0]

@@ -100,7 +100,7 @@ def test_a_full_spool_file_system_alerts_loses_nothing_and_orders_work_once_free
         assert "Disk space LOW" in failing.data.get("message", ""), failing.data
         # ... and then nothing fits: an order is refused with a clear reason, nothing is lost.
         e2e.must("web2", "dd if=/dev/zero of=/var/lib/galaxy/filler2 bs=4k 2>/dev/null; true")
-        refused = e2e.fleet.submit("web2", "no room", user="e2e")[0]
+        refused = e2e.fleet.submit("web2", "no room", sender="e2e")[0]
         rec = e2e.fleet.wait([refused.id], timeout=60)[0]
         assert rec.state in ("failed", "rejected"), (rec.state, rec.error)
         assert "space" in (rec.error or "").lower(), rec.error

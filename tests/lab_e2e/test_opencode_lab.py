@@ -74,7 +74,7 @@ def test_a_permission_prompt_reaches_the_control_node_and_its_answer_the_agent(e
     e2e.llm.reset()
     e2e.llm.script(ToolCall("bash", {"command": "echo allowed > lab-perm.txt", "description": "Write"}),
                    Text("Written after approval."))
-    rec = e2e.fleet.submit("web1", "Write lab-perm.txt", user="e2e", chat_id=4243,
+    rec = e2e.fleet.submit("web1", "Write lab-perm.txt", sender="e2e", chat_id=4243,
                            options={"interactive": True})[0]
     asked = poll(lambda: e2e.fleet.audit("web1", type="permission_asked", order_id=rec.id), 120,
                  "the permission prompt at the control node")[0]

@@ -41,7 +41,9 @@ def _node(args: argparse.Namespace) -> Any:
 
 
 def _state_exit(status: dict[str, Any]) -> int:
-    return EXIT_OK if status.get("state") == "done" else EXIT_NOT_DONE
+    from galaxy_fleet.order import DONE
+
+    return EXIT_OK if status.get("state") == DONE else EXIT_NOT_DONE
 
 
 # -- galaxy version ---------------------------------------------------------
@@ -97,7 +99,7 @@ def _print_status(args: argparse.Namespace, status: dict[str, Any]) -> None:
 
 def cmd_order_submit(args: argparse.Namespace) -> int:
     from galaxy_fleet.node.api import new_order
-    from galaxy_fleet.order import OrderError
+    from galaxy_fleet.order import QUEUED, OrderError
 
     node = _node(args)
     fields = {"from": args.sender, "target": args.target or node.config.host, "executor": args.executor,
@@ -112,7 +114,7 @@ def cmd_order_submit(args: argparse.Namespace) -> int:
     except OSError as exc:  # a full disk, a read-only spool, ...
         raise CliError(f"order not queued: {exc.strerror or exc}", EXIT_NOT_DONE) from None
     if not args.wait:
-        _emit(args, {"id": order.id, "state": "queued"}, order.id)
+        _emit(args, {"id": order.id, "state": QUEUED}, order.id)
         return EXIT_OK
     return _wait(args, node, order.id)
 
@@ -172,7 +174,9 @@ def cmd_order_cancel(args: argparse.Namespace) -> int:
     except NotFound as exc:
         raise CliError(str(exc), EXIT_NOT_FOUND) from None
     _print_status(args, status)
-    return EXIT_OK if status.get("state") in ("cancelled", "timed_out", "interrupted") else EXIT_NOT_DONE
+    from galaxy_fleet.order import STOPPED
+
+    return EXIT_OK if status.get("state") in STOPPED else EXIT_NOT_DONE
 
 
 def cmd_order_permission(args: argparse.Namespace) -> int:
@@ -264,6 +268,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     import time
 
     from galaxy_fleet.control.fleet import Fleet, FleetEvent, TargetError
+    from galaxy_fleet.order import DONE, RUNNING
     from galaxy_fleet.control.inventory import InventoryError
     from galaxy_fleet.control.policy import EntryPolicy, Gate, Refused
 
@@ -288,7 +293,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         if args.json or args.quiet or rec is None or rec.id not in mine:
             return
         line = f"[{time.monotonic() - t0:6.1f}s] {rec.host}: {rec.state}"
-        if rec.progress and rec.state == "running":
+        if rec.progress and rec.state == RUNNING:
             line += f" - {rec.progress[:100]}"
         print(line, file=sys.stderr, flush=True)
 
@@ -309,15 +314,15 @@ def cmd_send(args: argparse.Namespace) -> int:
         print(json.dumps([r.to_dict() for r in final], ensure_ascii=False, default=str))
     else:
         for rec in final:
-            if len(final) > 1:
-                print(f"=== {rec.host}: {rec.state}")
-            if rec.response:
-                print(rec.response.rstrip())
-            elif rec.error:
-                print(f"{rec.host}: {rec.state}: {rec.error}")
+            # the answer as the node sent it (a field, not its Markdown document), under a
+            # header line when there are several or the order did not end done
+            if len(final) > 1 or rec.state != DONE:
+                print(f"=== {rec.host}: {rec.state}" + (f": {rec.error}" if rec.error and rec.state != DONE else ""))
+            if rec.answer:
+                print(rec.answer.rstrip("\n"))
     if any(not r.terminal for r in final):
         return EXIT_WAIT
-    return EXIT_OK if all(r.state == "done" for r in final) else EXIT_NOT_DONE
+    return EXIT_OK if all(r.state == DONE for r in final) else EXIT_NOT_DONE
 
 
 # -- galaxy bot ------------------------------------------------------------------

@@ -7,6 +7,11 @@ An order is a superset of the seed guide's JSON::
 
 with optional ``timeout``, ``executor``, ``session``, ``priority`` and
 ``options``. Unknown fields are kept as they are.
+
+This module is the one place that names an order's fields and states: the
+node (spool, worker, API), the control plane (fleet, store), the bot, the
+dashboard and the CLI import them from here. In Python the ``from`` field is
+``sender`` (``from`` is a keyword); everywhere else it is ``from``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,44 @@ TIMED_OUT = "timed_out"
 INTERRUPTED = "interrupted"
 
 STATES = (RECEIVED, QUEUED, DELIVERED, RUNNING, DONE, FAILED, CANCELLED, TIMED_OUT, INTERRUPTED)
-TERMINAL = frozenset({DONE, FAILED, CANCELLED, TIMED_OUT, INTERRUPTED})
+# Not finished yet, in the order an order passes through them (a state only moves forward).
+ACTIVE = (RECEIVED, QUEUED, DELIVERED, RUNNING)
+# Final: the order has its answer (or the reason it has none).
+TERMINAL = (DONE, FAILED, CANCELLED, TIMED_OUT, INTERRUPTED)
+# The final states that count as a failure (cancelled does not: someone asked for it).
+UNSUCCESSFUL = (FAILED, TIMED_OUT, INTERRUPTED)
+# The final states of an order stopped before its end (what a cancel leads to).
+STOPPED = (CANCELLED, TIMED_OUT, INTERRUPTED)
+# Final states after which the user is offered a retry.
+RETRYABLE = (FAILED, TIMED_OUT, INTERRUPTED)
+
+# The audit event of a state change is ``order_<state>``.
+EVENT_PREFIX = "order_"
+TERMINAL_EVENTS = frozenset(EVENT_PREFIX + s for s in TERMINAL)
+
+
+def is_terminal(state: Any) -> bool:
+    return state in TERMINAL
+
+
+def rank(state: Any) -> int:
+    """How far along its life an order in this state is: the active states in their
+    order, every final state above them, anything else (not a state) below."""
+    if state in ACTIVE:
+        return ACTIVE.index(state)
+    return len(ACTIVE) if state in TERMINAL else -1
+
+
+def event_type(state: str) -> str:
+    """The audit event type of a state change: ``order_done``."""
+    return EVENT_PREFIX + state
+
+
+def state_of_event(etype: Any) -> str | None:
+    """The state an ``order_<state>`` audit event reports, or None for other events."""
+    if isinstance(etype, str) and etype.startswith(EVENT_PREFIX) and etype[len(EVENT_PREFIX):] in STATES:
+        return etype[len(EVENT_PREFIX):]
+    return None
 
 # Ids and targets end up in file names and SSH routing: a strict alphabet
 # rules out path traversal, hidden files and shell metacharacters at once.
@@ -125,6 +167,18 @@ class Order:
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def build(payload: str, *, id: str | None = None, sender: str | None = None, target: str | None = None,
+          command: str | None = None, executor: str | None = None, timeout: float | None = None,
+          session: str | None = None, priority: int | None = None, options: dict[str, Any] | None = None,
+          timestamp: str | None = None) -> dict[str, Any]:
+    """The JSON of a fresh order (a new id and time stamp unless given), the one builder
+    behind `galaxy order submit`, `galaxy send`, the bot and MCP. Not validated here:
+    the node validates what it receives (``from_dict``)."""
+    return Order(id=id or new_id(), payload=payload, target=target or "", sender=sender or "",
+                 command=command or "general", timestamp=timestamp or utcnow(), executor=executor,
+                 timeout=timeout, session=session, priority=priority or 0, options=dict(options or {})).to_dict()
 
 
 def _opt_str(data: dict[str, Any], key: str) -> str | None:

@@ -55,3 +55,21 @@ def test_crash_without_report_fails(galaxy, run_module):
     assert kind == "fail"
     assert "worker.runners: expected int" in result["msg"]
     assert galaxy.calls[0]["argv"][:2] == ["--config", "/etc/galaxy/config.yml"]
+
+
+def test_status_and_reason_come_from_the_node(galaxy, run_module):
+    """The node decides the status by the rule the bot and the dashboard use; the module passes it on."""
+    galaxy.answer(1, {**BAD, "status": "degraded", "reason": "failing: worker: galaxy-worker.service is failed"})
+    kind, result = run_module(health, {"path": galaxy.path})
+    assert kind == "exit"
+    assert result["status"] == "degraded" and result["reason"] == "failing: worker: galaxy-worker.service is failed"
+
+
+def test_status_of_an_older_node_without_one(galaxy, run_module):
+    galaxy.answer(0, GOOD)
+    kind, result = run_module(health, {"path": galaxy.path})
+    assert kind == "exit" and result["status"] == "healthy" and result["reason"] == "all 2 checks passed"
+    galaxy.answer(1, {**GOOD, "status": "healthy", "reason": "all 2 checks passed"})
+    kind, result = run_module(health, {"path": galaxy.path})
+    # the exit code says otherwise: the stricter answer wins, and says why
+    assert kind == "exit" and result["status"] == "degraded" and result["reason"] == "galaxy health exited with 1"

@@ -6,7 +6,8 @@ DONE = {
     "id": "20261128T192749.123456Z-3f9a1c2e",
     "state": "done",
     "exit_code": 0,
-    "response": " 19:27:49 up 3 days,  load average: 0.00, 0.01, 0.00\n",
+    "answer": " 19:27:49 up 3 days,  load average: 0.00, 0.01, 0.00\n",
+    "response": "# Order 20261128T192749.123456Z-3f9a1c2e: done\n",
     "details": {"truncated": False},
     "timings": {"run_seconds": 0.01},
 }
@@ -18,7 +19,7 @@ def test_wait_returns_the_response(galaxy, run_module):
     assert kind == "exit"
     assert result["changed"] is True
     assert result["state"] == "done"
-    assert result["response"] == DONE["response"]
+    assert result["answer"] == DONE["answer"] and result["response"] == DONE["response"]
     assert result["id"] == DONE["id"]
     (call,) = galaxy.calls
     assert call["argv"] == ["order", "submit", "--json", "--executor", "shell", "--from", "ansible", "--wait", "-"]

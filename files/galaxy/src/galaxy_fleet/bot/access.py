@@ -128,4 +128,4 @@ def may_touch(settings: BotSettings, user_id: int, chat_id: int, rec: Any,
     if settings.forbidden_hosts(user_id, [rec.host], resolve):
         return False
     own = f"telegram:{user_id}"
-    return rec.chat_id == chat_id or rec.user == own or (rec.user or "").startswith(own + "(")
+    return rec.chat_id == chat_id or rec.sender == own or (rec.sender or "").startswith(own + "(")

@@ -36,6 +36,7 @@ from galaxy_fleet.bot import buttons, render
 from galaxy_fleet.bot.access import BotSettings
 from galaxy_fleet.bot.messenger import Messenger
 from galaxy_fleet.control.fleet import Fleet, FleetEvent
+from galaxy_fleet.order import DONE, RETRYABLE, TERMINAL, event_type
 
 log = logging.getLogger("galaxy.bot")
 
@@ -46,7 +47,7 @@ RECOVERY_OF = {"health_recovered": "health_failing", "worker_heard": "worker_sil
 # Any other alert: the same kind and message from the same host is told once in this long.
 REPEAT_AFTER = 3600.0
 # Order alerts the user already sees in the order's own chat.
-ORDER_ALERTS = ("order_failed", "order_timed_out", "order_interrupted", "order_cancelled", "order_lost")
+ORDER_ALERTS = (*(event_type(s) for s in TERMINAL if s != DONE), "order_lost")
 
 
 @dataclass
@@ -218,7 +219,7 @@ class Follower:
         if not tracker.finished:
             first_active = next(r for r in recs if not r.terminal)
             return buttons.cancel(first_active.id, several=len(recs) > 1)
-        retry = [r for r in recs if r.state in ("interrupted", "failed", "timed_out")][:6]
+        retry = [r for r in recs if r.state in RETRYABLE][:6]
         if not retry:
             return None
         return buttons.retry(retry, with_host=len(recs) > 1)

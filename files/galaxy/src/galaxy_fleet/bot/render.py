@@ -3,9 +3,11 @@ replies to commands, alerts.
 
 Pure functions, no Telegram or fleet objects: they take OrderRecord-like
 objects (``id host state payload created started finished progress error
-response details target_spec``) and plain dicts, and return text.
+answer response details target_spec``) and plain dicts, and return text.
 
-Answers are Markdown (an agent's reply, or a command's output wrapped in a
+The answer is the record's ``answer`` field, as the node's worker wrote it:
+never re-parsed out of the Markdown document (``response``), which only goes
+out whole, as the attachment of a long answer. Answers are Markdown (an agent's reply, or a command's output wrapped in a
 fence). Telegram's own Markdown dialects reject much of what agents write, so
 the bot sends HTML: ``md_to_html`` converts the safe subset (fenced and inline
 code, bold, headings, bullets, http links) and escapes everything else.
@@ -20,16 +22,19 @@ import re
 import time
 from typing import Any, Iterable, Sequence
 
+from galaxy_fleet.node_status import DEGRADED, DOWN, HEALTHY, UNKNOWN
+from galaxy_fleet.order import CANCELLED, DELIVERED, DONE, FAILED, INTERRUPTED, QUEUED, RECEIVED, RUNNING, \
+    TIMED_OUT, is_terminal
+
 TELEGRAM_LIMIT = 4096
 CAPTION_LIMIT = 1024
 PREVIEW_CHARS = 120
 
 ICONS = {
-    "received": "📨", "queued": "⏳", "delivered": "📬", "running": "🏃", "done": "✅", "failed": "❌",
-    "cancelled": "🚫", "timed_out": "⌛", "interrupted": "⚠️",
+    RECEIVED: "📨", QUEUED: "⏳", DELIVERED: "📬", RUNNING: "🏃", DONE: "✅", FAILED: "❌",
+    CANCELLED: "🚫", TIMED_OUT: "⌛", INTERRUPTED: "⚠️",
 }
-TERMINAL = ("done", "failed", "cancelled", "timed_out", "interrupted")
-LABELS = {"timed_out": "timed out"}
+LABELS = {TIMED_OUT: "timed out"}
 
 
 def tg_len(text: str) -> int:
@@ -76,13 +81,13 @@ def state_label(state: str) -> str:
 
 def elapsed(rec: Any, now: float | None = None) -> float | None:
     now = now or time.time()
-    if rec.state in TERMINAL:
+    if is_terminal(rec.state):
         run_s = ((rec.details or {}).get("timings") or {}).get("run_s")
         if isinstance(run_s, (int, float)):
             return float(run_s)  # measured on the node
         end = rec.finished or rec.updated
         return end - (rec.started or rec.created) if end else None
-    if rec.state == "running" and rec.started:
+    if rec.state == RUNNING and rec.started:
         return now - rec.started
     return now - rec.created if rec.created else None
 
@@ -285,18 +290,9 @@ def number_parts(parts: list[str]) -> list[str]:
 
 
 # -- answers ----------------------------------------------------------------------
-_RESPONSE_HEADING = re.compile(r"^## Response[ \t]*\n", re.M)
-
-
-def answer_body(response: str | None) -> str:
-    """The answer itself from a node's response document (its ``## Response`` section)."""
-    if not response:
-        return ""
-    m = None
-    for m in _RESPONSE_HEADING.finditer(response):
-        pass
-    body = response[m.end():] if m else response
-    return body.strip("\n")
+def answer_body(rec: Any) -> str:
+    """The answer itself: the record's ``answer`` field ("" while there is none)."""
+    return (getattr(rec, "answer", None) or "").strip("\n")
 
 
 def _looks_like_markdown(text: str) -> bool:
@@ -322,7 +318,7 @@ def figures(rec: Any) -> str:
         bits.append(f"{tokens:,} tokens")
     if d.get("cost"):
         bits.append(f"${float(d['cost']):.4f}")
-    if d.get("exit_code") not in (None, 0) and rec.state != "done":
+    if d.get("exit_code") not in (None, 0) and rec.state != DONE:
         bits.append(f"exit {d['exit_code']}")
     return " · ".join(bits)
 
@@ -331,14 +327,14 @@ def outcome_line(rec: Any, *, with_host: bool = True, now: float | None = None) 
     """``✅ **web1** · done in 1.2 s · 1,234 tokens`` (Markdown)."""
     took = duration(elapsed(rec, now))
     head = f"{ICONS.get(rec.state, '•')} " + (f"**{rec.host}** · " if with_host else "")
-    text = f"{head}{state_label(rec.state)} in {took}" if rec.state == "done" else \
+    text = f"{head}{state_label(rec.state)} in {took}" if rec.state == DONE else \
         f"{head}{state_label(rec.state)} after {took}"
     extra = figures(rec)
     if extra:
         text += f" · {extra}"
-    if rec.state != "done" and rec.error:
+    if rec.state != DONE and rec.error:
         text += f"\n{rec.error}"
-    if (rec.details or {}).get("lost") and rec.state == "failed":
+    if (rec.details or {}).get("lost") and rec.state == FAILED:
         text += "\n(the answer will follow if the machine comes back)"
     return text
 
@@ -347,15 +343,15 @@ def answer_markdown(records: Sequence[Any], spec: str | None = None) -> str:
     """The final answer for one order or a fan-out: one summary, per-node detail."""
     if len(records) == 1:
         rec = records[0]
-        return outcome_line(rec) + "\n\n" + as_markdown(answer_body(rec.response))
-    done = sum(1 for r in records if r.state == "done")
+        return outcome_line(rec) + "\n\n" + as_markdown(answer_body(rec))
+    done = sum(1 for r in records if r.state == DONE)
     head = f"📡 **{spec or records[0].target_spec or 'fan-out'}** · {done}/{len(records)} done"
-    others = [f"{n} {state_label(s)}" for s, n in _count_states(records).items() if s != "done"]
+    others = [f"{n} {state_label(s)}" for s, n in _count_states(records).items() if s != DONE]
     if others:
         head += ", " + ", ".join(others)
     sections = [head]
-    for rec in sorted(records, key=lambda r: (r.state == "done", r.host)):
-        sections.append(outcome_line(rec) + "\n\n" + as_markdown(answer_body(rec.response)))
+    for rec in sorted(records, key=lambda r: (r.state == DONE, r.host)):
+        sections.append(outcome_line(rec) + "\n\n" + as_markdown(answer_body(rec)))
     return "\n\n".join(sections)
 
 
@@ -381,13 +377,13 @@ def document_summary(records: Sequence[Any], spec: str | None, filename: str, si
     lines: list[str] = []
     if len(records) == 1:
         lines.append(md_to_html(outcome_line(records[0])))
-        head = answer_body(records[0].response).split("\n")[:8]
+        head = answer_body(records[0]).split("\n")[:8]
         if any(line.strip() for line in head):
             lines.append(f"<pre>{esc(chr(10).join(line[:80] for line in head)[:400])}\n…</pre>")
     else:
-        done = sum(1 for r in records if r.state == "done")
+        done = sum(1 for r in records if r.state == DONE)
         lines.append(md_to_html(f"📡 **{spec or records[0].target_spec}** · {done}/{len(records)} done"))
-        for rec in sorted(records, key=lambda r: (r.state == "done", r.host))[:15]:
+        for rec in sorted(records, key=lambda r: (r.state == DONE, r.host))[:15]:
             lines.append(f"{ICONS.get(rec.state, '•')} {esc(rec.host)} {esc(state_label(rec.state))}")
         if len(records) > 15:
             lines.append(f"… and {len(records) - 15} more")
@@ -403,9 +399,9 @@ def document_summary(records: Sequence[Any], spec: str | None, filename: str, si
 def status_line(rec: Any, now: float | None = None, with_host: bool = True) -> str:
     head = f"{ICONS.get(rec.state, '•')} " + (f"<b>{esc(rec.host)}</b> " if with_host else "")
     text = f"{head}{esc(state_label(rec.state))} {duration(elapsed(rec, now))}"
-    if rec.state == "running" and rec.progress:
+    if rec.state == RUNNING and rec.progress:
         text += f"\n   › {esc(preview(rec.progress, 160))}"
-    if rec.state in TERMINAL and rec.state != "done" and rec.error:
+    if is_terminal(rec.state) and rec.state != DONE and rec.error:
         text += f"\n   {esc(preview(rec.error, 200))}"
     return text
 
@@ -420,9 +416,9 @@ def status_text(records: Sequence[Any], spec: str | None = None, now: float | No
     payload = f"<i>{esc(preview(first.payload))}</i>"
     if len(records) == 1:
         return f"{status_line(first, now)}\n{payload}\n<code>{esc(first.id)}</code>"
-    finished = sum(1 for r in records if r.state in TERMINAL)
+    finished = sum(1 for r in records if is_terminal(r.state))
     head = f"📡 <b>{esc(spec or first.target_spec or 'fan-out')}</b> · {finished}/{len(records)} finished"
-    ordered = sorted(records, key=lambda r: (r.state == "done", r.state in TERMINAL, r.host))
+    ordered = sorted(records, key=lambda r: (r.state == DONE, is_terminal(r.state), r.host))
     while True:
         shown = [status_line(r, now) for r in ordered[:max_lines]]
         if len(ordered) > max_lines:
@@ -435,31 +431,26 @@ def status_text(records: Sequence[Any], spec: str | None = None, now: float | No
 
 
 # -- fleet views ------------------------------------------------------------------------
+STATUS_ICONS = {HEALTHY: "🟢", DEGRADED: "🟠", DOWN: "🔴", UNKNOWN: "⚪"}
+
+
 def machines_text(machines: list[dict[str, Any]], now: float | None = None) -> str:
+    """Each machine with its status and the reason (``status``/``reason``: node_status, the
+    dashboard's and the health playbook's rule)."""
     if not machines:
         return "No machines in the inventory."
     lines = [f"<b>Machines</b> ({len(machines)})"]
     for m in machines:
-        if not m.get("connected"):
-            icon = "🔴"
-        elif m.get("healthy") is False:
-            icon = "🟠"
-        else:
-            icon = "🟢"
+        icon = STATUS_ICONS.get(m.get("status", UNKNOWN), "⚪")
         groups = [g for g in m.get("groups", []) if g not in ("all", "galaxy_nodes", "ungrouped")]
         line = f"{icon} <b>{esc(m['name'])}</b> {esc(m.get('address', ''))}"
         if groups:
             line += f" [{esc(', '.join(groups))}]"
-        state = []
+        state = ["connected"] if m.get("connected") else []
+        status = m.get("status", UNKNOWN)
+        state.append(HEALTHY if status == HEALTHY else f"{status}: {m.get('reason') or '-'}")
         if m.get("connected"):
-            state.append("connected")
-            if m.get("healthy") is True:
-                state.append("healthy")
-            elif m.get("healthy") is False:
-                state.append("unhealthy")
             state.append(f"{m.get('running', 0)} running, {m.get('queued', 0)} queued")
-        else:
-            state.append(f"unreachable: {m.get('error') or 'not connected yet'}")
         state.append(f"seen {ago(m.get('last_seen'), now)}")
         lines.append(line + "\n   " + esc(" · ".join(state)))
     return "\n".join(lines)
@@ -469,18 +460,21 @@ def fleet_status_text(machines: list[dict[str, Any]], recent: list[Any], active_
                       now: float | None = None) -> str:
     now = now or time.time()
     connected = sum(1 for m in machines if m.get("connected"))
-    unhealthy = [m["name"] for m in machines if m.get("healthy") is False]
+    unhealthy = [m["name"] for m in machines if m.get("status") == DEGRADED]
     running = sum(m.get("running", 0) or 0 for m in machines)
     queued = sum(m.get("queued", 0) or 0 for m in machines)
     day = [r for r in recent if r.created and r.created > now - 86400]
     counts = _count_states(day)
-    icon = "🟢" if connected == len(machines) and not unhealthy and not active_alerts else "🟠"
+    down = [m["name"] for m in machines if m.get("status") == DOWN]
+    unknown = [m["name"] for m in machines if m.get("status") == UNKNOWN]
+    icon = "🟢" if connected == len(machines) and not unhealthy and not down and not active_alerts else "🟠"
     lines = [f"{icon} <b>Fleet</b>: {connected}/{len(machines)} machines connected"]
-    down = [m["name"] for m in machines if not m.get("connected")]
     if down:
-        lines.append(f"🔴 unreachable: {esc(', '.join(down))}")
+        lines.append(f"🔴 down: {esc(', '.join(down))}")
     if unhealthy:
-        lines.append(f"🟠 unhealthy: {esc(', '.join(unhealthy))}")
+        lines.append(f"🟠 degraded: {esc(', '.join(unhealthy))}")
+    if unknown:
+        lines.append(f"⚪ unknown: {esc(', '.join(unknown))}")
     lines.append(f"🏃 {running} running · ⏳ {queued} queued")
     if counts:
         lines.append("Last 24 h: " + esc(", ".join(f"{n} {state_label(s)}" for s, n in sorted(counts.items()))))

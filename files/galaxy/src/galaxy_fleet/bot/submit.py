@@ -156,7 +156,7 @@ class Submitter:
             await self.tg.edit(chat_id, status_message_id, render.sending_text(spec, payload), None)
         extra = dict(extra or {})
         try:
-            records = await asyncio.to_thread(self.fleet.submit, spec, payload, user=user, chat_id=chat_id,
+            records = await asyncio.to_thread(self.fleet.submit, spec, payload, sender=user, chat_id=chat_id,
                                               message_id=status_message_id, **extra)
         except (TargetError, ValueError) as exc:
             await self.tg.edit(chat_id, status_message_id, render.not_sent_text(exc), None)
@@ -280,9 +280,7 @@ class Submitter:
             return
         # A retry is a new order with the same host, payload, executor, options and session
         # (it goes through the same checks: a dangerous order is confirmed again).
-        options = dict(rec.options or {})
-        timeout = options.pop("_timeout", None)
-        extra = {"executor": rec.executor, "options": options or None, "session_key": rec.session_key,
-                 "timeout": timeout}
+        extra = {"executor": rec.executor, "options": rec.options or None, "session": rec.session,
+                 "timeout": rec.timeout}
         await self.checked_submit(user_id, user, chat_id, rec.host, rec.payload, reply_to=reply_to,
                                   extra={k: v for k, v in extra.items() if v is not None})

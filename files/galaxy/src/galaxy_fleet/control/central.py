@@ -15,8 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 from galaxy_fleet.control.store import Store
-
-TERMINAL_TYPES = {f"order_{s}" for s in ("done", "failed", "cancelled", "timed_out", "interrupted")}
+from galaxy_fleet.order import TERMINAL_EVENTS as TERMINAL_TYPES
 SEVERITIES = ("debug", "info", "warning", "error", "critical")
 
 

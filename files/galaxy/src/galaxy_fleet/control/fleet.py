@@ -22,7 +22,9 @@ from typing import Any, Callable
 from galaxy_fleet.control import inventory as inv
 from galaxy_fleet.config import Config, ConfigError
 from galaxy_fleet.control.inventory import TargetError
-from galaxy_fleet.order import TERMINAL, new_id, utcnow
+from galaxy_fleet.node_status import node_status
+from galaxy_fleet.order import ACTIVE, DONE, FAILED, QUEUED, RECEIVED, RUNNING, build, is_terminal, new_id, \
+    state_of_event, utcnow
 from galaxy_fleet.control.router import NodeError, NodeUnavailable, Router
 from galaxy_fleet.control.store import OrderRecord, Store
 
@@ -30,7 +32,6 @@ __all__ = ["Fleet", "FleetEvent", "OrderRecord", "TargetError", "NodeUnavailable
 
 log = logging.getLogger("galaxy.control")
 
-STATE_OF_EVENT = {"order_queued": "queued", "order_delivered": "delivered", "order_running": "running"}
 
 
 @dataclass
@@ -123,25 +124,31 @@ class Fleet:
         return self.inventory.resolve(spec)
 
     def machines(self) -> list[dict[str, Any]]:
+        """Every node with its status and the reason for it (node_status: the dashboard's rule too)."""
         stored = self.store.nodes()
         out = []
         for name, host in self.inventory.hosts.items():
             link = self.router.links[name]
-            health = (stored.get(name) or {}).get("health") or {}
-            hb = next((c.get("data", {}) for c in health.get("checks", []) if c.get("name") == "worker"), {})
+            node = stored.get(name) or {}
+            health = node.get("health") or {}
+            hb: dict[str, Any] = next((c.get("data", {}) for c in health.get("checks", []) if c.get("name") == "worker"), {})
+            verdict = node_status(connected=link.connected, health=health, error=link.error,
+                                  seen=link.connected or node.get("last_seen") is not None,
+                                  worker_silent=name in self._silent)
             out.append({
                 "name": name, "address": host.address, "groups": host.groups, "connected": link.connected,
+                "status": verdict.status, "reason": verdict.reason,
                 "healthy": health.get("healthy") if health else None,
-                "last_seen": (stored.get(name) or {}).get("last_seen"),
+                "last_seen": node.get("last_seen"),
                 "running": len(hb.get("running", [])), "queued": hb.get("queued", 0),
                 "error": link.error, "version": link.hello.get("version"),
             })
         return out
 
     # -- orders --------------------------------------------------------------------
-    def submit(self, spec: str, payload: str, *, user: str, chat_id: int | None = None,
+    def submit(self, spec: str, payload: str, *, sender: str, chat_id: int | None = None,
                message_id: int | None = None, executor: str | None = None, options: dict[str, Any] | None = None,
-               session_key: str | None = None, timeout: float | None = None) -> list[OrderRecord]:
+               session: str | None = None, timeout: float | None = None) -> list[OrderRecord]:
         """Send one order to every node the target names, in parallel.
 
         Each part is stored before it is sent. A node that cannot be reached
@@ -151,45 +158,37 @@ class Fleet:
         batch = new_id() if len(names) > 1 else None
         records: dict[str, OrderRecord] = {}
         for name in names:
-            key = session_key
+            key = session
             if key is None and chat_id is not None:
                 key = self.sessions.get(chat_id, name)
-            rec = OrderRecord(id=new_id(), host=name, payload=payload, state="received", batch=batch,
-                              target_spec=spec, user=user, chat_id=chat_id, message_id=message_id,
-                              executor=executor, session_key=key, options=dict(options or {}))
-            if timeout is not None:
-                rec.options["_timeout"] = timeout
+            rec = OrderRecord(id=new_id(), host=name, payload=payload, state=RECEIVED, batch=batch,
+                              target_spec=spec, sender=sender, chat_id=chat_id, message_id=message_id,
+                              executor=executor, session=key, timeout=timeout, options=dict(options or {}))
             records[name] = self.store.add_order(rec)
         self._send(records)
         return [self.store.order(r.id) or r for r in records.values()]
 
-    def _order_json(self, rec: OrderRecord) -> dict[str, Any]:
-        options = {k: v for k, v in rec.options.items() if not k.startswith("_")}
-        data: dict[str, Any] = {"type": "galaxy_order", "id": rec.id, "from": rec.user or "", "target": rec.host,
-                                "command": "general", "payload": rec.payload, "timestamp": utcnow(),
-                                "acknowledged": False}
-        if rec.executor:
-            data["executor"] = rec.executor
-        if rec.session_key:
-            data["session"] = rec.session_key
-        if options:
-            data["options"] = options
-        if rec.options.get("_timeout"):
-            data["timeout"] = rec.options["_timeout"]
-        return data
+    @staticmethod
+    def _order_json(rec: OrderRecord) -> dict[str, Any]:
+        return build(rec.payload, id=rec.id, sender=rec.sender, target=rec.host, executor=rec.executor,
+                     timeout=rec.timeout, session=rec.session, options=rec.options)
 
     def _send(self, records: dict[str, OrderRecord]) -> None:
         results = self.router.fanout(list(records), "submit", lambda n: {"order": self._order_json(records[n])})
         for name, result in results.items():
             rec = records[name]
             if isinstance(result, Exception):
-                self._update(rec.id, state="failed", error=str(result), finished=time.time(),
+                self._update(rec.id, state=FAILED, error=str(result), finished=time.time(),
                              details={"unreachable": isinstance(result, NodeUnavailable)})
             else:
-                self._update(rec.id, state="queued")
+                self._update(rec.id, state=QUEUED)
 
     def _update(self, order_id: str, **fields: Any) -> OrderRecord | None:
         rec = self.store.update_order(order_id, **fields)
+        if rec is None and self.passive and is_terminal(fields.get("state")):
+            # The bot's Fleet shares the store and may have recorded the end first:
+            # this client's waiters (`galaxy send`, MCP) must hear it all the same.
+            rec = self.store.order(order_id)
         if rec is not None:
             self._emit(FleetEvent("order", rec.host, record=rec))
         return rec
@@ -201,6 +200,7 @@ class Fleet:
         return self.store.orders(limit=limit, chat_id=chat_id, batch=batch)
 
     def cancel(self, order_id: str, *, user: str) -> OrderRecord:
+        """``user``: who cancels (recorded in the node's audit trail)."""
         rec = self.store.order(order_id)
         if rec is None:
             raise KeyError(f"no order {order_id!r}")
@@ -209,16 +209,15 @@ class Fleet:
         self.router.request(rec.host, "cancel", order_id=order_id, user=user)
         return self.store.order(order_id) or rec
 
-    def retry(self, order_id: str, *, user: str, chat_id: int | None = None,
+    def retry(self, order_id: str, *, sender: str, chat_id: int | None = None,
               message_id: int | None = None) -> list[OrderRecord]:
         rec = self.store.order(order_id)
         if rec is None:
             raise KeyError(f"no order {order_id!r}")
-        opts = dict(rec.options)
-        timeout = opts.pop("_timeout", None)
-        return self.submit(rec.host, rec.payload, user=user, chat_id=chat_id if chat_id is not None else rec.chat_id,
-                           message_id=message_id, executor=rec.executor, options=opts,
-                           session_key=rec.session_key, timeout=timeout)
+        return self.submit(rec.host, rec.payload, sender=sender,
+                           chat_id=chat_id if chat_id is not None else rec.chat_id, message_id=message_id,
+                           executor=rec.executor, options=dict(rec.options), session=rec.session,
+                           timeout=rec.timeout)
 
     def wait(self, order_ids: list[str], timeout: float | None = None) -> list[OrderRecord]:
         """Block until every order is finished (or ``timeout``); returns their records."""
@@ -455,25 +454,29 @@ class Fleet:
     def _on_order_event(self, host: str, event: dict[str, Any], response: dict[str, Any] | None) -> None:
         etype = event.get("type", "")
         oid = event.get("order_id")
-        if not oid or not etype.startswith("order_"):
+        if not oid:
             return
         if not self._owns(host, str(oid), etype):
             return
-        if etype in STATE_OF_EVENT:
-            fields: dict[str, Any] = {"state": STATE_OF_EVENT[etype]}
-            if etype == "order_running":
+        state = state_of_event(etype)
+        if etype == "order_progress":
+            self._update(oid, progress=event.get("message"))
+        elif state in ACTIVE:
+            fields: dict[str, Any] = {"state": state}
+            if state == RUNNING:
                 fields["started"] = time.time()
             self._update(oid, **fields)
-        elif etype == "order_progress":
-            self._update(oid, progress=event.get("message"))
-        elif etype[6:] in TERMINAL:
+        elif is_terminal(state):
+            # The node's sidecar: the answer and its figures as fields (see node/answer.py).
             resp = response or {}
             details = dict(resp.get("details") or {})
             details.update({k: resp.get(k) for k in ("exit_code", "timings", "bytes_out", "truncated", "executor")
                             if k in resp})
-            self._update(oid, state=etype[6:], error=resp.get("error") or (event.get("message")
-                                                                             if etype != "order_done" else None),
-                         response=resp.get("response"), details=details, finished=time.time())
+            answer = resp.get("answer")
+            self._update(oid, state=state, error=resp.get("error") or (event.get("message")
+                                                                         if state != DONE else None),
+                         answer=answer if isinstance(answer, str) else None, response=resp.get("response"),
+                         details=details, finished=time.time())
 
     def _owns(self, host: str, order_id: str, etype: str) -> bool:
         """An event changes an order only when it comes from the node the order was sent to: what a
@@ -510,8 +513,7 @@ class Fleet:
                 if now - link.down_since < self.lost_after:
                     continue
                 self._lost_marked.add(name)
-                for rec in self.store.orders(limit=10000, host=name,
-                                             states=("received", "queued", "delivered", "running")):
-                    self._update(rec.id, state="failed", finished=time.time(),
+                for rec in self.store.orders(limit=10000, host=name, states=ACTIVE):
+                    self._update(rec.id, state=FAILED, finished=time.time(),
                                  error=f"lost contact with {name} ({link.error}); the answer will follow if it "
                                        "comes back", details={**rec.details, "lost": True})

@@ -21,7 +21,7 @@ from galaxy_fleet.control.policy import EntryPolicy, Gate, Refused
 
 def _brief(rec: Any) -> dict[str, Any]:
     return {"order_id": rec.id, "host": rec.host, "state": rec.state, "error": rec.error,
-            "response": rec.response, "progress": rec.progress,
+            "answer": rec.answer, "progress": rec.progress,
             "tokens_in": rec.details.get("tokens_in"), "tokens_out": rec.details.get("tokens_out"),
             "cost": rec.details.get("cost")}
 

@@ -123,7 +123,7 @@ def stored_rate_wait(store: Any, user: str, limit: int, now: float | None = None
     if limit <= 0:
         return 0.0
     now = time.time() if now is None else now
-    rows = store._exec("SELECT MIN(created) AS t FROM orders WHERE user = ? AND created > ? "
+    rows = store._exec("SELECT MIN(created) AS t FROM orders WHERE sender = ? AND created > ? "
                        "GROUP BY COALESCE(batch, id) ORDER BY t", (user, now - RATE_WINDOW)).fetchall()
     if len(rows) < limit:
         return 0.0
@@ -226,7 +226,7 @@ class Gate:
 
     def submit(self, spec: str, payload: str, *, executor: str | None = None, **kw: Any) -> list[Any]:
         executor = self.check(spec, payload, executor)
-        return self.fleet.submit(spec, payload, user=self.caller.identity, executor=executor, **kw)
+        return self.fleet.submit(spec, payload, sender=self.caller.identity, executor=executor, **kw)
 
     def _refuse(self, reason: str, message: str, spec: str, payload: str, wait: float = 0.0) -> None:
         try:

@@ -16,13 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from galaxy_fleet.order import TERMINAL, is_terminal, rank
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
-    id TEXT PRIMARY KEY, batch TEXT, host TEXT NOT NULL, target_spec TEXT, user TEXT,
-    chat_id INTEGER, message_id INTEGER, payload TEXT NOT NULL, executor TEXT, session_key TEXT,
+    id TEXT PRIMARY KEY, batch TEXT, host TEXT NOT NULL, target_spec TEXT, sender TEXT,
+    chat_id INTEGER, message_id INTEGER, payload TEXT NOT NULL, executor TEXT, session TEXT,
     options TEXT, state TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
     started REAL, finished REAL, progress TEXT, error TEXT, response TEXT, details TEXT,
-    delivered INTEGER NOT NULL DEFAULT 0
+    delivered INTEGER NOT NULL DEFAULT 0, timeout REAL, answer TEXT
 );
 CREATE INDEX IF NOT EXISTS orders_created ON orders(created);
 CREATE INDEX IF NOT EXISTS orders_undelivered ON orders(delivered, state);
@@ -55,10 +57,51 @@ CREATE TABLE IF NOT EXISTS nodes (
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT);
 """
 
-TERMINAL = ("done", "failed", "cancelled", "timed_out", "interrupted")
-# A state may only move forward; a terminal state is final unless a later,
-# more precise terminal report arrives for an order we had given up on ("lost").
-RANK = {"received": 0, "queued": 1, "delivered": 2, "running": 3}
+# The layout of the store (PRAGMA user_version). 1: orders kept the order's sender as
+# ``user``, its session as ``session_key``, its timeout in ``options._timeout`` and
+# its answer only inside the Markdown ``response``. 2: each has its own column.
+SCHEMA_VERSION = 2
+
+
+def _answer_of_document(payload: str, document: str | None) -> str | None:
+    """The answer inside a response document of layout 1, found by the exact text the
+    node wrote before it (the payload it echoes), so a ``## Response`` line inside the
+    payload or the answer cannot mislead it."""
+    if not document:
+        return None
+    marker = f"\n## Order\n\n{payload}\n\n## Response\n\n"
+    at = document.find(marker)
+    if at < 0:
+        return None
+    answer = document[at + len(marker):]
+    answer = answer[:-1] if answer.endswith("\n") else answer
+    return "" if answer == "(no output)" else answer
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring a store file of an older layout to SCHEMA_VERSION, in one transaction."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    columns = {r[1] for r in db.execute("PRAGMA table_info(orders)")}
+    if version >= SCHEMA_VERSION or "sender" in columns:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.execute("ALTER TABLE orders RENAME COLUMN user TO sender")
+        db.execute("ALTER TABLE orders RENAME COLUMN session_key TO session")
+        db.execute("ALTER TABLE orders ADD COLUMN timeout REAL")
+        db.execute("ALTER TABLE orders ADD COLUMN answer TEXT")
+        rows = db.execute("SELECT id, payload, options, response FROM orders").fetchall()
+        for oid, payload, options, response in rows:
+            opts = json.loads(options or "{}")
+            timeout = opts.pop("_timeout", None)
+            db.execute("UPDATE orders SET timeout = ?, options = ?, answer = ? WHERE id = ?",
+                       (timeout, json.dumps(opts), _answer_of_document(payload, response), oid))
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 def events_query(*, limit: int | None, since: str | None = None, until: str | None = None,
@@ -105,11 +148,12 @@ class OrderRecord:
     state: str
     batch: str | None = None
     target_spec: str | None = None
-    user: str | None = None
+    sender: str | None = None  # the order's "from"
     chat_id: int | None = None
     message_id: int | None = None
     executor: str | None = None
-    session_key: str | None = None
+    session: str | None = None
+    timeout: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
     created: float = 0.0
     updated: float = 0.0
@@ -117,13 +161,14 @@ class OrderRecord:
     finished: float | None = None
     progress: str | None = None
     error: str | None = None
-    response: str | None = None
+    answer: str | None = None  # the executor's answer, as the node's sidecar carries it
+    response: str | None = None  # the node's Markdown document of the answer, for people
     details: dict[str, Any] = field(default_factory=dict)
     delivered: bool = False
 
     @property
     def terminal(self) -> bool:
-        return self.state in TERMINAL
+        return is_terminal(self.state)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -148,7 +193,10 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'orders'").fetchone():
+                migrate(self.db)
             self.db.executescript(SCHEMA)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         try:
             self.path.chmod(0o640)
         except OSError:
@@ -168,10 +216,11 @@ class Store:
         rec.created = rec.created or now
         rec.updated = now
         self._exec(
-            "INSERT OR IGNORE INTO orders (id, batch, host, target_spec, user, chat_id, message_id, payload,"
-            " executor, session_key, options, state, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (rec.id, rec.batch, rec.host, rec.target_spec, rec.user, rec.chat_id, rec.message_id, rec.payload,
-             rec.executor, rec.session_key, json.dumps(rec.options), rec.state, rec.created, rec.updated))
+            "INSERT OR IGNORE INTO orders (id, batch, host, target_spec, sender, chat_id, message_id, payload,"
+            " executor, session, timeout, options, state, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (rec.id, rec.batch, rec.host, rec.target_spec, rec.sender, rec.chat_id, rec.message_id, rec.payload,
+             rec.executor, rec.session, rec.timeout, json.dumps(rec.options), rec.state, rec.created,
+             rec.updated))
         return rec
 
     def order(self, order_id: str) -> OrderRecord | None:
@@ -211,12 +260,11 @@ class Store:
             if rec is None:
                 return None
             new_state = fields.get("state")
-            if rec.terminal and not (rec.details.get("lost") and new_state in TERMINAL):
+            if rec.terminal and not (rec.details.get("lost") and is_terminal(new_state)):
                 fields = {k: v for k, v in fields.items() if k in ("message_id", "chat_id")}
             elif rec.terminal:
                 fields["delivered"] = False
-            elif new_state is not None and new_state not in TERMINAL \
-                    and RANK.get(new_state, 0) <= RANK.get(rec.state, 0):
+            elif new_state is not None and not is_terminal(new_state) and rank(new_state) <= rank(rec.state):
                 del fields["state"]
             changed = {k: v for k, v in fields.items() if getattr(rec, k) != v}
             if not changed:

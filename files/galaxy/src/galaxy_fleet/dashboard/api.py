@@ -96,13 +96,14 @@ def nodes() -> Any:
 
 @bp.get("/api/orders")
 def orders() -> Any:
-    """Orders, newest first; filters: host, state, user, batch, id, since, until, limit."""
+    """Orders, newest first; filters: host, state, from (also spelt user), batch, id, since, until, limit."""
     from galaxy_fleet.dashboard.summary import order_row
 
     since, until = _time("since"), _time("until")
     rows = _state().reader.orders(
         limit=_limit(50), host=request.args.get("host"), state=request.args.get("state"),
-        user=request.args.get("user"), batch=request.args.get("batch"), order_id=request.args.get("id"),
+        sender=request.args.get("from") or request.args.get("user"), batch=request.args.get("batch"),
+        order_id=request.args.get("id"),
         since=epoch(since) if since else None, until=epoch(until) if until else None)
     return jsonify(orders=[order_row(o) for o in rows], count=len(rows))
 

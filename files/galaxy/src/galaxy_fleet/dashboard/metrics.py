@@ -6,8 +6,8 @@ from typing import Any, Iterator
 
 from galaxy_fleet.dashboard.reader import DURATION_BUCKETS, StoreReader, StoreUnavailable
 from galaxy_fleet.dashboard.summary import Summary
-
-STATES = ("received", "queued", "delivered", "running", "done", "failed", "cancelled", "timed_out", "interrupted")
+from galaxy_fleet.node_status import STATUSES
+from galaxy_fleet.order import STATES
 
 
 class FleetCollector:
@@ -55,7 +55,12 @@ class FleetCollector:
                                    " report)", labels=["host"])
         uptime = GaugeMetricFamily("galaxy_node_worker_uptime_seconds", "Seconds since the node's worker started",
                                    labels=["host"])
+        status = GaugeMetricFamily("galaxy_node_status", "1 for the node's status (healthy, degraded, down, unknown:"
+                                   " the rule the bot and the health playbook apply), 0 for the others",
+                                   labels=["host", "status"])
         for n in nodes:
+            for name in STATUSES:
+                status.add_metric([n["name"], name], 1 if n["status"] == name else 0)
             up.add_metric([n["name"]], 1 if n["connected"] else 0)
             if n["healthy"] is not None:
                 healthy.add_metric([n["name"]], 1 if n["healthy"] else 0)
@@ -67,7 +72,7 @@ class FleetCollector:
                 queued.add_metric([n["name"]], n["worker"]["queued"])
             if n["worker"]["uptime_s"] is not None:
                 uptime.add_metric([n["name"]], n["worker"]["uptime_s"])
-        yield from (up, healthy, seen, disk, queued, uptime)
+        yield from (status, up, healthy, seen, disk, queued, uptime)
 
         duration = HistogramMetricFamily("galaxy_order_duration_seconds", "Time from receiving an order to its"
                                          " answer, finished orders", labels=["host"])

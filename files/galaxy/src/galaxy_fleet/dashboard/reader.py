@@ -15,14 +15,18 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote
 
-PENDING = ("received", "queued", "delivered", "running")
-FAILED = ("failed", "timed_out", "interrupted")
-TERMINAL = ("done", "cancelled", *FAILED)
+from galaxy_fleet.order import CANCELLED, DONE, FAILED, TIMED_OUT, UNSUCCESSFUL
+
+# Finished orders whose time to the answer counts in the latency figures: those that ran
+# to their end (not cancelled, nor interrupted by a dying worker).
+RAN_TO_END = (DONE, FAILED, TIMED_OUT)
 # Upper bounds (seconds) of the order duration histogram in /metrics.
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
-ORDER_COLUMNS = ("id, batch, host, target_spec, user, executor, state, created, updated, started, finished,"
-                 " substr(payload, 1, 200) AS payload, length(payload) AS payload_len,"
-                 " substr(progress, 1, 200) AS progress, substr(error, 1, 300) AS error, delivered")
+# An order as the dashboard lists it: the order's own field names ("from"), long texts shortened.
+ORDER_COLUMNS = ('id, batch, host, target_spec, sender AS "from", executor, state, created, updated, started,'
+                 " finished, substr(payload, 1, 200) AS payload, length(payload) AS payload_len,"
+                 " substr(progress, 1, 200) AS progress, substr(error, 1, 300) AS error,"
+                 " substr(answer, 1, 500) AS answer, length(answer) AS answer_len, delivered")
 
 
 class StoreUnavailable(RuntimeError):
@@ -80,6 +84,10 @@ class StoreReader:
                                      timeout=5, check_same_thread=False)
                 db.execute("PRAGMA query_only = 1")
                 db.execute("SELECT 1 FROM orders LIMIT 1")
+                if "sender" not in {r[1] for r in db.execute("PRAGMA table_info(orders)")}:
+                    db.close()
+                    raise StoreUnavailable(f"{self.path}: the store has an older layout; galaxy-bot brings it "
+                                           "up to date when it starts")
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"{self.path}: cannot read the store: {exc}") from None
             db.row_factory = sqlite3.Row
@@ -139,11 +147,11 @@ class StoreReader:
         return out
 
     def orders(self, *, limit: int = 25, host: str | None = None, state: str | None = None,
-               since: float | None = None, until: float | None = None, user: str | None = None,
+               since: float | None = None, until: float | None = None, sender: str | None = None,
                batch: str | None = None, order_id: str | None = None) -> list[dict[str, Any]]:
-        """Newest orders first, with their payload, progress and error shortened."""
+        """Newest orders first, with their payload, progress, error and answer shortened."""
         sql, args = f"SELECT {ORDER_COLUMNS} FROM orders WHERE 1=1", []
-        for col, val in (("host", host), ("state", state), ("user", user), ("batch", batch), ("id", order_id)):
+        for col, val in (("host", host), ("state", state), ("sender", sender), ("batch", batch), ("id", order_id)):
             if val:
                 sql += _in(col, val, args)
         if since is not None:
@@ -165,7 +173,7 @@ class StoreReader:
         """Orders received in each of the last ``hours`` clock hours (the newest is the current,
         partial one), by outcome, oldest hour first."""
         start = window_start(now, hours * 3600, 3600)
-        buckets = [{"start": start + i * 3600, "done": 0, "failed": 0, "cancelled": 0, "pending": 0}
+        buckets = [{"start": start + i * 3600, DONE: 0, FAILED: 0, CANCELLED: 0, "pending": 0}
                     for i in range(hours)]
         rows = self._rows(
             "SELECT CAST((created - ?) / 3600 AS INTEGER) AS b, state, COUNT(*) AS n FROM orders"
@@ -173,8 +181,8 @@ class StoreReader:
         for r in rows:
             if 0 <= r["b"] < hours:
                 bucket = buckets[r["b"]]
-                key = r["state"] if r["state"] in ("done", "cancelled") else \
-                    "failed" if r["state"] in FAILED else "pending"
+                key = r["state"] if r["state"] in (DONE, CANCELLED) else \
+                    FAILED if r["state"] in UNSUCCESSFUL else "pending"
                 bucket[key] += r["n"]
         return buckets
 
@@ -182,8 +190,8 @@ class StoreReader:
         """(received, seconds to the answer, seconds running) of orders finished in the window."""
         rows = self._rows(
             "SELECT created, finished - created AS total, finished - started AS run FROM orders"
-            " WHERE created >= ? AND finished IS NOT NULL AND state IN ('done', 'failed', 'timed_out')",
-            (window_start(now, hours * 3600, 3600),))
+            f" WHERE created >= ? AND finished IS NOT NULL AND state IN ({','.join('?' * len(RAN_TO_END))})",
+            (window_start(now, hours * 3600, 3600), *RAN_TO_END))
         return [(r["created"], max(0.0, r["total"]), r["run"]) for r in rows]
 
     def duration_histogram(self) -> dict[str, dict[str, Any]]:
@@ -216,6 +224,15 @@ class StoreReader:
         rows = self._rows("SELECT host, kind, COALESCE(severity, 'error') AS severity, COUNT(*) AS n,"
                           " SUM(delivered = 0) AS undelivered FROM alerts GROUP BY host, kind, severity")
         return [dict(r) for r in rows]
+
+    def silent_workers(self) -> set[str]:
+        """Nodes whose worker the bot reported silent and not heard from since (its newest
+        worker_silent / worker_heard alert), as the Fleet keeps them."""
+        last: dict[str, str] = {}
+        for r in self._rows("SELECT host, kind FROM alerts WHERE kind IN ('worker_silent', 'worker_heard')"
+                            " ORDER BY received"):
+            last[r["host"]] = r["kind"]
+        return {host for host, kind in last.items() if kind == "worker_silent"}
 
     def alerts_since(self, since: float) -> int:
         return self._rows("SELECT COUNT(*) FROM alerts WHERE received >= ?", (since,))[0][0]

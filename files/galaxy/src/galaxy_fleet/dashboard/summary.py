@@ -16,7 +16,9 @@ import threading
 import time
 from typing import Any, Callable
 
-from galaxy_fleet.dashboard.reader import FAILED, PENDING, StoreReader, epoch, iso, window_start
+from galaxy_fleet.dashboard.reader import StoreReader, epoch, iso, window_start
+from galaxy_fleet.node_status import DEGRADED, DOWN, HEALTHY, UNKNOWN, node_status
+from galaxy_fleet.order import ACTIVE, CANCELLED, DONE, FAILED, RUNNING, UNSUCCESSFUL
 
 HISTORY_HOURS = 24
 HEALTH_SLOTS = 96  # 15-minute slots over the day
@@ -34,21 +36,32 @@ def _check(health: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
     return None
 
 
+def status_report(report: dict[str, Any], healthy: bool | None, failing: list[str]) -> dict[str, Any] | None:
+    """The newest health verdict in the node's report form, for ``node_status``: the full
+    report, or a newer health_check event's verdict (which names the failing checks)."""
+    if healthy is None:
+        return report or None
+    if report and healthy == report.get("healthy") and failing == [c.get("name") for c in report.get("checks") or []
+                                                                   if not c.get("ok")]:
+        return report
+    return {"healthy": healthy, "checks": [{"name": name, "ok": False} for name in failing]}
+
+
 def order_figures(states: dict[str, int]) -> dict[str, int]:
     """The seed's pending/processed/failed, plus the states behind them."""
     return {
-        "pending": sum(states.get(s, 0) for s in PENDING),
-        "running": states.get("running", 0),
-        "processed": sum(n for s, n in states.items() if s not in PENDING),
-        "done": states.get("done", 0),
-        "failed": sum(states.get(s, 0) for s in FAILED),
-        "cancelled": states.get("cancelled", 0),
+        "pending": sum(states.get(s, 0) for s in ACTIVE),
+        "running": states.get(RUNNING, 0),
+        "processed": sum(n for s, n in states.items() if s not in ACTIVE),
+        "done": states.get(DONE, 0),
+        "failed": sum(states.get(s, 0) for s in UNSUCCESSFUL),
+        "cancelled": states.get(CANCELLED, 0),
         "total": sum(states.values()),
     }
 
 
 def node_figures(node: dict[str, Any], states: dict[str, int], last_check: dict[str, Any] | None,
-                 worker_start: str | None, now: float) -> dict[str, Any]:
+                 worker_start: str | None, now: float, worker_silent: bool = False) -> dict[str, Any]:
     """One node as the page shows it: the seed's figures from the newest full health
     report the Fleet stored, and the newest health_check event when that is newer."""
     report = node.get("health") or {}
@@ -82,20 +95,14 @@ def node_figures(node: dict[str, Any], states: dict[str, int], last_check: dict[
     started = epoch(worker_start)
 
     connected = bool(node.get("connected"))
-    if not connected and node.get("last_seen") is None and not report:
-        status = "unknown"
-    elif not connected:
-        status = "down"
-    elif healthy is False:
-        status = "failing"
-    elif healthy is None:
-        status = "unknown"
-    else:
-        status = "healthy"
+    verdict = node_status(connected=connected, health=status_report(report, healthy, failing),
+                          error=node.get("error"), seen=node.get("last_seen") is not None,
+                          worker_silent=worker_silent)
     hello = node.get("hello") or {}
     return {
         "name": node["name"],
-        "status": status,
+        "status": verdict.status,
+        "reason": verdict.reason,
         "connected": connected,
         "healthy": healthy,
         "failing": failing,
@@ -154,7 +161,7 @@ def order_row(o: dict[str, Any]) -> dict[str, Any]:
             "run_s": _ms(o["finished"] - o["started"]) if o.get("finished") and o.get("started") else None}
 
 
-BRIEF_ORDER = ("id", "host", "user", "executor", "state", "created", "started", "finished", "payload", "progress",
+BRIEF_ORDER = ("id", "host", "from", "executor", "state", "created", "started", "finished", "payload", "progress",
                "error", "duration_s")
 
 
@@ -194,8 +201,10 @@ class Summary:
         counts = r.order_counts() if counts is None else counts
         checks = r.latest_health_checks(n["name"] for n in nodes)
         starts = r.worker_starts()
+        silent = r.silent_workers()
         # orders for hosts the store knows only from orders (removed from the inventory) are left out
-        return [node_figures(n, counts.get(n["name"], {}), checks.get(n["name"]), starts.get(n["name"]), now)
+        return [node_figures(n, counts.get(n["name"], {}), checks.get(n["name"]), starts.get(n["name"]), now,
+                             n["name"] in silent)
                 for n in nodes]
 
     def live(self, now: float) -> dict[str, Any]:
@@ -203,7 +212,7 @@ class Summary:
         counts = r.order_counts()
         nodes = self.nodes(now, counts)
         totals = order_figures(_sum_states(counts))
-        by_status = {k: sum(1 for n in nodes if n["status"] == k) for k in ("healthy", "failing", "down", "unknown")}
+        by_status = {k: sum(1 for n in nodes if n["status"] == k) for k in (HEALTHY, DEGRADED, DOWN, UNKNOWN)}
         disks = [n["disk_percent"] for n in nodes if n["disk_percent"] is not None]
         day = now - 86400
         return {
@@ -236,7 +245,7 @@ class Summary:
             # one character per 15-minute slot: "-" no check ran, "0" all passed, "1" one failed
             "health": {host: "".join(HEALTH_MARK[v] for v in slots)
                        for host, slots in r.health_history(now, HISTORY_HOURS, HEALTH_SLOTS).items()},
-            "last_day": {k: sum(b[k] for b in per_hour) for k in ("done", "failed", "cancelled", "pending")},
+            "last_day": {k: sum(b[k] for b in per_hour) for k in (DONE, FAILED, CANCELLED, "pending")},
         }
 
     # -- cached ----------------------------------------------------------------------

@@ -14,9 +14,9 @@ from typing import Any
 from galaxy_fleet.audit import AuditLog
 from galaxy_fleet.config import Config
 from galaxy_fleet.node.executors import Result
-from galaxy_fleet.order import (
-    CANCELLED, QUEUED, RUNNING, TERMINAL, Order, OrderError, from_dict, new_id, utcnow,
-)
+from galaxy_fleet.node.answer import finish
+from galaxy_fleet.order import CANCELLED, QUEUED, RUNNING, Order, OrderError, build, check_name, from_dict, \
+    is_terminal, utcnow
 from galaxy_fleet.node.spool import Spool, read_json
 
 
@@ -85,6 +85,8 @@ class Node:
 
     # -- status ----------------------------------------------------------
     def status(self, order_id: str, *, with_response: bool = False) -> dict[str, Any]:
+        """The order's state; once finished, its sidecar (the answer in ``answer``).
+        ``with_response`` adds the Markdown document for people as ``response``."""
         sp = self.spool
         try:
             sidecar = read_json(sp.responses / f"{order_id}.json")
@@ -116,7 +118,7 @@ class Node:
         Raises TimeoutError if ``timeout`` passes first.
         """
         status = self.status(order_id, with_response=True)
-        if status.get("state") in TERMINAL:
+        if is_terminal(status.get("state")):
             return status
         from galaxy_fleet.node.watch import IN_MOVED_TO, Watcher
 
@@ -134,7 +136,7 @@ class Node:
             deadline = None if timeout is None else time.monotonic() + timeout
             while True:
                 status = self.status(order_id, with_response=True)
-                if status.get("state") in TERMINAL:
+                if is_terminal(status.get("state")):
                     return status
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
@@ -168,12 +170,9 @@ class Node:
         A queued order is claimed and finished here; a running one is signalled
         through state/cancel/<id> (the worker stops it within about a second).
         """
-        from galaxy_fleet.order import check_name
-        from galaxy_fleet.node.worker import finish
-
         check_name("order id", order_id)
         status = self.status(order_id)
-        if status.get("state") in TERMINAL:
+        if is_terminal(status.get("state")):
             return status
         self.audit.append("order_cancel_requested", severity="warning", order_id=order_id, user=user)
         self.spool.request_cancel(order_id)
@@ -220,8 +219,8 @@ class Node:
 
 
 def new_order(payload: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """The JSON of a fresh order, as `galaxy order submit` builds it (None fields left out)."""
-    data = {"type": "galaxy_order", "id": new_id(), "payload": payload, "timestamp": utcnow(),
-            "acknowledged": False}
-    data.update({k: v for k, v in fields.items() if v is not None})
-    return data
+    """The JSON of a fresh order, as `galaxy order submit` builds it: ``fields`` by their
+    wire names (``from``, ``session``, ``timeout`` ...), None fields left out."""
+    given = {k: v for k, v in fields.items() if v is not None}
+    sender = given.pop("from", None)
+    return build(payload, sender=sender, **given)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from galaxy_fleet.config import Config, HealthConfig, OpenCodeSpec
+from galaxy_fleet.node_status import node_status
 from galaxy_fleet.order import utcnow
 from galaxy_fleet.node.spool import Spool, read_json
 
@@ -39,8 +40,11 @@ class Report:
         return all(c.ok for c in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host": self.host, "ts": self.ts, "healthy": self.healthy, "uptime_s": _uptime(),
-                "checks": [asdict(c) for c in self.checks]}
+        report = {"host": self.host, "ts": self.ts, "healthy": self.healthy, "uptime_s": _uptime(),
+                  "checks": [asdict(c) for c in self.checks]}
+        # asked on the node itself, so it is reachable: the shared rule gives status and reason
+        verdict = node_status(connected=None, health=report)
+        return {**report, "status": verdict.status, "reason": verdict.reason}
 
     def text(self) -> str:
         stamp = f"[{self.ts}]"

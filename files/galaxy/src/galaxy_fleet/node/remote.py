@@ -16,7 +16,9 @@ Protocol (version 1): newline-delimited JSON, one object per line.
   running order's agent is waiting on; the prompt itself is the ``permission_asked`` event).
 - After ``subscribe`` the node pushes every audit event with ``seq > after``
   as ``{"type": "event", "event": {...}}``, live; a finished order's event
-  carries ``"response"`` (sidecar plus Markdown). Undelivered outbox alerts are
+  carries ``"response"``: the order's sidecar, whose fields (``state``, ``answer``,
+  ``exit_code``, ``error``, ``timings``, ``details`` with tokens and cost) are
+  the answer as data, plus its Markdown document for people. Undelivered outbox alerts are
   pushed as ``{"type": "alert", "alert": {...}}`` until acknowledged, and the
   worker's heartbeat as ``{"type": "heartbeat", "heartbeat": {...}}`` each time it beats.
   Delivery is at-least-once: the client resumes from the last seq it stored. A log
@@ -34,6 +36,7 @@ from typing import IO, Any
 
 from galaxy_fleet import __version__
 from galaxy_fleet.config import Config
+from galaxy_fleet.order import TERMINAL_EVENTS
 
 PROTOCOL = 1
 MAX_LINE = 1 << 20  # a request larger than this is refused
@@ -272,15 +275,13 @@ class RemoteServer:
         msg: dict[str, Any] = {"type": "event", "event": event}
         etype = event.get("type", "")
         oid = event.get("order_id")
-        if oid and etype.startswith("order_") and etype[6:] in TERMINAL_NAMES:
+        if oid and etype in TERMINAL_EVENTS:
             try:
                 msg["response"] = self.node.status(oid, with_response=True)
             except LookupError:
                 pass
         self.send(msg)
 
-
-TERMINAL_NAMES = frozenset({"done", "failed", "cancelled", "timed_out", "interrupted"})
 
 
 def _file_state(path: Any) -> tuple[int, int] | None:

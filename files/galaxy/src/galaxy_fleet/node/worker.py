@@ -8,7 +8,6 @@ an outbox alert for every order that did not end ``done``.
 from __future__ import annotations
 
 import heapq
-import json
 import itertools
 import logging
 import os
@@ -20,81 +19,22 @@ from typing import Any
 
 from galaxy_fleet import __version__, sdnotify
 from galaxy_fleet.node import outbox
+from galaxy_fleet.node.answer import finish
 from galaxy_fleet.audit import AuditLog, open_audit
 from galaxy_fleet.config import Config
 from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, build
 from galaxy_fleet.order import (
-    CANCELLED, DELIVERED, DONE, FAILED, INTERRUPTED, TERMINAL,
-    Order, OrderError, from_dict, parse, pid_alive, sort_key, utcnow,
+    DELIVERED, DONE, FAILED, INTERRUPTED, Order, OrderError, from_dict, is_terminal, parse, pid_alive, sort_key,
+    utcnow,
 )
 from galaxy_fleet.node.spool import Claim, Spool, SpoolFull, read_json, write_json
 
 log = logging.getLogger("galaxy.worker")
 
-SEVERITY = {DONE: "info", CANCELLED: "warning", FAILED: "error", INTERRUPTED: "error"}
 PROGRESS_EVERY = 1.0  # seconds between progress events per order (faster lines are batched)
 PROGRESS_KEEP = 50  # lines one progress event carries at most
 PROGRESS_LINE_MAX = 500  # characters kept of one progress line
 SETTLE_AFTER = 2.0  # a half-written order file gets this long before it counts as malformed
-
-
-def render_response(order: Order, state: str, result: Result, sidecar: dict[str, Any]) -> str:
-    """The Markdown answer, in the spirit of the seed's galaxy-order-response-*.md."""
-    t = sidecar["timings"]
-    lines = [
-        f"# Order {order.id}: {state}",
-        "",
-        f"- **Host:** {sidecar['host']}",
-        f"- **From:** {order.sender or '-'}",
-        f"- **Executor:** {sidecar['executor']}",
-        f"- **Exit code:** {'-' if result.exit_code is None else result.exit_code}",
-        "- **Duration:** " + (f"{t['run_s']:.3f} s" if isinstance(t.get("run_s"), (int, float)) else "unknown"),
-    ]
-    if result.error:
-        lines.append(f"- **Error:** {result.error}")
-    lines += ["", "## Order", "", order.payload, "", "## Response", "", result.output or "(no output)", ""]
-    return "\n".join(lines)
-
-
-def finish(spool: Spool, audit: AuditLog, host: str, proc_path: Path, order: Order, executor: str,
-           result: Result, timings: dict[str, Any]) -> dict[str, Any]:
-    """Write the response and sidecar, audit, alert if needed, archive the order file.
-
-    Order matters for crash safety: the durable response comes first, so a
-    crash after it is completed by recovery instead of being re-reported.
-    """
-    state = result.status
-    timings = dict(timings, finished=utcnow())
-    sidecar: dict[str, Any] = {
-        "id": order.id, "state": state, "host": host, "target": order.target, "from": order.sender,
-        "executor": executor, "exit_code": result.exit_code, "error": result.error,
-        "bytes_out": result.bytes_out, "truncated": result.truncated, "session": order.session,
-        "timings": timings, "details": result.details,
-    }
-    # The .md first, the sidecar (which marks the order finished) second: both durable.
-    spool.write_pair([
-        (spool.responses / f"{order.id}.md", render_response(order, state, result, sidecar).encode()),
-        (spool.responses / f"{order.id}.json", json.dumps(sidecar, ensure_ascii=False, indent=1).encode() + b"\n"),
-    ])
-    figures = {k: result.details[k] for k in ("tokens_in", "tokens_out", "cost", "model", "agent")
-               if k in result.details}
-    audit.append(f"order_{state}", severity=SEVERITY.get(state, "error"), order_id=order.id,
-                 user=order.sender or None, message=result.error or "ok", executor=executor,
-                 exit_code=result.exit_code, run_s=timings.get("run_s"), bytes_out=result.bytes_out,
-                 **figures)
-    if state != DONE:
-        outbox.post(spool, host, f"order_{state}", f"Order {order.id} {state}: {result.error or state}",
-                    severity=SEVERITY.get(state, "error"), order_id=order.id, user=order.sender or None,
-                    target=order.target, retry=state in (INTERRUPTED, FAILED))
-    try:
-        # Not synced: if this rename is lost, recovery finds the finished sidecar and redoes it.
-        spool.move(proc_path, spool.archive / f"{order.id}.json", durable=False)
-    except FileNotFoundError:
-        pass
-    spool.write_state(order.id, {"id": order.id, "state": state, "updated": utcnow(),
-                                 "host": host, "error": result.error})
-    spool.clear_cancel(order.id)
-    return sidecar
 
 
 class _Timers(threading.Thread):
@@ -398,7 +338,7 @@ class Worker:
             progress.flush()
             with self._cv:
                 self._running.pop(order.id, None)
-        if result.status not in TERMINAL:
+        if not is_terminal(result.status):
             result.status = FAILED
         if result.status == DONE and ctx.cancelled.is_set():
             result.status = ctx.stopped_status()
@@ -425,7 +365,7 @@ class Worker:
         oid = claim.path.stem
         sidecar = self.spool.responses / f"{oid}.json"
         try:
-            done = read_json(sidecar).get("state") in TERMINAL
+            done = is_terminal(read_json(sidecar).get("state"))
         except (OSError, ValueError):
             done = False
         if done:  # it had finished; only the archive move was lost

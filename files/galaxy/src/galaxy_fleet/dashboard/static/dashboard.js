@@ -69,10 +69,10 @@
   function renderTiles(st) {
     const f = st.fleet, o = st.orders, day = st.history.last_day;
     const p50 = st.history.latency_day.p50;
-    const problems = f.failing + f.down;
+    const problems = f.degraded + f.down;
     $("tiles").replaceChildren(
       tile("nodes", "Nodes healthy", f.healthy + " / " + f.nodes,
-        [f.failing ? f.failing + " failing" : "", f.down ? f.down + " down" : "", f.unknown ? f.unknown + " unknown" : ""]
+        [f.degraded ? f.degraded + " degraded" : "", f.down ? f.down + " down" : "", f.unknown ? f.unknown + " unknown" : ""]
           .filter(Boolean).join(" · ") || "all connected", problems ? "bad" : f.unknown ? "warn" : "ok"),
       tile("pending", "Pending", num(o.pending), o.running + " running", o.pending ? "info" : ""),
       tile("processed", "Processed", num(o.processed), num(o.done) + " done", ""),
@@ -220,7 +220,7 @@
     return h("span", { class: "disk" }, bar, h("span", { class: "pct", text: Math.round(pct) + "%" }));
   }
   // Problems first, then by name: the nodes that need a look are at the top.
-  const STATUS_ORDER = { down: 0, failing: 1, unknown: 2, healthy: 3 };
+  const STATUS_ORDER = { down: 0, degraded: 1, unknown: 2, healthy: 3 };
   const CARDS_UP_TO = 24;  // beyond this many nodes, one table row per node
   function nodeView(n, st) {
     const w = n.worker, oc = n.opencode, gone = n.status === "down";
@@ -234,7 +234,7 @@
       opencode: gone ? "unknown" : oc.ok === null ? "not used" : mark(oc.ok) + (oc.ok ? (oc.ms !== null && oc.ms !== undefined ? Math.round(oc.ms) + " ms" : "healthy") : "unhealthy"),
       slots: [...marks].map((c) => (c === "-" ? -1 : Number(c))),
       note: n.status === "down" && n.error ? n.error
-        : n.status === "failing" && n.failing.length ? "failing: " + n.failing.join(", ")
+        : n.status === "degraded" ? n.reason
         : n.status === "unknown" && !n.last_seen ? "Not connected since the bot started; no report yet." : null,
       seen: [n.version ? "v" + n.version : null, n.connected ? "online" : "seen " + ago(n.last_seen),
              n.health_ts ? "checked " + ago(n.health_ts) : "not checked yet"].filter(Boolean).join(" · "),
@@ -298,7 +298,7 @@
       h("td", { class: "host", text: o.host }),
       h("td", {}, h("span", { class: "pill small " + (STATE_CLASS[o.state] || "muted"), text: o.state.replace("_", " ") })),
       h("td", { class: "num", "data-field": "duration", text: o.duration_s !== null ? dur(o.duration_s) : o.started ? "running " + dur(Date.now() / 1000 - o.started) : "…" }),
-      h("td", { class: "hide-s", text: o.user || "" }),
+      h("td", { class: "hide-s", text: o.from || "" }),
       h("td", { class: "payload", title: o.payload }, h("span", { text: o.payload }),
         o.error ? h("span", { class: "err", text: o.error }) : null)));
     if (!rows.length) rows.push(h("tr", {}, h("td", { colSpan: 6, class: "empty", text: "No orders yet." })));
