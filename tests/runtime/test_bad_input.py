@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -146,3 +148,163 @@ def test_full_disk_loses_nothing(node, small_spool):
     # the earlier answer is intact
     assert "before the disk filled" in (small_spool / "responses" / f"{before}.md").read_text()
     assert worker.poll() is None
+
+
+# -- entries that are not plain order files ---------------------------------------
+
+def _restart_clean(node, worker) -> None:
+    """Stop the worker, start a fresh one on the same spool: it comes up and serves."""
+    worker.send_signal(subprocess.signal.SIGTERM)
+    assert worker.wait(30) == 0
+    again = node.start_worker()
+    oid = node.submit("after the restart")
+    assert node.wait_done(oid)["state"] == "done"
+    assert again.poll() is None
+
+
+def _reason(node, name: str) -> str:
+    path = node.spool / "quarantine" / f"{name}.reason.json"
+    wait_for(path.exists, what=f"{name} quarantined")
+    return json.loads(path.read_text())["reason"]
+
+
+def test_fifo_never_stalls_intake(node):
+    worker = node.start_worker()
+    os.mkfifo(node.spool / "orders" / "live.json")  # dropped while it runs
+    assert "a FIFO" in _reason(node, "live.json")
+    oid = node.submit("still serving")
+    assert node.wait_done(oid)["state"] == "done"
+    _restart_clean(node, worker)
+
+
+def test_fifo_present_at_start_up(node):
+    (node.spool / "orders").mkdir(parents=True)
+    os.mkfifo(node.spool / "orders" / "early.json")
+    worker = node.start_worker()
+    assert "a FIFO" in _reason(node, "early.json")
+    _restart_clean(node, worker)
+
+
+def test_deep_nesting_at_start_up_is_quarantined(node):
+    (node.spool / "orders").mkdir(parents=True)
+    deep = b'{"payload": "hi", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    (node.spool / "orders" / "deep.json").write_bytes(deep)
+    opts = {"payload": "hi", "options": {"a": json.loads("[" * 40 + "]" * 40)}}
+    (node.spool / "orders" / "deepopts.json").write_text(json.dumps(opts))
+    worker = node.start_worker()
+    assert "nested too deeply" in _reason(node, "deep.json")
+    assert "nested more than 16 levels" in _reason(node, "deepopts.json")
+    assert (node.spool / "quarantine" / "deep.json").read_bytes() == deep
+    _restart_clean(node, worker)
+    proc = node.galaxy("order", "submit", "--json", "--option", "k=v", "fine")
+    assert proc.returncode == 0
+
+
+def test_symlink_is_not_followed(node, tmp_path):
+    secret = tmp_path / "secret.json"
+    secret.write_text(json.dumps({"payload": "secret contents"}))
+    secret.chmod(0o600)
+    worker = node.start_worker()
+    (node.spool / "orders" / "link.json").symlink_to(secret)
+    (node.spool / "orders" / "zero.json").symlink_to("/dev/zero")
+    assert "symbolic link" in _reason(node, "link.json")
+    assert "symbolic link" in _reason(node, "zero.json")
+    assert (node.spool / "quarantine" / "link.json").is_symlink()  # the link moved, its target untouched
+    assert secret.read_text() == json.dumps({"payload": "secret contents"})
+    assert "secret contents" not in json.dumps(node.audit_events())
+    _restart_clean(node, worker)
+
+
+def test_directory_is_moved_aside(node):
+    worker = node.start_worker()
+    (node.spool / "orders" / "dir.json").mkdir()
+    node.galaxy("order", "submit", "wake the scan")  # a directory sends no file event; the scan finds it
+    worker.send_signal(subprocess.signal.SIGTERM)
+    worker.wait(30)
+    worker = node.start_worker()
+    assert "a directory, not a regular file" in _reason(node, "dir.json")
+    assert not (node.spool / "orders" / "dir.json").exists()
+    _restart_clean(node, worker)
+
+
+def test_unmovable_entry_is_reported_once_and_left_alone(node):
+    """A mount point in orders/ cannot be renamed: it is reported once, not retried in a loop."""
+    mnt = node.spool / "orders" / "mounted.json"
+    mnt.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "galaxy-test-mnt", str(mnt)], check=True)
+    try:
+        worker = node.start_worker()
+        for _ in range(3):  # every scan (start-up, overflow) sees it again
+            oid = node.submit("serving around it")
+            assert node.wait_done(oid)["state"] == "done"
+        wait_for(lambda: [e for e in node.audit_events() if e["type"] == "order_quarantined"], what="report")
+        time.sleep(1.5)  # three heartbeats: nothing reported again
+        events = [e for e in node.audit_events() if e["type"] == "order_quarantined"]
+        assert len(events) == 1 and "cannot be moved to quarantine" in events[0]["message"]
+        assert len([a for a in node.outbox() if a["kind"] == "order_quarantined"]) == 1
+        _restart_clean(node, worker)  # a new worker reports it once more, and serves
+    finally:
+        node.stop_workers()
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_oversized_file_is_not_read_whole(node):
+    worker = node.start_worker()
+    big = node.spool / "tmp" / "big.json"
+    with open(big, "wb") as fh:
+        fh.truncate(64 << 20)  # sparse: 64 MiB of nothing, never read
+    big.rename(node.spool / "orders" / "big.json")
+    assert "over the limit of" in _reason(node, "big.json")
+    _restart_clean(node, worker)
+
+
+# -- names and ids ------------------------------------------------------------------
+
+@pytest.mark.parametrize("field", ["id", "target", "session"])
+def test_trailing_newline_in_names_is_refused(node, field):
+    worker = node.start_worker()
+    data = {"payload": "hi", field: "nl-1\n"}
+    (node.spool / "tmp" / "nl.json").write_text(json.dumps(data))
+    (node.spool / "tmp" / "nl.json").rename(node.spool / "orders" / "nl.json")
+    assert "'nl-1\\n' is not valid" in _reason(node, "nl.json")
+    assert not [p for p in node.spool.rglob("*") if "\n" in p.name]
+    flag = {"id": "--id", "target": "--target", "session": "--session"}[field]
+    proc = node.galaxy("order", "submit", flag, "nl-2\n", "hi")
+    assert proc.returncode == 2 and "is not valid" in proc.stderr
+    assert worker.poll() is None
+
+
+@pytest.mark.parametrize("oid", ["heartbeat", "health", "cancel", "executors", "orders"])
+def test_reserved_looking_ids_are_ordinary_orders(node, oid):
+    worker = node.start_worker()
+    assert node.submit("hello", "--id", oid) == oid
+    side = node.wait_done(oid)
+    assert side["state"] == "done" and side["id"] == oid
+    assert node.lifecycle(oid)[-1] == "order_done"
+    hb = json.loads((node.spool / "state" / "heartbeat.json").read_text())
+    assert hb["pid"] == worker.pid  # the worker's file is untouched by the order's state
+    _restart_clean(node, worker)
+
+
+def test_duplicate_id_in_dropped_files_runs_once(node):
+    worker = node.start_worker()
+    first = node.submit("first", "--id", "dup-file")
+    assert node.wait_done(first)["state"] == "done"
+    answer = (node.spool / "responses" / "dup-file.md").read_text()
+    for name in ("again.json", "dup-file.json"):
+        (node.spool / "tmp" / name).write_text(json.dumps({"id": "dup-file", "payload": "second"}))
+        (node.spool / "tmp" / name).rename(node.spool / "orders" / name)
+        assert "order id 'dup-file' is already known on this node" in _reason(node, name)
+    assert (node.spool / "responses" / "dup-file.md").read_text() == answer  # never overwritten
+    assert node.lifecycle("dup-file").count("order_running") == 1
+    # two files with one new id dropped together: one runs, the other is quarantined
+    for name in ("twin-a.json", "twin-b.json"):
+        (node.spool / "tmp" / name).write_text(json.dumps({"id": "twin", "payload": "twin"}))
+    worker.send_signal(subprocess.signal.SIGSTOP)
+    for name in ("twin-a.json", "twin-b.json"):
+        (node.spool / "tmp" / name).rename(node.spool / "orders" / name)
+    worker.send_signal(subprocess.signal.SIGCONT)
+    node.wait_done("twin")
+    wait_for(lambda: len(list((node.spool / "quarantine").glob("twin-*.reason.json"))) == 1, what="twin")
+    assert node.lifecycle("twin").count("order_running") == 1
+    _restart_clean(node, worker)

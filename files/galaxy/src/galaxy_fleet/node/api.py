@@ -147,8 +147,7 @@ class Node:
 
     def list(self, *, limit: int = 20, state: str | None = None) -> list[dict[str, Any]]:
         """Most recent orders first, from the per-order state files."""
-        names = sorted((n for n in os.listdir(self.spool.state)
-                        if n.endswith(".json") and n != "heartbeat.json"), reverse=True)
+        names = sorted((n for n in os.listdir(self.spool.order_state) if n.endswith(".json")), reverse=True)
         out: list[dict[str, Any]] = []
         for name in names:
             st = self.spool.read_state(name[:-5])
