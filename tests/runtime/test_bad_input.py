@@ -308,3 +308,57 @@ def test_duplicate_id_in_dropped_files_runs_once(node):
     wait_for(lambda: len(list((node.spool / "quarantine").glob("twin-*.reason.json"))) == 1, what="twin")
     assert node.lifecycle("twin").count("order_running") == 1
     _restart_clean(node, worker)
+
+
+# -- no orphans ---------------------------------------------------------------------
+
+def _procs_with(arg: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = (open(f"/proc/{pid}/cmdline", "rb").read()).split(b"\0")
+        except OSError:
+            continue
+        if arg.encode() in cmd:
+            found.append(int(pid))
+    return found
+
+
+def test_background_children_end_with_their_order(node):
+    tag = f"30.{uuid.uuid4().int % 10**9:09d}"  # a unique argument, to find the process by
+    node.write_config(executors={**node.config["executors"],
+                                 "bg": {"type": "command", "argv": ["/bin/sh", "-c", f"sleep {tag} & echo started"]}})
+    node.start_worker()
+    oid = node.submit("x", "--executor", "bg")
+    side = node.wait_done(oid)
+    assert side["state"] == "done"
+    wait_for(lambda: not _procs_with(tag), timeout=5, what="the background sleep killed with its order")
+    assert not (node.spool / "processing" / f"{oid}.pgid").exists()
+
+
+def test_worker_killed_mid_order_leaves_no_orphans_and_no_second_run(node, tmp_path):
+    marker = tmp_path / "ran"
+    tag = f"4.{uuid.uuid4().int % 10**9:09d}"
+    script = f"sleep {tag}; echo ran >> {marker}"
+    node.write_config(executors={**node.config["executors"],
+                                 "late": {"type": "command", "argv": ["/bin/sh", "-c", script]}})
+    worker = node.start_worker()
+    oid = node.submit("x", "--executor", "late")
+    pgid_file = node.spool / "processing" / f"{oid}.pgid"
+    wait_for(pgid_file.exists, what="the order's process group recorded")
+    wait_for(lambda: _procs_with(tag), what="the sleep running")
+    pgid = json.loads(pgid_file.read_text())["pgid"]
+    worker.kill()  # -9: no clean-up of its own
+    worker.wait()
+    assert _procs_with(tag)  # outside systemd nothing else would end them
+    node.start_worker()
+    side = node.wait_done(oid)
+    assert side["state"] == "interrupted"
+    assert not _procs_with(tag)
+    killed = [e for e in node.audit_events(oid) if e["type"] == "order_processes_killed"]
+    assert len(killed) == 1 and killed[0]["pgid"] == pgid
+    # the retry runs it once; the interrupted run never finishes it a second time
+    retry = node.submit("x", "--executor", "late", "--timeout", "60")
+    wait_for(lambda: _procs_with(tag), what="the retry running")
+    assert node.wait_done(retry, timeout=float(tag) + 20)["state"] == "done"
+    assert marker.read_text() == "ran\n"

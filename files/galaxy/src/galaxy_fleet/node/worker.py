@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from galaxy_fleet import __version__, sdnotify
-from galaxy_fleet.node import outbox
+from galaxy_fleet.node import outbox, procgroup
 from galaxy_fleet.audit import AuditLog
 from galaxy_fleet.config import Config
 from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, build
@@ -461,7 +461,8 @@ class Worker:
         state_dir = spool.state / "executors" / name
         state_dir.mkdir(parents=True, exist_ok=True)
         ctx = RunContext(order.id, deadline=t0 + timeout, max_output_bytes=self.config.worker.max_output_bytes,
-                         state_dir=state_dir, progress=progress, workdir=workdir)
+                         state_dir=state_dir, progress=progress, workdir=workdir,
+                         on_spawn=lambda pgid: self._record_group(order.id, pgid))
         with self._cv:
             self._running[order.id] = ctx
         if spool.cancel_requested(order.id):
@@ -489,6 +490,34 @@ class Worker:
         if progress.last:
             result.details.setdefault("last_progress", progress.last)
         finish(spool, audit, self.host, claim.path, order, name, result, timings)
+        self._group_file(order.id).unlink(missing_ok=True)
+
+    def _group_file(self, order_id: str) -> Path:
+        return self.spool.processing / f"{order_id}.pgid"
+
+    def _record_group(self, order_id: str, pgid: int) -> None:
+        """Note the process group of a program started for an order, beside its claim."""
+        try:
+            write_json(self._group_file(order_id), procgroup.identity(pgid), self.spool.tmp, durable=False)
+        except OSError as exc:
+            log.error("cannot record the process group of %s: %s", order_id, exc)
+
+    def _kill_leftovers(self, order_id: str) -> None:
+        """Kill what a dead worker's run of this order left running, then forget the record."""
+        path = self._group_file(order_id)
+        try:
+            record = read_json(path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            record = None
+        killed = procgroup.kill_recorded(record)
+        if killed:
+            log.warning("killed %d leftover process(es) of order %s", killed, order_id)
+            self.audit.append("order_processes_killed", severity="warning", order_id=order_id,
+                              message=f"{killed} process(es) left by the dead worker killed",
+                              pgid=record.get("pgid") if isinstance(record, dict) else None, count=killed)
+        path.unlink(missing_ok=True)
 
     # -- recovery --------------------------------------------------------
     def recover(self) -> int:
@@ -508,6 +537,7 @@ class Worker:
 
     def _recover_one(self, claim: Claim) -> None:
         oid = claim.path.stem
+        self._kill_leftovers(oid)  # before anything else: nothing of the old run may finish it now
         sidecar = self.spool.responses / f"{oid}.json"
         try:
             side = read_json(sidecar)
