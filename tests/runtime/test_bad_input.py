@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
 import time
 import uuid
 
 import pytest
 
-from nodeenv import wait_for
+from nodeenv import GALAXY as GALAXY_CMD, wait_for
 
 BAD_FILES = {
     "malformed.json": (b'{"type": "galaxy_order", "payload": ', "malformed JSON"),
@@ -362,3 +363,105 @@ def test_worker_killed_mid_order_leaves_no_orphans_and_no_second_run(node, tmp_p
     wait_for(lambda: _procs_with(tag), what="the retry running")
     assert node.wait_done(retry, timeout=float(tag) + 20)["state"] == "done"
     assert marker.read_text() == "ran\n"
+
+
+# -- galaxy remote --------------------------------------------------------------------
+
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _fill_audit(node, events: int) -> None:
+    from galaxy_fleet.config import load
+    from galaxy_fleet.node.worker import open_audit
+
+    audit = open_audit(load(node.config_path))
+    for i in range(events):
+        audit.append("test_event", message=f"event {i} " + "x" * 100, sync=False)
+    audit.close()
+
+
+def test_remote_malformed_frames_answered_and_session_kept(node):
+    node.start_worker()
+    _fill_audit(node, 1100)
+    frames = [
+        b"[" * 100000 + b"]" * 100000,  # nested past the parser's depth
+        b'{"id": 1, "op": "submit", "order": {"payload": "x", "options": {"a": ' + b"[" * 50 + b"]" * 50 + b"}}}",
+        b'{"id": 2, "op": "ping", "pad": "' + b"y" * (2 << 20) + b'"}',  # over the line limit
+        b"\xff\xfe not utf-8",
+        b'{"id": {"deep": [[[[1]]]]}, "op": "ping"}',
+        b'{"id": 3, "op": ["list"]}',
+        b'{"id": 4, "op": "audit", "limit": null}',
+        b'{"id": 5, "op": "audit", "limit": 1000000000}',
+        b'{"id": 6, "op": "audit", "limit": "all"}',
+        b'{"id": 7, "op": "cancel", "order_id": "nope", "wait": 1e300}',
+        b'{"id": 8, "op": "list", "limit": -1}',
+        b'{"id": 9, "op": "ping"}',
+    ]
+    proc = subprocess.run([*GALAXY_CMD, "remote"], env=node.env, input=b"\n".join(frames) + b"\n",
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert b"Traceback" not in proc.stderr
+    msgs = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert msgs[0]["type"] == "hello"
+    results = msgs[1:]
+    assert len(results) == len(frames)  # every frame got exactly one answer
+    by_id = {m["id"]: m for m in results if m["id"] is not None}
+    anonymous = [m["error"] for m in results if m["id"] is None]
+    assert "bad request: JSON nested too deeply" in anonymous
+    assert any("over 1048576 bytes" in e for e in anonymous)
+    assert any("'id' must be an integer or a string" in e for e in anonymous)
+    assert len(anonymous) == 4
+    assert "nested" in by_id[1]["error"]
+    assert "'op' must be a string" in by_id[3]["error"]
+    assert len(by_id[4]["data"]["events"]) == 100  # no limit: the default, not everything
+    assert len(by_id[5]["data"]["events"]) == 1000  # capped
+    assert "'limit' must be a positive integer" in by_id[6]["error"]
+    assert "'wait' must be a number from 0 to 60" in by_id[7]["error"]
+    assert "'limit' must be a positive integer" in by_id[8]["error"]
+    assert by_id[9]["ok"] is True
+
+
+def test_remote_flood_is_bounded(node):
+    """A client that writes 100 requests of 1 MB and reads no answer: the session stops
+    reading (the writer is held back) and stays small; then every request is answered."""
+    node.start_worker()
+    _fill_audit(node, 200)
+    proc = subprocess.Popen([*GALAXY_CMD, "remote"], env=node.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        json.loads(proc.stdout.readline())
+        pad = "x" * 1_000_000
+        written = [0]
+
+        def writer() -> None:
+            for i in range(100):
+                proc.stdin.write(json.dumps({"id": i, "op": "audit", "limit": 50, "pad": pad}).encode() + b"\n")
+                written[0] = i + 1
+            proc.stdin.close()
+
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        peak, last, since = 0.0, -1, time.monotonic()
+        while time.monotonic() - since < 3:  # until the writer has made no progress for 3 s
+            peak = max(peak, _rss_mb(proc.pid))
+            if written[0] != last:
+                last, since = written[0], time.monotonic()
+            time.sleep(0.05)
+        assert written[0] < 30, "the session kept reading while its answers were blocked"
+        assert peak < 120, f"session RSS {peak:.0f} MB"
+        ids = set()
+        for line in proc.stdout:
+            msg = json.loads(line)
+            if msg["type"] == "result":
+                assert msg["ok"] is True
+                ids.add(msg["id"])
+        assert ids == set(range(100))
+        t.join(30)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -118,6 +118,8 @@ class Node:
         status = self.status(order_id, with_response=True)
         if status.get("state") in TERMINAL:
             return status
+        if timeout is not None and timeout <= 0:  # no watch (no inotify instance) for a mere look
+            raise TimeoutError(f"order {order_id} is still {status.get('state')}")
         from galaxy_fleet.node.watch import IN_MOVED_TO, Watcher
 
         done = threading.Event()
