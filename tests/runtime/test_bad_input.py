@@ -465,3 +465,38 @@ def test_remote_flood_is_bounded(node):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+# -- backpressure -------------------------------------------------------------------
+
+def test_full_queue_refuses_as_busy_and_backlog_alerts(node):
+    node.write_config(worker={"max_queued": 4}, health={"backlog_max": 2, "opencode": False})
+    worker = node.start_worker()
+    blocker = node.submit("30", "--executor", "sleep")
+    wait_for(lambda: (node.spool / "processing" / f"{blocker}.json").exists(), what="the runner busy")
+    queued = [node.submit(f"q{i}") for i in range(4)]
+    proc = node.galaxy("order", "submit", "--json", "one too many")
+    assert proc.returncode == 5
+    assert "testnode is busy: 4 orders queued (limit 4)" in proc.stderr and "try again later" in proc.stderr
+    assert len(list((node.spool / "orders").glob("*.json"))) == 4  # nothing was added
+    refused = [e for e in node.audit_events() if e["type"] == "order_refused"]
+    assert len(refused) == 1 and refused[0]["queued"] == 4
+    assert node.galaxy("order", "submit", "--id", queued[0], "q0").returncode == 0  # a resend is still fine
+    # the backlog check flags it, and alerts once
+    code, out = node.galaxy("health").returncode, node.galaxy("health").stdout
+    assert code == 1 and "✗ Queue backlog HIGH (4 waiting)" in out
+    assert [a["kind"] for a in node.outbox()] == ["health_failing"]
+    assert "Queue backlog HIGH" in node.outbox()[0]["message"]
+    # over the remote protocol the refusal is marked busy, with the figures
+    reqs = json.dumps({"id": 1, "op": "submit", "order": {"payload": "via remote"}}).encode() + b"\n"
+    out = subprocess.run([*GALAXY_CMD, "remote"], env=node.env, input=reqs, capture_output=True, timeout=30).stdout
+    answer = json.loads(out.splitlines()[1])
+    assert answer["ok"] is False and answer["busy"] is True and answer["queued"] == 4 and answer["limit"] == 4
+    # once the queue drains, orders are taken again and the health recovers
+    node.galaxy("order", "cancel", blocker, check=True)
+    for oid in queued:
+        assert node.wait_done(oid)["state"] == "done"
+    assert node.galaxy("health").returncode == 0
+    assert "health_recovered" in [a["kind"] for a in node.outbox()]
+    assert node.wait_done(node.submit("taken again"))["state"] == "done"
+    assert worker.poll() is None

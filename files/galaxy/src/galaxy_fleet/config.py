@@ -49,6 +49,7 @@ class WorkerConfig:
     default_executor: str = "opencode"
     cancel_grace: float = 1.0  # seconds between SIGTERM and SIGKILL of a cancelled command
     shutdown_grace: float = 20.0  # on SIGTERM, how long running orders may finish before interruption
+    max_queued: int = 1000  # orders waiting on this node; beyond it a submit is refused as busy
 
 
 @dataclass

@@ -24,6 +24,15 @@ class NotFound(LookupError):
     """No order with that id on this node."""
 
 
+class Busy(RuntimeError):
+    """The node's queue is full (``worker.max_queued``): the order was not taken; try again later."""
+
+    def __init__(self, host: str, queued: int, limit: int):
+        super().__init__(f"{host} is busy: {queued} orders queued (limit {limit}); the order was not "
+                         "taken, try again later")
+        self.host, self.queued, self.limit = host, queued, limit
+
+
 class Node:
     def __init__(self, config: Config, audit: AuditLog | None = None):
         self.config = config
@@ -60,6 +69,11 @@ class Node:
         if not order.id_assigned and self.known(order.id):
             order.duplicate = True
             return order
+        queued, limit = self.spool.queued_count(), self.config.worker.max_queued
+        if queued >= limit:  # admission control: a full queue refuses, it never grows without bound
+            self.audit.append("order_refused", severity="warning", order_id=order.id, user=order.sender or None,
+                              message=f"queue full: {queued} orders queued (limit {limit})", queued=queued)
+            raise Busy(self.config.host, queued, limit)
         order.extra["acknowledged"] = False
         user = order.sender or None
         self.audit.append("order_received", order_id=order.id, user=user, target=order.target,

@@ -32,6 +32,7 @@ from typing import IO, Any
 
 from galaxy_fleet import __version__
 from galaxy_fleet.config import Config
+from galaxy_fleet.node.api import Busy as NodeBusy
 
 PROTOCOL = 1
 MAX_LINE = 1 << 20  # a request line longer than this is answered "bad request" and skipped
@@ -163,6 +164,9 @@ class RemoteServer:
             reply = {"type": "result", "id": rid, "ok": True, "data": data}
         except Busy as exc:
             reply = {"type": "result", "id": rid, "ok": False, "error": str(exc), "busy": True, **exc.figures}
+        except NodeBusy as exc:
+            reply = {"type": "result", "id": rid, "ok": False, "error": str(exc), "busy": True,
+                     "queued": exc.queued, "limit": exc.limit}
         except RemoteError as exc:
             reply = {"type": "result", "id": rid, "ok": False, "error": str(exc)}
         except (ValueError, LookupError, TypeError) as exc:  # OrderError, NotFound, AuditError ...
