@@ -272,7 +272,7 @@ def test_trailing_newline_in_names_is_refused(node, field):
     flag = {"id": "--id", "target": "--target", "session": "--session"}[field]
     proc = node.galaxy("order", "submit", flag, "nl-2\n", "hi")
     assert proc.returncode == 2 and "is not valid" in proc.stderr
-    assert worker.poll() is None
+    _restart_clean(node, worker)
 
 
 @pytest.mark.parametrize("oid", ["heartbeat", "health", "cancel", "executors", "orders"])
@@ -385,7 +385,7 @@ def _fill_audit(node, events: int) -> None:
 
 
 def test_remote_malformed_frames_answered_and_session_kept(node):
-    node.start_worker()
+    worker = node.start_worker()
     _fill_audit(node, 1100)
     frames = [
         b"[" * 100000 + b"]" * 100000,  # nested past the parser's depth
@@ -423,12 +423,13 @@ def test_remote_malformed_frames_answered_and_session_kept(node):
     assert "'wait' must be a number from 0 to 60" in by_id[7]["error"]
     assert "'limit' must be a positive integer" in by_id[8]["error"]
     assert by_id[9]["ok"] is True
+    _restart_clean(node, worker)
 
 
 def test_remote_flood_is_bounded(node):
     """A client that writes 100 requests of 1 MB and reads no answer: the session stops
     reading (the writer is held back) and stays small; then every request is answered."""
-    node.start_worker()
+    worker = node.start_worker()
     _fill_audit(node, 200)
     proc = subprocess.Popen([*GALAXY_CMD, "remote"], env=node.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
@@ -465,6 +466,7 @@ def test_remote_flood_is_bounded(node):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    _restart_clean(node, worker)
 
 
 # -- backpressure -------------------------------------------------------------------
@@ -500,3 +502,18 @@ def test_full_queue_refuses_as_busy_and_backlog_alerts(node):
     assert "health_recovered" in [a["kind"] for a in node.outbox()]
     assert node.wait_done(node.submit("taken again"))["state"] == "done"
     assert worker.poll() is None
+
+
+def test_recovery_completes_a_final_audit_event_lost_to_a_crash(node):
+    """A worker killed between an order's answer and its final audit event: the next one adds the event."""
+    oid = node.submit("answered, then the worker died", "--id", "half-done")
+    (node.spool / "orders" / f"{oid}.json").rename(node.spool / "processing" / f"{oid}.json")  # claimed
+    sidecar = {"id": oid, "state": "done", "host": "testnode", "executor": "echo", "exit_code": 0,
+               "error": None, "timings": {}}
+    (node.spool / "responses" / f"{oid}.md").write_text("# answer\n")
+    (node.spool / "responses" / f"{oid}.json").write_text(json.dumps(sidecar))
+    node.start_worker()
+    wait_for((node.spool / "archive" / f"{oid}.json").exists, what="recovered to the archive")
+    done = [e for e in node.audit_events(oid) if e["type"] == "order_done"]
+    assert len(done) == 1 and done[0]["recovered"] is True
+    assert node.sidecar(oid)["state"] == "done"  # the answer is kept as it was

@@ -535,6 +535,17 @@ class Worker:
                 claim.release()
         return count
 
+    def _complete_audit(self, oid: str, sidecar: dict[str, Any]) -> None:
+        """A worker that died between an order's answer and its final audit event: add the event."""
+        from galaxy_fleet.audit import query
+
+        state = sidecar.get("state")
+        if query(self.config.audit.path, order_id=oid, type=f"order_{state}", limit=1):
+            return
+        self.audit.append(f"order_{state}", severity=SEVERITY.get(state, "error"), order_id=oid,
+                          user=sidecar.get("from") or None, message=sidecar.get("error") or "ok",
+                          executor=sidecar.get("executor"), exit_code=sidecar.get("exit_code"), recovered=True)
+
     def _recover_one(self, claim: Claim) -> None:
         oid = claim.path.stem
         self._kill_leftovers(oid)  # before anything else: nothing of the old run may finish it now
@@ -544,7 +555,8 @@ class Worker:
             done = isinstance(side, dict) and side.get("state") in TERMINAL
         except (OSError, ValueError):
             done = False
-        if done:  # it had finished; only the archive move was lost
+        if done:  # it had finished; only the archive move was lost (and perhaps its audit event)
+            self._complete_audit(oid, side)
             self.spool.move(claim.path, self.spool.archive / claim.path.name)
             return
         try:
