@@ -517,3 +517,13 @@ def test_recovery_completes_a_final_audit_event_lost_to_a_crash(node):
     done = [e for e in node.audit_events(oid) if e["type"] == "order_done"]
     assert len(done) == 1 and done[0]["recovered"] is True
     assert node.sidecar(oid)["state"] == "done"  # the answer is kept as it was
+
+
+def test_recovery_records_the_delivery_a_crash_left_out(node):
+    """A worker killed between its claim and the order_delivered event: the life cycle is completed."""
+    oid = node.submit("claimed, then the worker died", "--id", "half-claimed")
+    (node.spool / "orders" / f"{oid}.json").rename(node.spool / "processing" / f"{oid}.json")
+    node.start_worker()
+    assert node.wait_done(oid)["state"] == "interrupted"
+    assert node.lifecycle(oid) == ["order_received", "order_queued", "order_delivered", "order_interrupted"]
+    assert [e for e in node.audit_events(oid) if e["type"] == "order_delivered"][0]["recovered"] is True

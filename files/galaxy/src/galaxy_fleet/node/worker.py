@@ -535,6 +535,16 @@ class Worker:
                 claim.release()
         return count
 
+    def _complete_delivery(self, oid: str, order: Order) -> None:
+        """The claim proves the order was delivered; a worker killed between the claim and
+        its ``order_delivered`` event left the life cycle without it: add it, marked recovered."""
+        from galaxy_fleet.audit import query
+
+        if query(self.config.audit.path, order_id=oid, type="order_delivered", limit=1):
+            return
+        self.audit.append("order_delivered", order_id=oid, user=order.sender or None, recovered=True,
+                          message="claimed by a worker that died before recording it", sync=False)
+
     def _complete_audit(self, oid: str, sidecar: dict[str, Any]) -> None:
         """A worker that died between an order's answer and its final audit event: add the event."""
         from galaxy_fleet.audit import query
@@ -565,6 +575,7 @@ class Worker:
             order = from_dict(data, max_payload_bytes=1 << 30)
         except (OSError, ValueError, TypeError, RecursionError):
             order = Order(id=oid, payload="(unreadable)")
+        self._complete_delivery(oid, order)
         state = self.spool.read_state(oid) or {}
         message = ("the worker stopped while this order was running; it was not re-run "
                    "(retry it to run it again)")
