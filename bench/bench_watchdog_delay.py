@@ -46,9 +46,10 @@ def measure(start_watch) -> list[float]:
                 os.rename(watched / f"old{i}", outside / f"old{i}")  # a claim: IN_MOVED_FROM
                 t0 = time.perf_counter()
                 os.rename(root / f"new{i}", watched / f"new{i}")  # a submit: IN_MOVED_TO
+                name = f"new{i}"
                 with got:
-                    got.wait_for(lambda: f"new{i}" in seen, timeout=5)
-                delays.append(seen.get(f"new{i}", float("inf")) - t0)
+                    got.wait_for(lambda name=name: name in seen, timeout=5)
+                delays.append(seen.get(name, float("inf")) - t0)
             return delays
         finally:
             stop()

@@ -317,7 +317,8 @@ def _procs_with(arg: str) -> list[int]:
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            cmd = (open(f"/proc/{pid}/cmdline", "rb").read()).split(b"\0")
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().split(b"\0")
         except OSError:
             continue
         if arg.encode() in cmd:
@@ -368,9 +369,10 @@ def test_worker_killed_mid_order_leaves_no_orphans_and_no_second_run(node, tmp_p
 # -- galaxy remote --------------------------------------------------------------------
 
 def _rss_mb(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
     return 0.0
 
 
@@ -402,7 +404,7 @@ def test_remote_malformed_frames_answered_and_session_kept(node):
         b'{"id": 9, "op": "ping"}',
     ]
     proc = subprocess.run([*GALAXY_CMD, "remote"], env=node.env, input=b"\n".join(frames) + b"\n",
-                          capture_output=True, timeout=60)
+                          capture_output=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert b"Traceback" not in proc.stderr
     msgs = [json.loads(x) for x in proc.stdout.splitlines()]
@@ -491,7 +493,8 @@ def test_full_queue_refuses_as_busy_and_backlog_alerts(node):
     assert "Queue backlog HIGH" in node.outbox()[0]["message"]
     # over the remote protocol the refusal is marked busy, with the figures
     reqs = json.dumps({"id": 1, "op": "submit", "order": {"payload": "via remote"}}).encode() + b"\n"
-    out = subprocess.run([*GALAXY_CMD, "remote"], env=node.env, input=reqs, capture_output=True, timeout=30).stdout
+    out = subprocess.run([*GALAXY_CMD, "remote"], env=node.env, input=reqs, capture_output=True, timeout=30,
+                         check=False).stdout
     answer = json.loads(out.splitlines()[1])
     assert answer["ok"] is False and answer["busy"] is True and answer["queued"] == 4 and answer["limit"] == 4
     # once the queue drains, orders are taken again and the health recovers
@@ -526,4 +529,4 @@ def test_recovery_records_the_delivery_a_crash_left_out(node):
     node.start_worker()
     assert node.wait_done(oid)["state"] == "interrupted"
     assert node.lifecycle(oid) == ["order_received", "order_queued", "order_delivered", "order_interrupted"]
-    assert [e for e in node.audit_events(oid) if e["type"] == "order_delivered"][0]["recovered"] is True
+    assert next(e for e in node.audit_events(oid) if e["type"] == "order_delivered")["recovered"] is True
