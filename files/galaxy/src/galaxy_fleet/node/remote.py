@@ -448,5 +448,19 @@ def main(config: Config) -> int:
         if " ".join(words) not in ALLOWED_ORIGINAL:
             print(json.dumps({"type": "error", "error": "this key only runs `galaxy remote`"}), flush=True)
             return 1
+    _limit_malloc_arenas()
     server = RemoteServer(config, sys.stdin.buffer, sys.stdout.buffer)
     return server.serve()
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """A session lives as long as its SSH link, and its handler threads each get a glibc
+    malloc arena of their own, which fragments under a steady flow of requests (RSS
+    crept up by a tenth in a 4-minute soak, half that with two arenas). Two are plenty
+    for a handful of threads. No-op where glibc's mallopt is missing."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
