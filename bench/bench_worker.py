@@ -34,6 +34,9 @@ from benchlib import pct, rss_mb  # noqa: E402
 N_THROUGHPUT = int(os.environ.get("BENCH_ORDERS", "2000"))
 N_LATENCY = int(os.environ.get("BENCH_LATENCY_ORDERS", "300"))
 N_BASELINE = int(os.environ.get("BENCH_BASELINE_ORDERS", "12"))
+# Another source tree (its files/galaxy/src) whose worker's pickup latency is measured in the same
+# run, after this tree's, to compare two versions on the same machine and load.
+COMPARE_SRC = os.environ.get("BENCH_COMPARE_SRC")
 
 
 
@@ -41,7 +44,8 @@ N_BASELINE = int(os.environ.get("BENCH_BASELINE_ORDERS", "12"))
 
 
 class Env:
-    def __init__(self, runners: int):
+    def __init__(self, runners: int, src: str | None = None):
+        self.src = src
         self.root = Path(tempfile.mkdtemp(prefix="galaxy-bench-"))
         self.cfg_path = self.root / "config.yml"
         self.cfg_path.write_text(yaml.safe_dump({
@@ -55,6 +59,8 @@ class Env:
 
     def start(self) -> None:
         env = {**os.environ, "GALAXY_CONFIG": str(self.cfg_path)}
+        if self.src:
+            env["PYTHONPATH"] = self.src
         self.proc = subprocess.Popen([sys.executable, "-m", "galaxy_fleet.cli", "worker"], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         hb = self.node.spool.state / "heartbeat.json"
@@ -89,9 +95,9 @@ def throughput(runners: int) -> dict[str, float]:
         env.stop()
 
 
-def latency() -> dict[str, float]:
+def latency(src: str | None = None) -> dict[str, float]:
     """One order at a time: submit, wait for the answer (inotify), record both latencies."""
-    env = Env(1)
+    env = Env(1, src)
     try:
         env.start()
         idle = rss_mb(env.proc.pid)  # type: ignore[union-attr]
@@ -178,6 +184,10 @@ def main() -> int:
     print(f"pickup (file->claim) : p50 {lat['pickup_p50_ms']:.2f} ms  p99 {lat['pickup_p99_ms']:.2f} ms")
     print(f"cancel running order : max {lat['cancel_max_s']:.3f} s over 5")
     print(f"worker RSS idle      : {lat['rss_idle_mb']:.1f} MB")
+    if COMPARE_SRC:
+        other = latency(COMPARE_SRC)
+        print(f"pickup, worker of {COMPARE_SRC}: p50 {other['pickup_p50_ms']:.2f} ms  "
+              f"p99 {other['pickup_p99_ms']:.2f} ms  (submit->response p50 {other['e2e_p50_ms']:.2f} ms)")
     print(f"baseline (5 s poll): pickup p50 {base['pickup_p50_ms']:.0f} ms  p99 {base['pickup_p99_ms']:.0f} ms,"
           f" burst {base['orders_per_s']:.1f} orders/s")
     print(f"ratio pickup p50 baseline/galaxy: {base['pickup_p50_ms'] / max(lat['pickup_p50_ms'], 1e-3):.0f}x")

@@ -18,6 +18,7 @@ EXIT_OK = 0
 EXIT_NOT_DONE = 1
 EXIT_INVALID = 2
 EXIT_WAIT_GAVE_UP = 3
+EXIT_BUSY = 5  # the node's queue is full: the order was not taken
 
 
 def common_argument_spec():

@@ -115,6 +115,11 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+busy:
+  description: True when the node refused the order because its queue was full (nothing was queued; retry later).
+  returned: when the node was busy
+  type: bool
+  sample: true
 id:
   description: The order id the node assigned.
   returned: when the order was submitted
@@ -187,6 +192,7 @@ rc:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.galaxy_protocol.fleet.plugins.module_utils._galaxy import (
+    EXIT_BUSY,
     EXIT_INVALID,
     EXIT_NOT_DONE,
     EXIT_OK,
@@ -243,6 +249,9 @@ def main():
     rc, out, err = cli.run(build_args(params), data=params['payload'])
     if rc == EXIT_INVALID:
         cli.fail('galaxy rejected the order', rc, out, err)
+    if rc == EXIT_BUSY:
+        # The node's queue is full: nothing was queued, so a later retry is safe.
+        cli.fail('the node is busy, the order was not queued', rc, out, err, busy=True)
     if rc == EXIT_WAIT_GAVE_UP:
         # The order keeps running on the node; the CLI's message names it.
         cli.fail('waiting for the order', rc, out, err)

@@ -377,3 +377,25 @@ def test_answer_with_its_own_response_heading_arrives_whole(local_fleet):
     assert proc.returncode == 0, proc.stderr
     status = json.loads(proc.stdout)
     assert status["answer"] == TRICKY_ANSWER and status["state"] == "done"
+
+
+def test_group_order_reports_the_busy_nodes(local_fleet):
+    lf = local_fleet(["web1", "web2"])
+    lf.nodes["web1"].write_config(host="web1", worker={"max_queued": 1})
+    lf.nodes["web2"].start_worker()  # web1 has no worker: its queue fills and stays full
+    assert lf.nodes["web1"].galaxy("order", "submit", "fills the queue").returncode == 0
+    fleet = lf.fleet()
+    fleet.wait_connected(10, ["web1", "web2"])
+    records = {r.host: r for r in fleet.submit("web", "hello", sender="tester", executor="echo")}
+    final = {r.host: r for r in fleet.wait([r.id for r in records.values()], timeout=30)}
+    assert final["web2"].state == "done"
+    assert final["web1"].state == "failed" and final["web1"].details.get("busy") is True
+    assert "web1 is busy: 1 orders queued (limit 1)" in final["web1"].error
+    from galaxy_fleet.bot.render import status_text
+
+    assert "busy, order refused (try again later): web1" in status_text(list(final.values()), "web")
+    env = {**os.environ, "GALAXY_CONFIG": str(lf.control_config)}
+    proc = subprocess.run([*GALAXY, "send", "web", "again"], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "=== web1: failed: web1 is busy" in proc.stdout
+    assert "refused, queue full (try again later): web1" in proc.stderr

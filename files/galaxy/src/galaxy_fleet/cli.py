@@ -1,7 +1,8 @@
 """The `galaxy` command.
 
 Exit codes: 0 success (an order ended ``done``), 1 an order ended otherwise or a
-check failed, 2 bad input or configuration, 3 a wait gave up, 4 no such order.
+check failed, 2 bad input or configuration, 3 a wait gave up, 4 no such order,
+5 the node is busy (its queue is full: the order was not taken, try again later).
 Start-up stays light: each subcommand imports what it needs.
 """
 
@@ -13,6 +14,7 @@ import sys
 from typing import Any, Callable
 
 EXIT_OK, EXIT_NOT_DONE, EXIT_INPUT, EXIT_WAIT, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+EXIT_BUSY = 5  # the node's queue is full: the order was not taken
 
 
 class CliError(Exception):
@@ -98,7 +100,7 @@ def _print_status(args: argparse.Namespace, status: dict[str, Any]) -> None:
 
 
 def cmd_order_submit(args: argparse.Namespace) -> int:
-    from galaxy_fleet.node.api import new_order
+    from galaxy_fleet.node.api import Busy, new_order
     from galaxy_fleet.order import QUEUED, OrderError
 
     node = _node(args)
@@ -111,6 +113,8 @@ def cmd_order_submit(args: argparse.Namespace) -> int:
         order = node.submit(new_order(_read_payload(args.payload), fields))
     except OrderError as exc:
         raise CliError(f"order rejected: {exc}") from None
+    except Busy as exc:
+        raise CliError(f"order not queued: {exc}", EXIT_BUSY) from None
     except OSError as exc:  # a full disk, a read-only spool, ...
         raise CliError(f"order not queued: {exc.strerror or exc}", EXIT_NOT_DONE) from None
     if not args.wait:
@@ -320,6 +324,9 @@ def cmd_send(args: argparse.Namespace) -> int:
                 print(f"=== {rec.host}: {rec.state}" + (f": {rec.error}" if rec.error and rec.state != DONE else ""))
             if rec.answer:
                 print(rec.answer.rstrip("\n"))
+    busy = [r.host for r in final if r.details.get("busy")]
+    if busy:
+        print(f"refused, queue full (try again later): {', '.join(busy)}", file=sys.stderr)
     if any(not r.terminal for r in final):
         return EXIT_WAIT
     return EXIT_OK if all(r.state == DONE for r in final) else EXIT_NOT_DONE

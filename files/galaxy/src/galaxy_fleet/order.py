@@ -80,12 +80,42 @@ def state_of_event(etype: Any) -> str | None:
 
 # Ids and targets end up in file names and SSH routing: a strict alphabet
 # rules out path traversal, hidden files and shell metacharacters at once.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}")  # always fullmatch: "$" admits a final "\n"
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+# Bounds on the free-form parts of an order (``options`` and unknown fields), so
+# nothing a sender adds can make a node recurse, or hold and copy without limit.
+MAX_DEPTH = 16  # nesting of objects and arrays inside one field
+MAX_FIELD_BYTES = 16 * 1024  # JSON size of ``options``, and of all unknown fields together
+MAX_EXTRA_FIELDS = 32
 
 
 class OrderError(ValueError):
     """An order that cannot be accepted; the message says why."""
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value, without recursion (1 for a scalar)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level > MAX_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _check_bounded(kind: str, value: Any, max_depth: int = MAX_DEPTH) -> None:
+    if _depth(value) > max_depth:
+        raise OrderError(f"{kind} is nested more than {max_depth} levels deep")
+    size = len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > MAX_FIELD_BYTES:
+        raise OrderError(f"{kind} is {size} bytes of JSON, over the limit of {MAX_FIELD_BYTES}")
 
 
 _id_lock = threading.Lock()
@@ -114,7 +144,7 @@ def utcnow() -> str:
 
 
 def valid_name(value: Any) -> bool:
-    return isinstance(value, str) and bool(_NAME_RE.match(value)) and ".." not in value
+    return isinstance(value, str) and bool(_NAME_RE.fullmatch(value)) and ".." not in value
 
 
 def check_name(kind: str, value: Any) -> str:
@@ -243,12 +273,17 @@ def from_dict(data: Any, *, max_payload_bytes: int = 64 * 1024, executors: Any =
     options = data.get("options") or {}
     if not isinstance(options, dict):
         raise OrderError("field 'options' must be an object")
+    _check_bounded("field 'options'", options)
     ack = data.get("acknowledged", False)
     if not isinstance(ack, bool):
         raise OrderError("field 'acknowledged' must be true or false")
     known = {"type", "id", "from", "target", "command", "payload", "timestamp",
              "executor", "timeout", "session", "priority", "options"}
     extra = {k: v for k, v in data.items() if k not in known}
+    if len(extra) > MAX_EXTRA_FIELDS:
+        raise OrderError(f"order has {len(extra)} unknown fields, over the limit of {MAX_EXTRA_FIELDS}")
+    if extra:
+        _check_bounded("the unknown fields", extra)
     return Order(
         id=oid, payload=payload, target=target, sender=data.get("from") or "",
         command=data.get("command") or "general", timestamp=data.get("timestamp") or utcnow(),
@@ -267,6 +302,8 @@ def parse(raw: bytes, **kw: Any) -> Order:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise OrderError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise OrderError("malformed JSON: nested too deeply") from None
     return from_dict(data, **kw)
 
 

@@ -418,6 +418,9 @@ def status_text(records: Sequence[Any], spec: str | None = None, now: float | No
         return f"{status_line(first, now)}\n{payload}\n<code>{esc(first.id)}</code>"
     finished = sum(1 for r in records if is_terminal(r.state))
     head = f"📡 <b>{esc(spec or first.target_spec or 'fan-out')}</b> · {finished}/{len(records)} finished"
+    busy = sorted(r.host for r in records if (getattr(r, "details", None) or {}).get("busy"))
+    if busy:  # refused at the door because their queues are full
+        head += f"\n⏳ busy, order refused (try again later): {esc(', '.join(busy))}"
     ordered = sorted(records, key=lambda r: (r.state == DONE, is_terminal(r.state), r.host))
     while True:
         shown = [status_line(r, now) for r in ordered[:max_lines]]

@@ -25,7 +25,7 @@ from galaxy_fleet.control.inventory import TargetError
 from galaxy_fleet.node_status import node_status
 from galaxy_fleet.order import ACTIVE, DONE, FAILED, QUEUED, RECEIVED, RUNNING, build, is_terminal, new_id, \
     state_of_event, utcnow
-from galaxy_fleet.control.router import NodeError, NodeUnavailable, Router
+from galaxy_fleet.control.router import NodeBusy, NodeError, NodeUnavailable, Router
 from galaxy_fleet.control.store import OrderRecord, Store
 
 __all__ = ["Fleet", "FleetEvent", "OrderRecord", "TargetError", "NodeUnavailable", "NodeError"]
@@ -177,7 +177,10 @@ class Fleet:
         results = self.router.fanout(list(records), "submit", lambda n: {"order": self._order_json(records[n])})
         for name, result in results.items():
             rec = records[name]
-            if isinstance(result, Exception):
+            if isinstance(result, NodeBusy):  # refused at the door: nothing runs, say so
+                self._update(rec.id, state=FAILED, error=str(result), finished=time.time(),
+                             details={"busy": True, "queued": result.queued, "limit": result.limit})
+            elif isinstance(result, Exception):
                 self._update(rec.id, state=FAILED, error=str(result), finished=time.time(),
                              details={"unreachable": isinstance(result, NodeUnavailable)})
             else:

@@ -23,7 +23,7 @@ def _brief(rec: Any) -> dict[str, Any]:
     return {"order_id": rec.id, "host": rec.host, "state": rec.state, "error": rec.error,
             "answer": rec.answer, "progress": rec.progress,
             "tokens_in": rec.details.get("tokens_in"), "tokens_out": rec.details.get("tokens_out"),
-            "cost": rec.details.get("cost")}
+            "cost": rec.details.get("cost"), "busy": bool(rec.details.get("busy"))}
 
 
 def build_server(fleet: Any, gate: Gate) -> Any:

@@ -36,6 +36,14 @@ class NodeError(RuntimeError):
     """The node answered with an error."""
 
 
+class NodeBusy(NodeError):
+    """The node refused an order because its queue is full."""
+
+    def __init__(self, message: str, queued: int | None = None, limit: int | None = None):
+        super().__init__(message)
+        self.queued, self.limit = queued, limit
+
+
 # The router's settings (timeouts, known_hosts, the remote command) are the control section's.
 RouterSettings = ControlConfig
 
@@ -278,6 +286,8 @@ class NodeLink(threading.Thread):
                     if fut is not None and not fut.done():
                         if msg.get("ok"):
                             fut.set_result(msg.get("data"))
+                        elif msg.get("busy"):
+                            fut.set_exception(NodeBusy(str(msg.get("error")), msg.get("queued"), msg.get("limit")))
                         else:
                             fut.set_exception(NodeError(f"{self.host.name}: {msg.get('error')}"))
                     continue

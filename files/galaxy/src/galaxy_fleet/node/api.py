@@ -24,6 +24,15 @@ class NotFound(LookupError):
     """No order with that id on this node."""
 
 
+class Busy(RuntimeError):
+    """The node's queue is full (``worker.max_queued``): the order was not taken; try again later."""
+
+    def __init__(self, host: str, queued: int, limit: int):
+        super().__init__(f"{host} is busy: {queued} orders queued (limit {limit}); the order was not "
+                         "taken, try again later")
+        self.host, self.queued, self.limit = host, queued, limit
+
+
 class Node:
     def __init__(self, config: Config, audit: AuditLog | None = None):
         self.config = config
@@ -60,6 +69,11 @@ class Node:
         if not order.id_assigned and self.known(order.id):
             order.duplicate = True
             return order
+        queued, limit = self.spool.queued_count(), self.config.worker.max_queued
+        if queued >= limit:  # admission control: a full queue refuses, it never grows without bound
+            self.audit.append("order_refused", severity="warning", order_id=order.id, user=order.sender or None,
+                              message=f"queue full: {queued} orders queued (limit {limit})", queued=queued)
+            raise Busy(self.config.host, queued, limit)
         order.extra["acknowledged"] = False
         user = order.sender or None
         self.audit.append("order_received", order_id=order.id, user=user, target=order.target,
@@ -120,6 +134,8 @@ class Node:
         status = self.status(order_id, with_response=True)
         if is_terminal(status.get("state")):
             return status
+        if timeout is not None and timeout <= 0:  # no watch (no inotify instance) for a mere look
+            raise TimeoutError(f"order {order_id} is still {status.get('state')}")
         from galaxy_fleet.node.watch import IN_MOVED_TO, Watcher
 
         done = threading.Event()
@@ -149,8 +165,7 @@ class Node:
 
     def list(self, *, limit: int = 20, state: str | None = None) -> list[dict[str, Any]]:
         """Most recent orders first, from the per-order state files."""
-        names = sorted((n for n in os.listdir(self.spool.state)
-                        if n.endswith(".json") and n != "heartbeat.json"), reverse=True)
+        names = sorted((n for n in os.listdir(self.spool.order_state) if n.endswith(".json")), reverse=True)
         out: list[dict[str, Any]] = []
         for name in names:
             st = self.spool.read_state(name[:-5])

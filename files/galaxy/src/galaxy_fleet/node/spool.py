@@ -8,7 +8,9 @@ Layout under the spool directory (one file system, so renames are atomic)::
     responses/   answers                           <id>.md + <id>.json sidecar
     quarantine/  malformed orders                  <name> + <name>.reason.json
     outbox/      alerts for the control plane      <id>.json
-    state/       live state of each order          <id>.json; cancel requests in state/cancel/
+    state/       the worker's own state files      heartbeat.json, health.json, ...
+    state/orders/  live state of each order        <id>.json (its own namespace: no id collides
+                                                   with a worker file); cancel requests in state/cancel/
     tmp/         half-written files, never read
 
 A claim is ``flock`` on the order file followed by its rename into
@@ -23,6 +25,7 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -32,6 +35,57 @@ DIRS = ("orders", "processing", "archive", "responses", "quarantine", "outbox", 
 
 class SpoolFull(OSError):
     """The spool's file system has no room (ENOSPC/EDQUOT)."""
+
+
+class UnsafeFile(ValueError):
+    """A spool entry that is not a regular file of a sane size: never read, never followed."""
+
+
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def file_kind(mode: int) -> str:
+    for test, kind in _KINDS:
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def read_regular(path: Path, max_bytes: int) -> bytes:
+    """The bytes of ``path`` if it is a regular file of at most ``max_bytes``.
+
+    It is opened without following a symbolic link and without blocking (a
+    FIFO or a device never stalls the caller), checked with ``fstat`` before a
+    byte is read, and read no further than the cap. Anything else raises
+    UnsafeFile with what it is; a vanished file raises FileNotFoundError.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile("a symbolic link, not a regular file (never followed)") from None
+        if exc.errno in (errno.ENXIO, errno.EISDIR):  # a socket, or a directory opened for writing
+            raise UnsafeFile(f"{file_kind(os.lstat(path).st_mode)}, not a regular file") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(f"{file_kind(st.st_mode)}, not a regular file")
+        if st.st_size > max_bytes:
+            raise UnsafeFile(f"file is {st.st_size} bytes, over the limit of {max_bytes}")
+        chunks, total = [], 0
+        while True:  # read to the end, but never past the cap (the file may still grow)
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes:
+                raise UnsafeFile(f"file is over the limit of {max_bytes} bytes")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -91,8 +145,13 @@ def write_json(path: Path, obj: Any, tmp_dir: Path | None = None, *, durable: bo
 
 
 def read_json(path: Path) -> Any:
+    """Decode a JSON file; nesting too deep for the parser is a ValueError like any bad JSON."""
     with open(path, "rb") as fh:
-        return json.loads(fh.read())
+        raw = fh.read()
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"{path.name}: JSON nested too deeply") from None
 
 
 @dataclass
@@ -115,6 +174,7 @@ class Spool:
         for name in DIRS:
             setattr(self, name, self.root / name)
         self.cancel_dir = self.root / "state" / "cancel"
+        self.order_state = self.root / "state" / "orders"
 
     # typing aid for the attributes set above
     orders: Path
@@ -130,6 +190,7 @@ class Spool:
         for name in DIRS:
             (self.root / name).mkdir(parents=True, exist_ok=True, mode=0o750)
         self.cancel_dir.mkdir(exist_ok=True, mode=0o750)
+        self.order_state.mkdir(exist_ok=True, mode=0o750)
         return self
 
     # -- writing ---------------------------------------------------------
@@ -181,13 +242,24 @@ class Spool:
         except FileNotFoundError:
             return
 
+    def queued_count(self) -> int:
+        """How many order files wait in orders/ (the node's queue length)."""
+        try:
+            with os.scandir(self.orders) as it:
+                return sum(1 for e in it if e.name.endswith(".json") and not e.name.startswith("."))
+        except FileNotFoundError:
+            return 0
+
     def claim(self, src: Path, order_id: str) -> Claim | None:
         """Lock ``src`` and rename it to processing/<id>.json; None if another got it."""
         try:
-            fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+            fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except (FileNotFoundError, OSError):  # gone, or replaced by a link: not this order any more
             return None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                return None
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
@@ -220,10 +292,13 @@ class Spool:
             if not entry.name.endswith(".json") or entry.name.startswith("."):
                 continue
             try:
-                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except OSError:  # gone, a link, or unreadable: nothing a runner could have claimed
                 continue
             try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    os.close(fd)
+                    continue
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
@@ -236,7 +311,7 @@ class Spool:
     def quarantine_file(self, src: Path, reason: str) -> Path | None:
         """Move a malformed order aside with a JSON note of why; None if it vanished."""
         dst = self.quarantine / src.name
-        if dst.exists():
+        if os.path.lexists(dst):
             dst = self.quarantine / f"{src.stem}.{secrets.token_hex(4)}{src.suffix}"
         try:
             self.move(src, dst)
@@ -247,7 +322,7 @@ class Spool:
 
     # -- state -----------------------------------------------------------
     def state_path(self, order_id: str) -> Path:
-        return self.state / f"{order_id}.json"
+        return self.order_state / f"{order_id}.json"
 
     def read_state(self, order_id: str) -> dict[str, Any] | None:
         try:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from galaxy_fleet import __version__, sdnotify
-from galaxy_fleet.node import outbox
+from galaxy_fleet.node import outbox, procgroup
 from galaxy_fleet.node.answer import finish
 from galaxy_fleet.audit import AuditLog, open_audit
 from galaxy_fleet.config import Config
@@ -27,7 +27,7 @@ from galaxy_fleet.order import (
     DELIVERED, DONE, FAILED, INTERRUPTED, Order, OrderError, from_dict, is_terminal, parse, pid_alive, sort_key,
     utcnow,
 )
-from galaxy_fleet.node.spool import Claim, Spool, SpoolFull, read_json, write_json
+from galaxy_fleet.node.spool import Claim, Spool, SpoolFull, UnsafeFile, read_json, read_regular, write_json
 
 log = logging.getLogger("galaxy.worker")
 
@@ -156,6 +156,8 @@ class Worker:
         self._cv = threading.Condition()
         self._heap: list[tuple[tuple[int, str], int, Path, Order]] = []
         self._queued: set[Path] = set()
+        self._queued_ids: dict[str, Path] = {}
+        self._set_aside: set[tuple[str, int, int]] = set()  # (name, dev, inode) reported and left alone
         self._seq = 0
         self._running: dict[str, RunContext] = {}
         self._stopping = threading.Event()
@@ -164,20 +166,35 @@ class Worker:
         self._watcher: Any = None
 
     # -- intake ----------------------------------------------------------
+    @property
+    def max_file_bytes(self) -> int:
+        """The largest order file read: the payload limit with room for JSON escapes and fields."""
+        return 8 * self.config.worker.max_payload_bytes + 64 * 1024
+
     def offer(self, path: Path, settled: bool = True) -> None:
-        """Consider a file that appeared in orders/: queue it or quarantine it."""
+        """Consider a file that appeared in orders/: queue it or quarantine it.
+
+        Nothing in the file can stall or stop the worker: it is read without
+        following links or blocking, within a size cap, and whatever goes
+        wrong reading or parsing it sends it to quarantine with the reason.
+        """
         name = path.name
         if not name.endswith(".json") or name.startswith("."):
             return
         with self._cv:
             if path in self._queued:
                 return
+        if self._is_set_aside(path):
+            return
         try:
-            raw = path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+            raw = read_regular(path, self.max_file_bytes)
+        except FileNotFoundError:
+            return
+        except UnsafeFile as exc:
+            self.reject(path, str(exc))
             return
         except OSError as exc:
-            log.warning("cannot read %s: %s", path, exc)
+            self.reject(path, f"cannot read the file: {exc.strerror or exc}")
             return
         try:
             order = parse(raw, max_payload_bytes=self.config.worker.max_payload_bytes)
@@ -185,25 +202,70 @@ class Worker:
             if not settled:
                 # Someone may still be writing it (cat > orders/x.json): the close
                 # event or the settle timer decides.
-                timer = threading.Timer(SETTLE_AFTER, self.offer, (path, True))
+                timer = threading.Timer(SETTLE_AFTER, self._offer_safely, (path, True))
                 timer.daemon = True
                 timer.start()
                 return
             self.reject(path, str(exc))
             return
+        except Exception as exc:  # whatever the parser trips on is the file's fault, not the worker's
+            self.reject(path, f"cannot parse the order: {type(exc).__name__}: {exc}")
+            return
+        duplicate = self._duplicate_of(path, order)
+        if duplicate:
+            self.reject(path, f"order id {order.id!r} is already known on this node ({duplicate}); "
+                              "it was not run again")
+            return
         with self._cv:
             if path in self._queued or self._stopping.is_set():
                 return
             self._queued.add(path)
+            self._queued_ids[order.id] = path
             self._seq += 1
             heapq.heappush(self._heap, (sort_key(order), self._seq, path, order))
             self._cv.notify()
+
+    def _offer_safely(self, path: Path, settled: bool = True) -> None:
+        try:
+            self.offer(path, settled)
+        except Exception:  # one file's failure never stops the scan or the timer thread
+            log.exception("cannot take in %s", path.name)
+
+    def _duplicate_of(self, path: Path, order: Order) -> str | None:
+        """Where this order's id is already known, if the file is not simply that order itself."""
+        sp, oid = self.spool, order.id
+        with self._cv:
+            other = self._queued_ids.get(oid)
+        if other is not None and other != path:
+            return "another file with this id is queued"
+        if (sp.responses / f"{oid}.json").exists() or (sp.archive / f"{oid}.json").exists():
+            return "it already has an answer"
+        if (sp.processing / f"{oid}.json").exists():
+            return "it is running"
+        if path.name != f"{oid}.json":
+            # Dropped under another name: `galaxy order submit` writes <id>.json, so
+            # any other trace of this id means a second order claiming it.
+            if (sp.orders / f"{oid}.json").exists():
+                return "another file with this id is queued"
+            if sp.state_path(oid).exists():
+                return "it was submitted before"
+        return None
+
+    def _is_set_aside(self, path: Path) -> bool:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        return (path.name, st.st_dev, st.st_ino) in self._set_aside
 
     def reject(self, path: Path, reason: str) -> None:
         try:
             dst = self.spool.quarantine_file(path, reason)
         except SpoolFull:
             log.error("spool full: cannot quarantine %s (%s)", path.name, reason)
+            return
+        except OSError as exc:
+            self._set_aside_file(path, reason, exc)
             return
         if dst is None:
             return  # another worker got there first
@@ -213,9 +275,24 @@ class Worker:
         outbox.post(self.spool, self.host, "order_quarantined", f"Order file {path.name} rejected: {reason}",
                     file=path.name)
 
+    def _set_aside_file(self, path: Path, reason: str, exc: OSError) -> None:
+        """An entry that cannot be moved to quarantine (a mount point, a busy directory):
+        it is left where it is, reported once, and never looked at again by this worker."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        self._set_aside.add((path.name, st.st_dev, st.st_ino))
+        message = f"{reason}; it cannot be moved to quarantine ({exc.strerror or exc}) and is ignored"
+        log.error("set aside %s: %s", path.name, message)
+        self.audit.append("order_quarantined", severity="error", message=message, file=path.name,
+                          quarantine=None)
+        outbox.post(self.spool, self.host, "order_quarantined",
+                    f"Order file {path.name} rejected: {message}; remove it by hand", file=path.name)
+
     def scan(self) -> None:
         for path in sorted(self.spool.pending()):
-            self.offer(path, settled=True)
+            self._offer_safely(path, settled=True)
 
     def _on_event(self, directory: str, name: str | None, kind: str) -> None:
         if directory == self._orders_dir:
@@ -260,6 +337,8 @@ class Worker:
                     return
                 _, _, path, order = heapq.heappop(self._heap)
                 self._queued.discard(path)
+                if self._queued_ids.get(order.id) == path:
+                    del self._queued_ids[order.id]
             claim = self.spool.claim(path, order.id)
             if claim is None:
                 continue
@@ -318,7 +397,8 @@ class Worker:
         state_dir = spool.state / "executors" / name
         state_dir.mkdir(parents=True, exist_ok=True)
         ctx = RunContext(order.id, deadline=t0 + timeout, max_output_bytes=self.config.worker.max_output_bytes,
-                         state_dir=state_dir, progress=progress, workdir=workdir)
+                         state_dir=state_dir, progress=progress, workdir=workdir,
+                         on_spawn=lambda pgid: self._record_group(order.id, pgid))
         with self._cv:
             self._running[order.id] = ctx
         if spool.cancel_requested(order.id):
@@ -346,6 +426,34 @@ class Worker:
         if progress.last:
             result.details.setdefault("last_progress", progress.last)
         finish(spool, audit, self.host, claim.path, order, name, result, timings)
+        self._group_file(order.id).unlink(missing_ok=True)
+
+    def _group_file(self, order_id: str) -> Path:
+        return self.spool.processing / f"{order_id}.pgid"
+
+    def _record_group(self, order_id: str, pgid: int) -> None:
+        """Note the process group of a program started for an order, beside its claim."""
+        try:
+            write_json(self._group_file(order_id), procgroup.identity(pgid), self.spool.tmp, durable=False)
+        except OSError as exc:
+            log.error("cannot record the process group of %s: %s", order_id, exc)
+
+    def _kill_leftovers(self, order_id: str) -> None:
+        """Kill what a dead worker's run of this order left running, then forget the record."""
+        path = self._group_file(order_id)
+        try:
+            record = read_json(path)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError):
+            record = None
+        killed = procgroup.kill_recorded(record)
+        if killed:
+            log.warning("killed %d leftover process(es) of order %s", killed, order_id)
+            self.audit.append("order_processes_killed", severity="warning", order_id=order_id,
+                              message=f"{killed} process(es) left by the dead worker killed",
+                              pgid=record.get("pgid") if isinstance(record, dict) else None, count=killed)
+        path.unlink(missing_ok=True)
 
     # -- recovery --------------------------------------------------------
     def recover(self) -> int:
@@ -357,26 +465,53 @@ class Worker:
                 count += 1
             except OSError as exc:  # e.g. a full disk: the next heartbeat tries again
                 log.error("cannot recover %s yet: %s", claim.path.name, exc)
+            except Exception:  # one bad file never stops the recovery of the others
+                log.exception("cannot recover %s", claim.path.name)
             finally:
                 claim.release()
         return count
 
+    def _complete_delivery(self, oid: str, order: Order) -> None:
+        """The claim proves the order was delivered; a worker killed between the claim and
+        its ``order_delivered`` event left the life cycle without it: add it, marked recovered."""
+        from galaxy_fleet.audit import query
+
+        if query(self.config.audit.path, order_id=oid, type="order_delivered", limit=1):
+            return
+        self.audit.append("order_delivered", order_id=oid, user=order.sender or None, recovered=True,
+                          message="claimed by a worker that died before recording it", sync=False)
+
+    def _complete_audit(self, oid: str, sidecar: dict[str, Any]) -> None:
+        """A worker that died between an order's answer and its final audit event: add the event."""
+        from galaxy_fleet.audit import query
+
+        state = sidecar.get("state")
+        if query(self.config.audit.path, order_id=oid, type=f"order_{state}", limit=1):
+            return
+        self.audit.append(f"order_{state}", severity=SEVERITY.get(state, "error"), order_id=oid,
+                          user=sidecar.get("from") or None, message=sidecar.get("error") or "ok",
+                          executor=sidecar.get("executor"), exit_code=sidecar.get("exit_code"), recovered=True)
+
     def _recover_one(self, claim: Claim) -> None:
         oid = claim.path.stem
+        self._kill_leftovers(oid)  # before anything else: nothing of the old run may finish it now
         sidecar = self.spool.responses / f"{oid}.json"
         try:
-            done = is_terminal(read_json(sidecar).get("state"))
+            side = read_json(sidecar)
+            done = isinstance(side, dict) and is_terminal(side.get("state"))
         except (OSError, ValueError):
             done = False
-        if done:  # it had finished; only the archive move was lost
+        if done:  # it had finished; only the archive move was lost (and perhaps its audit event)
+            self._complete_audit(oid, side)
             self.spool.move(claim.path, self.spool.archive / claim.path.name)
             return
         try:
-            data = read_json(claim.path)
+            data = json.loads(read_regular(claim.path, 1 << 30))
             data["id"] = oid
             order = from_dict(data, max_payload_bytes=1 << 30)
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError, RecursionError):
             order = Order(id=oid, payload="(unreadable)")
+        self._complete_delivery(oid, order)
         state = self.spool.read_state(oid) or {}
         message = ("the worker stopped while this order was running; it was not re-run "
                    "(retry it to run it again)")
@@ -459,6 +594,7 @@ class Worker:
             self._stopping.set()
             self._heap.clear()
             self._queued.clear()
+            self._queued_ids.clear()
             self._cv.notify_all()
         deadline = time.monotonic() + self.shutdown_grace
         for t in self._threads:

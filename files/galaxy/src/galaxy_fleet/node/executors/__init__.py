@@ -56,6 +56,9 @@ class RunContext:
     cancelled: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None  # "cancel", "timeout" or "shutdown"
     workdir: str | None = None  # the order's project directory, if it named one
+    # called with the process group id of each program started for the order, so
+    # the worker can record it and a successor can kill leftovers of a dead worker
+    on_spawn: Callable[[int], None] = lambda pgid: None
     _callbacks: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -88,6 +88,7 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
         timer.daemon = True
         timer.start()
 
+    ctx.on_spawn(proc.pid)  # the leader of a new session: its pid is the group's id
     ctx.on_cancel(stop)
     if stdin is not None:
         threading.Thread(target=_feed, args=(proc, stdin), daemon=True).start()
@@ -100,8 +101,15 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
     sel.register(proc.stdout, selectors.EVENT_READ, "out")  # type: ignore[arg-type]
     sel.register(proc.stderr, selectors.EVENT_READ, "err")  # type: ignore[arg-type]
     open_streams = 2
+    group_killed = False
     while open_streams:
-        for key, _ in sel.select():
+        ready = sel.select(timeout=0.25)
+        if not ready and not group_killed and _exited(proc):
+            # The program is done but something it started holds the pipes: the
+            # order ends with its program, so the rest of its group goes too.
+            _signal_group(proc, signal.SIGKILL)
+            group_killed = True
+        for key, _ in ready:
             chunk = os.read(key.fd, 65536)
             if not chunk:
                 sel.unregister(key.fileobj)
@@ -120,6 +128,11 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
                 if line.strip():
                     ctx.progress(line.decode("utf-8", "replace")[:500])
     sel.close()
+    try:  # wait for the program without reaping it, then end whatever it left behind
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:
+        pass
+    _signal_group(proc, signal.SIGKILL)  # nothing of the order outlives it
     code = proc.wait()
     proc.stdout.close()  # type: ignore[union-attr]
     proc.stderr.close()  # type: ignore[union-attr]
@@ -145,6 +158,17 @@ def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
         proc.stdin.close()  # type: ignore[union-attr]
     except (BrokenPipeError, OSError):
         pass
+
+
+def _exited(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the program has exited, without reaping it: while it is a zombie
+    its pid cannot be reused, so signalling its process group stays safe."""
+    if proc.returncode is not None:
+        return True
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
