@@ -269,8 +269,8 @@ def test_edit_outside_the_project_asks(node: NodeEnv, llm: ScriptedLLM, tmp_path
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"permission_timeout": 0}, "permission_timeout: expected seconds > 0"),
-    ({"permission_timeout": "soon"}, "permission_timeout: expected seconds > 0"),
+    ({"permission_timeout": 0}, "permission_timeout: must be at least 1"),
+    ({"permission_timeout": "soon"}, "permission_timeout: expected a number"),
     ({"permission_unanswered": "ask"}, "permission_unanswered: expected deny or allow"),
 ])
 def test_bad_permission_settings_are_refused(spec: dict[str, Any], message: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import logging
 import os
 import signal
@@ -19,8 +20,8 @@ from typing import Any
 
 from galaxy_fleet import __version__, sdnotify
 from galaxy_fleet.node import outbox, procgroup
-from galaxy_fleet.node.answer import finish
-from galaxy_fleet.audit import AuditLog, open_audit
+from galaxy_fleet.node.answer import SEVERITY, finish
+from galaxy_fleet.audit import open_audit
 from galaxy_fleet.config import Config
 from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, build
 from galaxy_fleet.order import (
