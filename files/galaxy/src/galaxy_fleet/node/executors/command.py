@@ -2,16 +2,26 @@
 (a named allow-list of read-only commands).
 
 Neither ever goes through a shell: the payload is one argv element or stdin.
+
+With ``worker.run_as`` set (the roles set it to the agent's account), a program
+runs as that account through util-linux's ``setpriv``: the worker's
+capabilities (CAP_SETUID, CAP_SETGID, CAP_KILL) are dropped, its supplementary
+groups replaced by the account's, and the program starts in a directory of its
+own under ``worker.scratch_dir`` (its HOME too), removed when it ends. No
+program inherits the worker's credentials (``$CREDENTIALS_DIRECTORY``) or an
+environment variable whose name looks like a secret.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import signal
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, cap_text
@@ -21,6 +31,32 @@ if TYPE_CHECKING:
     from galaxy_fleet.order import Order
 
 _PLACEHOLDERS = ("{payload}", "{order_id}", "{session}", "{target}")
+
+
+# The worker's environment minus what a child must never see: systemd's hand-over
+# of credentials and sockets, and anything named like a secret.
+_SERVICE_ENV = frozenset({"CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS",
+                          "LISTEN_PID", "LISTEN_FDNAMES", "INVOCATION_ID", "JOURNAL_STREAM", "MAINPID",
+                          "MANAGERPID", "SYSTEMD_EXEC_PID", "GALAXY_CONFIG"})
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|API_?KEY|PRIVATE", re.IGNORECASE)
+SETPRIV = "/usr/bin/setpriv"
+# Runs as the agent, after setpriv: make the order's scratch directory, enter the
+# working directory, run the program. $1 scratch, $2 working directory, then argv.
+_ENTER = 'mkdir -p -m 0700 -- "$1" && cd -- "$2" && shift 2 && exec "$@"'
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of an executor's child: the worker's without secrets, plus ``extra``
+    (the executor's own ``env``, which the operator wrote and is kept as it is)."""
+    env = {k: v for k, v in os.environ.items() if k not in _SERVICE_ENV and not _SECRET_NAME.search(k)}
+    env.update(extra or {})
+    return env
+
+
+def as_account(user: str) -> list[str]:
+    """The argv prefix that runs a program as ``user`` with no capabilities and no way to gain any."""
+    return [SETPRIV, f"--reuid={user}", f"--regid={user}", "--init-groups", "--inh-caps=-all",
+            "--ambient-caps=-all", "--no-new-privs", "--"]
 
 
 def _expand(template: list[str], values: dict[str, str]) -> list[str]:
@@ -35,18 +71,26 @@ def _check_argv(name: str, argv: Any) -> list[str]:
 
 
 def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cwd: str | None = None,
-             env: dict[str, str] | None = None, grace: float = 1.0) -> Result:
+             env: dict[str, str] | None = None, grace: float = 1.0, run_as: str = "",
+             scratch_dir: Path | None = None) -> Result:
     """Run ``argv``, stream its stdout lines as progress, stop it on cancel.
 
     Output beyond ``ctx.max_output_bytes`` is counted but not kept. stderr is
-    kept (capped) and shown after stdout when the program fails.
+    kept (capped) and shown after stdout when the program fails. ``run_as``:
+    run it as that account, in ``scratch_dir``/<order id> (see the module's doc).
     """
     started = time.monotonic()
+    full_env = child_env(env)
+    spawn, scratch = argv, None
+    if run_as:
+        scratch = str((scratch_dir or Path("/var/lib/galaxy-agent/scratch")) / ctx.order_id)
+        full_env.update(HOME=scratch, USER=run_as, LOGNAME=run_as)
+        spawn = [*as_account(run_as), "/bin/sh", "-c", _ENTER, "galaxy-order", scratch, cwd or scratch, *argv]
+        cwd = None
     try:
         proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-            env=None if env is None else {**os.environ, **env},
+            spawn, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=full_env,
             start_new_session=True, close_fds=True,
         )
     except FileNotFoundError:
@@ -98,6 +142,8 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
     code = proc.wait()
     proc.stdout.close()  # type: ignore[union-attr]
     proc.stderr.close()  # type: ignore[union-attr]
+    if scratch is not None:
+        _remove_scratch(run_as, scratch, full_env)
     text, truncated = cap_text(bytes(out), limit)
     errtext = bytes(err).decode("utf-8", "replace").strip()
     details = {"duration_s": round(time.monotonic() - started, 6), "argv0": argv[0]}
@@ -112,6 +158,16 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
         return Result(FAILED, output=text, exit_code=code, bytes_out=total, truncated=truncated,
                       error=reason, details=details)
     return Result(DONE, output=text, exit_code=0, bytes_out=total, truncated=truncated, details=details)
+
+
+def _remove_scratch(user: str, scratch: str, env: dict[str, str]) -> None:
+    """Remove an order's scratch directory as the account that wrote it."""
+    try:
+        subprocess.run([*as_account(user), "rm", "-rf", "--one-file-system", "--", scratch], env=env, cwd="/",
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # left for the next order with this id (none) or the retention clean-up
 
 
 def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
@@ -154,7 +210,8 @@ class CommandExecutor(Executor):
         argv = _expand(self.argv, values)
         stdin = order.payload.encode() if self.stdin else None
         return run_argv(argv, ctx, stdin=stdin, cwd=ctx.workdir or self.spec.get("cwd"), env=self.env,
-                        grace=float(self.spec.get("grace", self.config.worker.cancel_grace)))
+                        grace=float(self.spec.get("grace", self.config.worker.cancel_grace)),
+                        run_as=self.config.worker.run_as, scratch_dir=self.config.worker.scratch_dir)
 
 
 class ShellExecutor(Executor):
@@ -187,4 +244,5 @@ class ShellExecutor(Executor):
             return Result(FAILED, error=f"{wanted[:60]!r} is not an allowed command; allowed: {allowed}",
                           output=f"Not an allowed command. This node allows: {allowed}")
         return run_argv(list(cspec["argv"]), ctx, cwd=cspec.get("cwd"),
-                        grace=float(self.spec.get("grace", self.config.worker.cancel_grace)))
+                        grace=float(self.spec.get("grace", self.config.worker.cancel_grace)),
+                        run_as=self.config.worker.run_as, scratch_dir=self.config.worker.scratch_dir)
