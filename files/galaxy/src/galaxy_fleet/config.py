@@ -49,10 +49,9 @@ class WorkerConfig:
     default_executor: str = "opencode"
     cancel_grace: float = 1.0  # seconds between SIGTERM and SIGKILL of a cancelled command
     shutdown_grace: float = 20.0  # on SIGTERM, how long running orders may finish before interruption
-    # Run command and shell executors' programs as this account (the agent's), through setpriv;
-    # "" runs them as the worker's own account. scratch_dir holds a directory per order for them.
-    run_as: str = ""
-    scratch_dir: Path = Path("/var/lib/galaxy-agent/scratch")
+    # The agent's sandbox (galaxy-agent.socket): command and shell executors' programs start there,
+    # as the agent's account; "" forks them here, as the worker's account.
+    agent_socket: str = ""
 
 
 @dataclass

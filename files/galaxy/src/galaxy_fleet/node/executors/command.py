@@ -3,13 +3,10 @@
 
 Neither ever goes through a shell: the payload is one argv element or stdin.
 
-With ``worker.run_as`` set (the roles set it to the agent's account), a program
-runs as that account through util-linux's ``setpriv``: the worker's
-capabilities (CAP_SETUID, CAP_SETGID, CAP_KILL) are dropped, its supplementary
-groups replaced by the account's, and the program starts in a directory of its
-own under ``worker.scratch_dir`` (its HOME too), removed when it ends. No
-program inherits the worker's credentials (``$CREDENTIALS_DIRECTORY``) or an
-environment variable whose name looks like a secret.
+With ``worker.agent_socket`` set (the roles set it), a program starts in the
+agent's sandbox, as the agent's account (see ``sandbox``). No program inherits
+the worker's credentials (``$CREDENTIALS_DIRECTORY``) or an environment
+variable whose name looks like a secret.
 """
 
 from __future__ import annotations
@@ -21,10 +18,10 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, cap_text
+from galaxy_fleet.node.executors.sandbox import AgentProcess, SandboxError, spawn
 from galaxy_fleet.order import DONE, FAILED
 
 if TYPE_CHECKING:
@@ -39,10 +36,6 @@ _SERVICE_ENV = frozenset({"CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_PI
                           "LISTEN_PID", "LISTEN_FDNAMES", "INVOCATION_ID", "JOURNAL_STREAM", "MAINPID",
                           "MANAGERPID", "SYSTEMD_EXEC_PID", "GALAXY_CONFIG"})
 _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|API_?KEY|PRIVATE", re.IGNORECASE)
-SETPRIV = "/usr/bin/setpriv"
-# Runs as the agent, after setpriv: make the order's scratch directory, enter the
-# working directory, run the program. $1 scratch, $2 working directory, then argv.
-_ENTER = 'mkdir -p -m 0700 -- "$1" && cd -- "$2" && shift 2 && exec "$@"'
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -51,12 +44,6 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _SERVICE_ENV and not _SECRET_NAME.search(k)}
     env.update(extra or {})
     return env
-
-
-def as_account(user: str) -> list[str]:
-    """The argv prefix that runs a program as ``user`` with no capabilities and no way to gain any."""
-    return [SETPRIV, f"--reuid={user}", f"--regid={user}", "--init-groups", "--inh-caps=-all",
-            "--ambient-caps=-all", "--no-new-privs", "--"]
 
 
 def _expand(template: list[str], values: dict[str, str]) -> list[str]:
@@ -71,28 +58,27 @@ def _check_argv(name: str, argv: Any) -> list[str]:
 
 
 def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cwd: str | None = None,
-             env: dict[str, str] | None = None, grace: float = 1.0, run_as: str = "",
-             scratch_dir: Path | None = None) -> Result:
+             env: dict[str, str] | None = None, grace: float = 1.0, agent_socket: str = "") -> Result:
     """Run ``argv``, stream its stdout lines as progress, stop it on cancel.
 
     Output beyond ``ctx.max_output_bytes`` is counted but not kept. stderr is
-    kept (capped) and shown after stdout when the program fails. ``run_as``:
-    run it as that account, in ``scratch_dir``/<order id> (see the module's doc).
+    kept (capped) and shown after stdout when the program fails. ``agent_socket``:
+    start it in the agent's sandbox (see the module's doc).
     """
     started = time.monotonic()
-    full_env = child_env(env)
-    spawn, scratch = argv, None
-    if run_as:
-        scratch = str((scratch_dir or Path("/var/lib/galaxy-agent/scratch")) / ctx.order_id)
-        full_env.update(HOME=scratch, USER=run_as, LOGNAME=run_as)
-        spawn = [*as_account(run_as), "/bin/sh", "-c", _ENTER, "galaxy-order", scratch, cwd or scratch, *argv]
-        cwd = None
+    proc: subprocess.Popen[bytes] | AgentProcess
     try:
-        proc = subprocess.Popen(
-            spawn, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=full_env,
-            start_new_session=True, close_fds=True,
-        )
+        if agent_socket:
+            proc = spawn(agent_socket, argv, cwd=cwd, env=child_env(env), order_id=ctx.order_id,
+                         stdin=stdin is not None)
+        else:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=child_env(env),
+                start_new_session=True, close_fds=True,
+            )
+    except SandboxError as exc:
+        return Result(FAILED, error=str(exc))
     except FileNotFoundError:
         return Result(FAILED, error=f"command not found: {argv[0]}")
     except PermissionError:
@@ -142,8 +128,6 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
     code = proc.wait()
     proc.stdout.close()  # type: ignore[union-attr]
     proc.stderr.close()  # type: ignore[union-attr]
-    if scratch is not None:
-        _remove_scratch(run_as, scratch, full_env)
     text, truncated = cap_text(bytes(out), limit)
     errtext = bytes(err).decode("utf-8", "replace").strip()
     details = {"duration_s": round(time.monotonic() - started, 6), "argv0": argv[0]}
@@ -160,17 +144,7 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
     return Result(DONE, output=text, exit_code=0, bytes_out=total, truncated=truncated, details=details)
 
 
-def _remove_scratch(user: str, scratch: str, env: dict[str, str]) -> None:
-    """Remove an order's scratch directory as the account that wrote it."""
-    try:
-        subprocess.run([*as_account(user), "rm", "-rf", "--one-file-system", "--", scratch], env=env, cwd="/",
-                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       timeout=60, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        pass  # left for the next order with this id (none) or the retention clean-up
-
-
-def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
+def _feed(proc: subprocess.Popen[bytes] | AgentProcess, data: bytes) -> None:
     try:
         proc.stdin.write(data)  # type: ignore[union-attr]
         proc.stdin.close()  # type: ignore[union-attr]
@@ -178,8 +152,11 @@ def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
         pass
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+def _signal_group(proc: subprocess.Popen[bytes] | AgentProcess, sig: int) -> None:
     if proc.returncode is not None:
+        return
+    if isinstance(proc, AgentProcess):  # another account's process: the sandbox signals it
+        proc.signal_group(sig)
         return
     try:
         os.killpg(proc.pid, sig)
@@ -211,7 +188,7 @@ class CommandExecutor(Executor):
         stdin = order.payload.encode() if self.stdin else None
         return run_argv(argv, ctx, stdin=stdin, cwd=ctx.workdir or self.spec.get("cwd"), env=self.env,
                         grace=float(self.spec.get("grace", self.config.worker.cancel_grace)),
-                        run_as=self.config.worker.run_as, scratch_dir=self.config.worker.scratch_dir)
+                        agent_socket=self.config.worker.agent_socket)
 
 
 class ShellExecutor(Executor):
@@ -245,4 +222,4 @@ class ShellExecutor(Executor):
                           output=f"Not an allowed command. This node allows: {allowed}")
         return run_argv(list(cspec["argv"]), ctx, cwd=cspec.get("cwd"),
                         grace=float(self.spec.get("grace", self.config.worker.cancel_grace)),
-                        run_as=self.config.worker.run_as, scratch_dir=self.config.worker.scratch_dir)
+                        agent_socket=self.config.worker.agent_socket)
