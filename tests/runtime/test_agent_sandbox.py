@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from galaxy_fleet.config import from_dict
 from galaxy_fleet.node.executors import RunContext, build
+from galaxy_fleet.node.executors.sandbox import SandboxError, signal_as_agent
 from galaxy_fleet.order import CANCELLED, DONE, FAILED, Order, new_id
 
 
@@ -115,3 +116,14 @@ def test_a_missing_program_and_a_missing_sandbox_are_clear_failures(unit, tmp_pa
     ex = build("nope", {"type": "command", "argv": ["true"]}, config)
     result = ex.run(order, ctx)
     assert result.status == FAILED and "sandbox" in (result.error or "") and "not available" in result.error
+
+
+def test_a_process_of_the_agent_is_signalled_through_the_sandbox(unit):
+    victim = subprocess.Popen(["sleep", "30"])
+    try:
+        signal_as_agent(unit.path, victim.pid, 9)
+        assert victim.wait(timeout=10) == -9
+    finally:
+        victim.kill()
+    with pytest.raises(SandboxError):
+        signal_as_agent(unit.path, 2**22 + 12345, 9)  # no such process: the reason comes back

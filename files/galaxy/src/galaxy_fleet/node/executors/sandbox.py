@@ -128,6 +128,23 @@ def spawn(socket_path: str, argv: list[str], *, cwd: str | None, env: dict[str, 
                         os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb"), reader)
 
 
+def signal_as_agent(socket_path: str, pid: int, sig: int) -> None:
+    """Send ``sig`` to ``pid`` from the agent's account (opencode serve runs as it, so only it
+    may signal it: the health check restarts a wedged server this way, holding no CAP_KILL)."""
+    argv = [sys.executable, "-I", "-c", "import os, sys; os.kill(int(sys.argv[1]), int(sys.argv[2]))",
+            str(pid), str(int(sig))]
+    proc = spawn(socket_path, argv, cwd="/", env={"PATH": "/usr/bin:/bin"}, order_id=f"signal-{pid}", stdin=False)
+    try:
+        proc.stdout.read()
+        err = proc.stderr.read(65536).decode("utf-8", "replace").strip()
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    code = proc.wait()
+    if code != 0:
+        raise SandboxError(err.splitlines()[-1] if err else f"kill exited with status {code}")
+
+
 # -- the sandbox's side (galaxy-agent@.service) ------------------------------------------
 def _receive(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 3)
