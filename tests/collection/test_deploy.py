@@ -191,7 +191,7 @@ def test_an_existing_login_user_runs_the_worker(deploy_lab, tmp_path):
     state = deploy_lab.ssh("web2", "systemctl show galaxy-worker -p User -p ActiveState -p ProtectHome;"
                                    " stat -c %U /var/lib/galaxy; cat /home/alice/.ssh/authorized_keys")
     assert "User=alice" in state.stdout and "ActiveState=active" in state.stdout, state.stdout
-    assert "ProtectHome=no" in state.stdout
+    assert "ProtectHome=read-only" in state.stdout
     lines = state.stdout.splitlines()
     assert "alice" in lines
     assert own_key in lines
@@ -202,3 +202,9 @@ def test_an_existing_login_user_runs_the_worker(deploy_lab, tmp_path):
     assert "load average" in order.stdout
     router = deploy_lab.ssh("control", "cat /etc/galaxy/inventory.yml")
     assert 'galaxy_route_user: "alice"' in router.stdout
+    # Orders run as the agent's account, which cannot touch alice's start-up files or keys.
+    agent = deploy_lab.ssh("web2", "touch /home/alice/.bashrc /home/alice/.profile; "
+                                   "for f in /home/alice/.bashrc /home/alice/.profile /home/alice/.ssh/authorized_keys "
+                                   "/home/alice/.ssh; do setpriv --reuid=galaxy-agent --regid=galaxy-agent --init-groups "
+                                   "-- test -w $f && echo writable:$f; done; echo checked")
+    assert "checked" in agent.stdout and "writable:" not in agent.stdout, agent.stdout
