@@ -123,7 +123,7 @@ def test_audit_playbook_collects_once(deploy_lab):
     store = deploy_lab.ssh("control", "wc -l < /var/lib/galaxy/central/web1.jsonl; cat /var/lib/galaxy/central/web1.cursor;"
                                       " echo; stat -c %U:%a /var/lib/galaxy/central/web1.jsonl")
     lines, cursor, owner = store.stdout.split()
-    assert int(lines) == counts[0] and int(cursor) >= counts[0] and owner == "galaxy:640"
+    assert int(lines) == counts[0] and int(cursor) >= counts[0] and owner == "galaxy-control:640"
 
 
 def test_cleanup_playbook_applies_retention(deploy_lab):
