@@ -287,7 +287,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 # -- galaxy bot ------------------------------------------------------------------
 def cmd_bot(args: argparse.Namespace) -> int:
-    from galaxy_fleet.bot.app import app as bot
+    from galaxy_fleet.bot import app as bot
 
     return bot.run(args, _config(args))
 
