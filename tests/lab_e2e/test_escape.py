@@ -41,7 +41,10 @@ class Attack:
         return done[0]
 
     def output(self, rec: Any) -> str:
-        return f"{rec.response or ''}\n{rec.error or ''}"
+        """What the program printed: the answer after its "## Response" heading (the order's
+        text comes before it), and the error line."""
+        response = rec.response or ""
+        return f"{response.split('## Response', 1)[-1]}\n{rec.error or ''}"
 
     def audited(self, host: str, order_id: str) -> list[str]:
         """The types of the node's audit events about ``order_id``: the attempt's trace."""
@@ -54,7 +57,7 @@ class Attack:
         rec = self.run(host, script)
         text = self.output(rec)
         assert "ESCAPED:" not in text, f"escape on {host}:\n{text}"
-        assert "tried" in text, f"the attempt did not run to its end on {host} ({rec.state}): {text}"
+        assert "TRIED-ALL" in text, f"the attempt did not run to its end on {host} ({rec.state}): {text}"
         kinds = self.audited(host, rec.id)
         assert "order_running" in kinds and kinds[-1] in ("order_done", "order_failed"), kinds
         return text
@@ -65,7 +68,7 @@ def _try_writes(paths: list[str], line: str = "mallory") -> str:
     quoted = " ".join(f"'{p}'" for p in paths)
     return (f"for f in {quoted}; do "
             f"if (mkdir -p \"$(dirname \"$f\")\" && printf '%s\\n' '{line}' >> \"$f\") 2>/dev/null; "
-            f"then echo \"ESCAPED:$f\"; fi; done; echo tried")
+            f"then echo \"ESCAPED:$f\"; fi; done; echo TRIED-ALL")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +106,7 @@ def attack(e2e: E2ELab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[At
 
 
 def test_the_hostile_agent_runs_as_the_agents_account_in_its_sandbox(attack):
-    text = attack.contained(BOTH, "id; echo \"home=$HOME\"; echo tried")
+    text = attack.contained(BOTH, "id; echo \"home=$HOME\"; echo TRIED-ALL")
     assert "uid=" in text and "(galaxy-agent)" in text.split("uid=")[1].split()[0], text
     assert "home=/var/lib/galaxy-agent/scratch/" in text
 
@@ -139,7 +142,7 @@ def test_ssh_to_localhost_with_a_key_added_anyway_gives_no_shell(attack):
             f"out=$(timeout 20 {ssh} {tty} {user}@127.0.0.1 'id; echo SHELL-OK' 2>&1); "
             f"case $out in *SHELL-OK*|*uid=*) echo \"ESCAPED:{user}{tty}: $out\";; esac"
             for user in ("galaxy", "galaxy-agent", "galaxy-control", "root") for tty in ("", "-tt")
-        ) + "; echo tried"
+        ) + "; echo TRIED-ALL"
         attack.contained(BOTH, script)
     finally:
         lab.must(BOTH, f"mv {backup} /etc/ssh/galaxy_authorized_keys/galaxy; "
@@ -161,7 +164,7 @@ def test_no_credential_is_readable_on_a_host_that_is_control_and_node(attack):
               "ls /run/credentials 2>&1; env; "
               "for p in /proc/[0-9]*; do tr '\\0' '\\n' < $p/environ 2>/dev/null | "
               "grep -E '^(CREDENTIALS_DIRECTORY|GALAXY_TELEGRAM_TOKEN|TELEGRAM)' | sed \"s|^|ESCAPED:$p |\"; done; "
-              "echo tried")
+              "echo TRIED-ALL")
     text = attack.contained(BOTH, script)
     assert "PRIVATE KEY" not in text and routing_key.splitlines()[1] not in text
     for value in secret_values:
@@ -181,7 +184,7 @@ def test_the_audit_trail_cannot_be_edited_truncated_or_deleted(attack):
               "mv $f $f.old 2>/dev/null && echo ESCAPED:rename; "
               "rm -f $f 2>/dev/null && test ! -e $f && echo ESCAPED:delete; "
               "ls /var/lib/galaxy/audit >/dev/null 2>&1 && echo ESCAPED:list; "
-              "echo tried")
+              "echo TRIED-ALL")
     attack.contained(BOTH, script)
     assert lab.must(BOTH, "head -c 4096 /var/lib/galaxy/audit/audit.jsonl | sha256sum") == first
     verify = lab.ssh(BOTH, "runuser -u galaxy -- /opt/galaxy/bin/galaxy --config /etc/galaxy/config.yml "
@@ -192,7 +195,7 @@ def test_the_audit_trail_cannot_be_edited_truncated_or_deleted(attack):
 
 def test_spool_state_and_other_orders_files_are_out_of_reach(attack):
     lab = attack.lab
-    other = attack.run(BOTH, "echo an honest order; echo tried")
+    other = attack.run(BOTH, "echo an honest order; echo TRIED-ALL")
     assert other.state == "done"
     spool = "/var/lib/galaxy"
     targets = [f"{spool}/orders/mallory.json", f"{spool}/processing/mallory.json", f"{spool}/archive/{other.id}.json",
@@ -200,7 +203,7 @@ def test_spool_state_and_other_orders_files_are_out_of_reach(attack):
                f"{spool}/quarantine/mallory.json", f"{spool}/mallory"]
     script = _try_writes(targets, '{"type":"galaxy_order","payload":"mallory"}') + "; " + (
         f"cat {spool}/responses/{other.id}.md 2>/dev/null && echo ESCAPED:read-answer; "
-        f"ls {spool} >/dev/null 2>&1 && echo ESCAPED:list-spool; echo tried")
+        f"ls {spool} >/dev/null 2>&1 && echo ESCAPED:list-spool; echo TRIED-ALL")
     attack.contained(BOTH, script)
     found = lab.ssh(BOTH, f"grep -rl mallory {spool}/orders {spool}/processing {spool}/archive {spool}/responses "
                           f"{spool}/state {spool}/outbox {spool}/quarantine 2>/dev/null; ls {spool}/mallory 2>/dev/null")
@@ -219,7 +222,7 @@ def test_no_cron_job_user_unit_or_shell_startup_file_can_be_installed(attack):
                "/root/.bashrc", "/root/.profile", "/etc/profile.d/mallory.sh", "/etc/bash.bashrc"]
     script = _try_writes(targets, "echo mallory was here") + "; " + (
         "(echo '* * * * * id' | crontab - ) 2>/dev/null && echo ESCAPED:crontab; "
-        "systemctl --user enable --now mallory.service >/dev/null 2>&1 && echo ESCAPED:user-unit; echo tried")
+        "systemctl --user enable --now mallory.service >/dev/null 2>&1 && echo ESCAPED:user-unit; echo TRIED-ALL")
     attack.contained(BOTH, script)
     found = lab.ssh(BOTH, "grep -rl 'mallory was here' /etc /var/spool /var/lib/galaxy-agent /var/lib/galaxy /root "
                           "2>/dev/null")
@@ -233,7 +236,7 @@ def test_another_users_project_cannot_be_read(attack):
                    "chmod 0644 /home/bob/project/secret.txt; chmod 0755 /home/bob")
     secret = lab.must(BOTH, "cat /home/bob/project/secret.txt").strip()
     script = ("cat /home/bob/project/secret.txt 2>/dev/null && echo ESCAPED:read; "
-              "ls /home/bob >/dev/null 2>&1 && echo ESCAPED:list; echo tried")
+              "ls /home/bob >/dev/null 2>&1 && echo ESCAPED:list; echo TRIED-ALL")
     text = attack.contained(BOTH, script)
     assert secret not in text
 
@@ -241,7 +244,7 @@ def test_another_users_project_cannot_be_read(attack):
 def test_what_an_order_leaves_running_is_stopped_with_it(attack):
     lab = attack.lab
     rec = attack.run(BOTH, "(sleep 1000 &) ; nohup sleep 1001 >/dev/null 2>&1 & "
-                           "setsid sleep 1002 >/dev/null 2>&1 < /dev/null & echo tried")
+                           "setsid sleep 1002 >/dev/null 2>&1 < /dev/null & echo TRIED-ALL")
     assert rec.state == "done"
     deadline = time.monotonic() + 20
     while lab.ssh(BOTH, "pgrep -u galaxy-agent -f 'sleep 100[012]'").returncode == 0:

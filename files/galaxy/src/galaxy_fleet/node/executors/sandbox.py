@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -206,7 +207,8 @@ def serve(conn: socket.socket, scratch_root: Path) -> int:
     try:
         scratch.mkdir(mode=0o700, parents=False, exist_ok=True)
         env = dict(request["env"])
-        env["HOME"] = str(scratch)
+        account = pwd.getpwuid(os.getuid()).pw_name
+        env.update(HOME=str(scratch), USER=account, LOGNAME=account)
         proc = subprocess.Popen(request["argv"], stdin=fds[0], stdout=fds[1], stderr=fds[2],
                                 cwd=request["cwd"] or str(scratch), env=env, start_new_session=True, close_fds=True)
     except FileNotFoundError as exc:
