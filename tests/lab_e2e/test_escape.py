@@ -118,7 +118,7 @@ def test_no_authorized_keys_file_takes_a_new_key(attack, host):
                "/var/lib/galaxy-agent/.ssh/authorized_keys", "/var/lib/galaxy/control/.ssh/authorized_keys",
                "/root/.ssh/authorized_keys", "/etc/ssh/sshd_config.d/mallory.conf"]
     attack.contained(host, _try_writes(targets, MALLORY_KEY))
-    found = attack.lab.ssh(host, "grep -rl Mallory /etc/ssh /var/lib/galaxy /var/lib/galaxy-agent /root 2>/dev/null")
+    found = attack.lab.ssh(host, f"grep -l Mallory {' '.join(targets)} 2>/dev/null")
     assert found.stdout.strip() == "", found.stdout
 
 
@@ -201,12 +201,13 @@ def test_spool_state_and_other_orders_files_are_out_of_reach(attack):
     targets = [f"{spool}/orders/mallory.json", f"{spool}/processing/mallory.json", f"{spool}/archive/{other.id}.json",
                f"{spool}/responses/{other.id}.md", f"{spool}/state/mallory", f"{spool}/outbox/mallory.json",
                f"{spool}/quarantine/mallory.json", f"{spool}/mallory"]
-    script = _try_writes(targets, '{"type":"galaxy_order","payload":"mallory"}') + "; " + (
+    script = _try_writes(targets, '{"type":"galaxy_order","payload":"forged-by-order"}') + "; " + (
         f"cat {spool}/responses/{other.id}.md 2>/dev/null && echo ESCAPED:read-answer; "
         f"ls {spool} >/dev/null 2>&1 && echo ESCAPED:list-spool; echo TRIED-ALL")
     attack.contained(BOTH, script)
-    found = lab.ssh(BOTH, f"grep -rl mallory {spool}/orders {spool}/processing {spool}/archive {spool}/responses "
-                          f"{spool}/state {spool}/outbox {spool}/quarantine 2>/dev/null; ls {spool}/mallory 2>/dev/null")
+    found = lab.ssh(BOTH, f"grep -l forged-by-order {' '.join(targets)} 2>/dev/null; "
+                          f"ls {spool}/orders {spool}/processing {spool}/state {spool}/outbox {spool}/quarantine "
+                          f"{spool} | grep mallory")
     assert found.stdout.strip() == "", found.stdout
     assert "an honest order" in lab.must(BOTH, f"cat {spool}/responses/{other.id}.md")
 
@@ -224,8 +225,8 @@ def test_no_cron_job_user_unit_or_shell_startup_file_can_be_installed(attack):
         "(echo '* * * * * id' | crontab - ) 2>/dev/null && echo ESCAPED:crontab; "
         "systemctl --user enable --now mallory.service >/dev/null 2>&1 && echo ESCAPED:user-unit; echo TRIED-ALL")
     attack.contained(BOTH, script)
-    found = lab.ssh(BOTH, "grep -rl 'mallory was here' /etc /var/spool /var/lib/galaxy-agent /var/lib/galaxy /root "
-                          "2>/dev/null")
+    found = lab.ssh(BOTH, f"grep -l 'mallory was here' {' '.join(targets)} 2>/dev/null; "
+                          "crontab -l -u galaxy-agent 2>/dev/null")
     assert found.stdout.strip() == "", found.stdout
 
 
