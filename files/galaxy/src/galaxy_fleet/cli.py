@@ -180,8 +180,6 @@ def cmd_order_cancel(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     """On the control node (a ``control.store`` exists) the whole fleet's trail; elsewhere,
     or with --local/--file/--verify/--sum-cost/--after, this host's own log."""
-    from pathlib import Path
-
     from galaxy_fleet import audit
 
     if args.file:
