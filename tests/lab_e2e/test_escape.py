@@ -190,7 +190,7 @@ def test_the_audit_trail_cannot_be_edited_truncated_or_deleted(attack):
     verify = lab.ssh(BOTH, "runuser -u galaxy -- /opt/galaxy/bin/galaxy --config /etc/galaxy/config.yml "
                            "audit --verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert "forged" not in lab.must(BOTH, f"cat {log}")
+    assert '{"type":"forged"}' not in lab.must(BOTH, f"cat {log}").splitlines()
 
 
 def test_spool_state_and_other_orders_files_are_out_of_reach(attack):
