@@ -123,7 +123,7 @@ def test_audit_playbook_collects_once(deploy_lab):
     store = deploy_lab.ssh("control", "wc -l < /var/lib/galaxy/central/web1.jsonl; cat /var/lib/galaxy/central/web1.cursor;"
                                       " echo; stat -c %U:%a /var/lib/galaxy/central/web1.jsonl")
     lines, cursor, owner = store.stdout.split()
-    assert int(lines) == counts[0] and int(cursor) >= counts[0] and owner == "galaxy:640"
+    assert int(lines) == counts[0] and int(cursor) >= counts[0] and owner == "galaxy-control:640"
 
 
 def test_cleanup_playbook_applies_retention(deploy_lab):
@@ -192,7 +192,7 @@ def test_an_existing_login_user_runs_the_worker(deploy_lab, tmp_path):
     state = deploy_lab.ssh("web2", "systemctl show galaxy-worker -p User -p ActiveState -p ProtectHome;"
                                    " stat -c %U /var/lib/galaxy; cat /home/alice/.ssh/authorized_keys")
     assert "User=alice" in state.stdout and "ActiveState=active" in state.stdout, state.stdout
-    assert "ProtectHome=no" in state.stdout
+    assert "ProtectHome=read-only" in state.stdout
     lines = state.stdout.splitlines()
     assert "alice" in lines
     assert own_key in lines
@@ -203,3 +203,9 @@ def test_an_existing_login_user_runs_the_worker(deploy_lab, tmp_path):
     assert "load average" in order.stdout
     router = deploy_lab.ssh("control", "cat /etc/galaxy/inventory.yml")
     assert 'galaxy_route_user: "alice"' in router.stdout
+    # Orders run as the agent's account, which cannot touch alice's start-up files or keys.
+    agent = deploy_lab.ssh("web2", "touch /home/alice/.bashrc /home/alice/.profile; "
+                                   "for f in /home/alice/.bashrc /home/alice/.profile /home/alice/.ssh/authorized_keys "
+                                   "/home/alice/.ssh; do setpriv --reuid=galaxy-agent --regid=galaxy-agent --init-groups "
+                                   "-- test -w $f && echo writable:$f; done; echo checked")
+    assert "checked" in agent.stdout and "writable:" not in agent.stdout, agent.stdout

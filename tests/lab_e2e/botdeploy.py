@@ -22,7 +22,7 @@ if str(TESTS / "bot") not in sys.path:
 
 from botlab import bot_settings, new_token  # noqa: E402
 
-GALAXY = "runuser -u galaxy -- /opt/galaxy/bin/galaxy --config /etc/galaxy/config.yml"
+GALAXY = "runuser -u galaxy-control -- /opt/galaxy/bin/galaxy --config /etc/galaxy/config.yml"
 LOST_AFTER = 8  # seconds: running orders of a machine gone this long are reported lost
 
 

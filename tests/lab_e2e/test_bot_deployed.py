@@ -76,7 +76,7 @@ def running(e2e: E2ELab, u: TelegramUser, text: str) -> tuple[Any, str]:
 
 def test_the_collection_runs_the_bot_on_the_control_machine(e2e: E2ELab, bot: ControlBot) -> None:
     unit = bot.unit("ActiveState", "User")
-    assert unit["ActiveState"] == "active" and unit["User"] == "galaxy", unit
+    assert unit["ActiveState"] == "active" and unit["User"] == "galaxy-control", unit
     assert "LoadCredential=telegram_token:/etc/galaxy/credentials/telegram_token" in bot.sh("systemctl cat galaxy-bot")
     assert "LoadCredential=telegram_webhook_secret:/etc/galaxy/credentials/telegram_webhook_secret" in \
         bot.sh("systemctl cat galaxy-bot")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -227,7 +228,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     config = _config(args)
     store = config.control.store
     own_log_only = args.local or args.verify or args.sum_cost or args.after is not None
-    if store.exists() and not own_log_only:
+    # The store is the control account's: for the node's account (on a host that is both) it is not there.
+    if store and not own_log_only and os.access(store, os.R_OK):
         from galaxy_fleet.control import central
 
         return central.run(args, str(store))

@@ -63,6 +63,9 @@ class WorkerConfig:
     cancel_grace: float = setting(1.0, min=0)  # seconds between SIGTERM and SIGKILL of a cancelled command
     shutdown_grace: float = setting(20.0, min=0)  # on SIGTERM, how long running orders may finish
     max_queued: int = setting(1000, min=1)  # orders waiting on this node; beyond it a submit is refused as busy
+    # The agent's sandbox (galaxy-agent.socket): command and shell executors' programs start there,
+    # as the agent's account; "" forks them here, as the worker's account.
+    agent_socket: str = ""
 
 
 @dataclass

@@ -339,9 +339,15 @@ def recover(config: Config, report: Report) -> list[Check]:
     if pid is None:
         return [Check("opencode_restart", False, f"cannot restart opencode serve: no running {s.opencode_unit}")]
     try:
-        os.kill(pid, signal.SIGKILL)
+        if config.worker.agent_socket:  # opencode serve runs as the agent's account: it signals its own
+            from galaxy_fleet.node.executors.sandbox import signal_as_agent
+
+            signal_as_agent(config.worker.agent_socket, pid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
     except OSError as exc:
-        return [Check("opencode_restart", False, f"cannot restart opencode serve (pid {pid}): {exc.strerror}")]
+        return [Check("opencode_restart", False,
+                      f"cannot restart opencode serve (pid {pid}): {exc.strerror or exc}")]
     from galaxy_fleet.node import outbox
     from galaxy_fleet.audit import open_audit
 

@@ -2,11 +2,17 @@
 (a named allow-list of read-only commands).
 
 Neither ever goes through a shell: the payload is one argv element or stdin.
+
+With ``worker.agent_socket`` set (the roles set it), a program starts in the
+agent's sandbox, as the agent's account (see ``sandbox``). No program inherits
+the worker's credentials (``$CREDENTIALS_DIRECTORY``) or an environment
+variable whose name looks like a secret.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import selectors
 import signal
 import subprocess
@@ -16,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from galaxy_fleet.config import CommandSpec, ShellSpec
 from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, cap_text
+from galaxy_fleet.node.executors.sandbox import AgentProcess, SandboxError, spawn
 from galaxy_fleet.order import DONE, FAILED
 
 if TYPE_CHECKING:
@@ -24,16 +31,18 @@ if TYPE_CHECKING:
 _PLACEHOLDERS = ("{payload}", "{order_id}", "{session}", "{target}")
 
 
-# Never handed to a child: where systemd puts the service's credentials, and secrets that
-# Galaxy's own services read from their environment.
-_SECRET_ENV = ("CREDENTIALS_DIRECTORY", "OPENCODE_SERVER_PASSWORD", "GALAXY_TELEGRAM_TOKEN",
-               "GALAXY_TELEGRAM_WEBHOOK_SECRET", "GALAXY_DASHBOARD_TOKEN", "NOTIFY_SOCKET", "WATCHDOG_PID",
-               "WATCHDOG_USEC")
+# The worker's environment minus what a child must never see: systemd's hand-over
+# of credentials and sockets, and anything named like a secret.
+_SERVICE_ENV = frozenset({"CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS",
+                          "LISTEN_PID", "LISTEN_FDNAMES", "INVOCATION_ID", "JOURNAL_STREAM", "MAINPID",
+                          "MANAGERPID", "SYSTEMD_EXEC_PID", "GALAXY_CONFIG"})
+_SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|API_?KEY|PRIVATE", re.IGNORECASE)
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment of a program an order runs: the worker's, without its credentials."""
-    env = {k: v for k, v in os.environ.items() if k not in _SECRET_ENV}
+    """The environment of an executor's child: the worker's without secrets, plus ``extra``
+    (the executor's own ``env``, which the operator wrote and is kept as it is)."""
+    env = {k: v for k, v in os.environ.items() if k not in _SERVICE_ENV and not _SECRET_NAME.search(k)}
     env.update(extra or {})
     return env
 
@@ -60,20 +69,27 @@ def _check_argv(name: str, argv: Any) -> list[str]:
 
 
 def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cwd: str | None = None,
-             env: dict[str, str] | None = None, grace: float = 1.0) -> Result:
+             env: dict[str, str] | None = None, grace: float = 1.0, agent_socket: str = "") -> Result:
     """Run ``argv``, stream its stdout lines as progress, stop it on cancel.
 
     Output beyond ``ctx.max_output_bytes`` is counted but not kept. stderr is
-    kept (capped) and shown after stdout when the program fails.
+    kept (capped) and shown after stdout when the program fails. ``agent_socket``:
+    start it in the agent's sandbox (see the module's doc).
     """
     started = time.monotonic()
+    proc: subprocess.Popen[bytes] | AgentProcess
     try:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-            env=child_env(env),
-            start_new_session=True, close_fds=True,
-        )
+        if agent_socket:
+            proc = spawn(agent_socket, argv, cwd=cwd, env=child_env(env), order_id=ctx.order_id,
+                         stdin=stdin is not None)
+        else:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=child_env(env),
+                start_new_session=True, close_fds=True,
+            )
+    except SandboxError as exc:
+        return Result(FAILED, error=str(exc))
     except FileNotFoundError:
         return Result(FAILED, error=f"command not found: {argv[0]}")
     except PermissionError:
@@ -88,7 +104,8 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
         timer.daemon = True
         timer.start()
 
-    ctx.on_spawn(proc.pid)  # the leader of a new session: its pid is the group's id
+    if not isinstance(proc, AgentProcess):
+        ctx.on_spawn(proc.pid)  # the leader of a new session: its pid is the group's id
     ctx.on_cancel(stop)
     if stdin is not None:
         threading.Thread(target=_feed, args=(proc, stdin), daemon=True).start()
@@ -128,11 +145,12 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
                 if line.strip():
                     ctx.progress(line.decode("utf-8", "replace")[:500])
     sel.close()
-    try:  # wait for the program without reaping it, then end whatever it left behind
-        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-    except ChildProcessError:
-        pass
-    _signal_group(proc, signal.SIGKILL)  # nothing of the order outlives it
+    if not isinstance(proc, AgentProcess):
+        try:  # wait for the program without reaping it, then end whatever it left behind
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass
+        _signal_group(proc, signal.SIGKILL)  # nothing of the order outlives it
     code = proc.wait()
     proc.stdout.close()  # type: ignore[union-attr]
     proc.stderr.close()  # type: ignore[union-attr]
@@ -152,7 +170,7 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
     return Result(DONE, output=text, exit_code=0, bytes_out=total, truncated=truncated, details=details)
 
 
-def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
+def _feed(proc: subprocess.Popen[bytes] | AgentProcess, data: bytes) -> None:
     try:
         proc.stdin.write(data)  # type: ignore[union-attr]
         proc.stdin.close()  # type: ignore[union-attr]
@@ -160,19 +178,25 @@ def _feed(proc: subprocess.Popen[bytes], data: bytes) -> None:
         pass
 
 
-def _exited(proc: subprocess.Popen[bytes]) -> bool:
+def _exited(proc: subprocess.Popen[bytes] | AgentProcess) -> bool:
     """Whether the program has exited, without reaping it: while it is a zombie
-    its pid cannot be reused, so signalling its process group stays safe."""
+    its pid cannot be reused, so signalling its process group stays safe. A program in the
+    agent's sandbox is the sandbox's to end (its unit stops with it)."""
     if proc.returncode is not None:
         return True
+    if isinstance(proc, AgentProcess):
+        return False
     try:
         return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
     except ChildProcessError:
         return True
 
 
-def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+def _signal_group(proc: subprocess.Popen[bytes] | AgentProcess, sig: int) -> None:
     if proc.returncode is not None:
+        return
+    if isinstance(proc, AgentProcess):  # another account's process: the sandbox signals it
+        proc.signal_group(sig)
         return
     try:
         os.killpg(proc.pid, sig)
@@ -224,7 +248,8 @@ class CommandExecutor(Executor):
                                      "end_of_options: true (or allow_options: true) on this executor.")
         argv = _expand(self.argv, values)
         stdin = order.payload.encode() if self.stdin else None
-        return run_argv(argv, ctx, stdin=stdin, cwd=ctx.workdir or self.spec.cwd, env=self.env, grace=self.grace)
+        return run_argv(argv, ctx, stdin=stdin, cwd=ctx.workdir or self.spec.cwd, env=self.env, grace=self.grace,
+                        agent_socket=self.config.worker.agent_socket)
 
 
 class ShellExecutor(Executor):
@@ -249,4 +274,5 @@ class ShellExecutor(Executor):
             allowed = ", ".join(sorted(self.commands)) or "(none)"
             return Result(FAILED, error=f"{wanted[:60]!r} is not an allowed command; allowed: {allowed}",
                           output=f"Not an allowed command. This node allows: {allowed}")
-        return run_argv(list(cspec.argv), ctx, cwd=cspec.cwd, grace=self.grace)
+        return run_argv(list(cspec.argv), ctx, cwd=cspec.cwd, grace=self.grace,
+                        agent_socket=self.config.worker.agent_socket)
