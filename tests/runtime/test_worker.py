@@ -42,15 +42,15 @@ def test_life_cycle_through_cli(node):
     assert listed[0]["id"] == oid
 
 
-def test_seed_format_order_dropped_into_spool(node):
-    """The seed's `cat > orders/test-....json` (no id, written in place) is picked up."""
+def test_classic_order_without_id_dropped_into_spool(node):
+    """The deployment guide's `cat > orders/test-....json` (no id, written in place) is picked up."""
     node.start_worker()
-    seed = {"type": "galaxy_order", "from": "test", "target": "production", "command": "general",
+    classic = {"type": "galaxy_order", "from": "test", "target": "production", "command": "general",
             "payload": "Test: Echo hello world", "timestamp": "2026-02-02T12:00:00+00:00",
             "acknowledged": False, "custom_field": 7}
     path = node.spool / "orders" / "test-20260202-120000.json"
-    with open(path, "w") as fh:  # written non-atomically, like the seed's heredoc
-        text = json.dumps(seed)
+    with open(path, "w") as fh:  # written non-atomically, like a shell heredoc
+        text = json.dumps(classic)
         fh.write(text[:10])
         fh.flush()
         time.sleep(0.3)

@@ -12,7 +12,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 EXIT_OK, EXIT_NOT_DONE, EXIT_INPUT, EXIT_WAIT, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 EXIT_BUSY = 5  # the node's queue is full: the order was not taken
@@ -63,8 +64,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     from galaxy_fleet.node.worker import Worker
 
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     return Worker(_config(args), runners=args.runners).serve_forever()
 
 
@@ -105,9 +109,16 @@ def cmd_order_submit(args: argparse.Namespace) -> int:
     from galaxy_fleet.order import QUEUED, OrderError
 
     node = _node(args)
-    fields = {"from": args.sender, "target": args.target or node.config.host, "executor": args.executor,
-              "timeout": args.timeout, "session": args.session, "priority": args.priority,
-              "command": args.command, "options": _parse_options(args.option) or None}
+    fields = {
+        "from": args.sender,
+        "target": args.target or node.config.host,
+        "executor": args.executor,
+        "timeout": args.timeout,
+        "session": args.session,
+        "priority": args.priority,
+        "command": args.command,
+        "options": _parse_options(args.option) or None,
+    }
     if args.id:
         fields["id"] = args.id
     try:
@@ -249,16 +260,27 @@ def cmd_health(args: argparse.Namespace) -> int:
 def cmd_cleanup(args: argparse.Namespace) -> int:
     from galaxy_fleet.node.retention import cleanup
 
-    overrides = {k: v for k, v in (("orders_days", args.orders_days), ("audit_days", args.audit_days),
-                                   ("quarantine_days", args.quarantine_days)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("orders_days", args.orders_days),
+            ("audit_days", args.audit_days),
+            ("quarantine_days", args.quarantine_days),
+        )
+        if v is not None
+    }
     try:
         report = cleanup(_config(args), dry_run=args.dry_run, overrides=overrides)
     except ValueError as exc:
         raise CliError(f"config: {exc}") from None
     r = report["removed"]
-    _emit(args, report, f"{'would remove' if args.dry_run else 'removed'} {r['orders']} finished orders, "
-                        f"{r['quarantine']} quarantined files, {r['audit_segments']} audit segments "
-                        f"({r['bytes']} bytes)")
+    _emit(
+        args,
+        report,
+        f"{'would remove' if args.dry_run else 'removed'} {r['orders']} finished orders, "
+        f"{r['quarantine']} quarantined files, {r['audit_segments']} audit segments "
+        f"({r['bytes']} bytes)",
+    )
     return EXIT_OK
 
 
@@ -274,9 +296,9 @@ def cmd_send(args: argparse.Namespace) -> int:
     import time
 
     from galaxy_fleet.control.fleet import Fleet, FleetEvent, TargetError
-    from galaxy_fleet.order import DONE, RUNNING
     from galaxy_fleet.control.inventory import InventoryError
     from galaxy_fleet.control.policy import EntryPolicy, Gate, Refused
+    from galaxy_fleet.order import DONE, RUNNING
 
     config = _config(args)
     if args.inventory:
@@ -308,8 +330,13 @@ def cmd_send(args: argparse.Namespace) -> int:
     try:
         fleet.wait_connected(fleet.settings.connect_timeout, names)
         try:
-            records = gate.submit(args.target, payload, executor=args.executor,
-                                  options=_parse_options(args.option) or None, timeout=args.timeout)
+            records = gate.submit(
+                args.target,
+                payload,
+                executor=args.executor,
+                options=_parse_options(args.option) or None,
+                timeout=args.timeout,
+            )
         except Refused as exc:
             raise CliError(f"refused: {exc}") from None
         mine.update(r.id for r in records)
@@ -378,20 +405,25 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"ok": False, "path": str(args.path), "errors": errors}, ensure_ascii=False))
         raise CliError("invalid config: " + "".join(f"\n  {e}" for e in errors))
-    _emit(args, {"ok": True, "path": str(args.path), "host": cfg.host},
-          f"{args.path}: OK (host {cfg.host}, {len(cfg.executors)} executors)")
+    _emit(
+        args,
+        {"ok": True, "path": str(args.path), "host": cfg.host},
+        f"{args.path}: OK (host {cfg.host}, {len(cfg.executors)} executors)",
+    )
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="galaxy", description="Galaxy: run a fleet of machines from a phone.")
-    parser.add_argument("--config", metavar="PATH",
-                        help="config file (default: $GALAXY_CONFIG or /etc/galaxy/config.yml)")
+    parser.add_argument(
+        "--config", metavar="PATH", help="config file (default: $GALAXY_CONFIG or /etc/galaxy/config.yml)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
     sub = parser.add_subparsers(dest="cmd", metavar="COMMAND", required=True)
 
-    def add(parent: Any, name: str, func: Callable[[argparse.Namespace], int], help: str,
-            json_flag: bool = True) -> argparse.ArgumentParser:
+    def add(
+        parent: Any, name: str, func: Callable[[argparse.Namespace], int], help: str, json_flag: bool = True
+    ) -> argparse.ArgumentParser:
         p = parent.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
         if json_flag:
@@ -403,7 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runners", type=int, help="concurrent orders (default: worker.runners in the config)")
 
     order = sub.add_parser("order", help="submit and follow orders on this node").add_subparsers(
-        dest="order_cmd", metavar="ACTION", required=True)
+        dest="order_cmd", metavar="ACTION", required=True
+    )
     p = add(order, "submit", cmd_order_submit, "queue an order on this node")
     p.add_argument("payload", help="the order text, or - to read it from stdin")
     p.add_argument("--target", help="target name recorded in the order (default: this host)")
@@ -414,8 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="sender", help="who sent it (recorded in the audit trail)")
     p.add_argument("--command", help="the order's command field (default: general)")
     p.add_argument("--id", help="order id (default: a new time-sortable id)")
-    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="executor option, e.g. agent=build, project=web (repeatable)")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="executor option, e.g. agent=build, project=web (repeatable)",
+    )
     p.add_argument("--wait", action="store_true", help="wait for the answer and print it")
     p.add_argument("--wait-timeout", type=float, help="give up waiting after this many seconds (exit 3)")
     p = add(order, "wait", cmd_order_wait, "wait for an order to finish and print its answer")
@@ -430,8 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(order, "cancel", cmd_order_cancel, "cancel a queued or running order")
     p.add_argument("order_id")
     p.add_argument("--from", dest="sender", help="who cancels it (recorded in the audit trail)")
-    p = add(order, "permission", cmd_order_permission,
-            "answer a running order's permission prompt (without an answer: list the prompts waiting)")
+    p = add(
+        order,
+        "permission",
+        cmd_order_permission,
+        "answer a running order's permission prompt (without an answer: list the prompts waiting)",
+    )
     p.add_argument("order_id")
     p.add_argument("permission_id", nargs="?")
     p.add_argument("answer", nargs="?", choices=("once", "always", "deny"))
@@ -441,10 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(sub, "audit", cmd_audit, "query and verify the audit trail", json_flag=False)
     audit.add_arguments(p)
-    p.add_argument("--local", action="store_true",
-                   help="on the control node: this host's own log instead of the fleet's trail")
-    p.add_argument("--completeness", action="store_true",
-                   help="control node: prove every order in the window (--since/--until) has a complete life cycle")
+    p.add_argument(
+        "--local", action="store_true", help="on the control node: this host's own log instead of the fleet's trail"
+    )
+    p.add_argument(
+        "--completeness",
+        action="store_true",
+        help="control node: prove every order in the window (--since/--until) has a complete life cycle",
+    )
 
     p = add(sub, "health", cmd_health, "check this node's health (exit 0 only when healthy)")
     p.add_argument("--no-record", action="store_true", help="do not write an audit event or alerts")
@@ -455,8 +501,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quarantine-days", type=float, help="override retention.quarantine_days")
     p.add_argument("--audit-days", type=float, help="override retention.audit_days")
 
-    add(sub, "remote", cmd_remote, "speak the node protocol on stdin/stdout (the routing key's forced command)",
-        json_flag=False)
+    add(
+        sub,
+        "remote",
+        cmd_remote,
+        "speak the node protocol on stdin/stdout (the routing key's forced command)",
+        json_flag=False,
+    )
 
     p = add(sub, "send", cmd_send, "send an order to fleet nodes and print the answers (control node)")
     p.add_argument("target", help="a node, a group, all, or several joined by commas")
@@ -475,14 +526,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     from galaxy_fleet import dashboard
 
-    p = add(sub, "dashboard", cmd_dashboard, "serve the web dashboard (the galaxy-dashboard service, control node)",
-            json_flag=False)
+    p = add(
+        sub,
+        "dashboard",
+        cmd_dashboard,
+        "serve the web dashboard (the galaxy-dashboard service, control node)",
+        json_flag=False,
+    )
     dashboard.add_arguments(p)
 
     add(sub, "mcp", cmd_mcp, "serve the fleet as MCP tools on stdio (for AI agents)", json_flag=False)
 
     cfg = sub.add_parser("config", help="configuration tools").add_subparsers(
-        dest="config_cmd", metavar="ACTION", required=True)
+        dest="config_cmd", metavar="ACTION", required=True
+    )
     p = add(cfg, "check", cmd_config_check, "validate a config file (exit 2 if invalid)")
     p.add_argument("path")
     return parser

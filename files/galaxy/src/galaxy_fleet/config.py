@@ -22,14 +22,14 @@ import re
 import socket
 import types
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, Union, cast, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, Union, cast, get_args, get_origin, get_type_hints
 
 DEFAULT_PATH = Path("/etc/galaxy/config.yml")
 
 MiB = 1024 * 1024
-
 
 
 class ConfigError(ValueError):
@@ -40,8 +40,14 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.errors))
 
 
-def setting(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None,
-            min: float | None = None, max: float | None = None, ids: bool = False) -> Any:  # noqa: A002
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Callable[[], Any] | None = None,
+    min: float | None = None,
+    max: float | None = None,
+    ids: bool = False,
+) -> Any:
     """A field with bounds: ``min``/``max`` apply to numbers; ``ids``: its whole numbers are
     Telegram ids, also accepted when written as strings ("123", as JSON mapping keys always are)."""
     meta = {"min": min, "max": max, "ids": ids}
@@ -51,6 +57,7 @@ def setting(default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | 
 
 
 # -- node -------------------------------------------------------------------------------
+
 
 @dataclass
 class WorkerConfig:
@@ -95,12 +102,14 @@ class HealthConfig:
 @dataclass
 class RetentionConfig:
     """Days after which `galaxy cleanup` removes finished things."""
+
     orders_days: float = setting(30.0, min=0)
     quarantine_days: float = setting(90.0, min=0)
     audit_days: float = setting(365.0, min=0)
 
 
 # -- executors: the ``type`` of a spec picks its dataclass and the executor class ------------
+
 
 @dataclass
 class ShellCommand:
@@ -118,6 +127,7 @@ class ShellCommand:
 @dataclass
 class ShellSpec:
     """A named allow-list: the payload names one command."""
+
     type: str = "shell"
     commands: dict[str, ShellCommand] = setting(factory=dict)
     grace: float | None = setting(None, min=0)  # None: worker.cancel_grace
@@ -126,6 +136,7 @@ class ShellSpec:
 @dataclass
 class CommandSpec:
     """``argv: [claude, -p, "{payload}"]``; ``stdin: true`` sends the payload on stdin instead."""
+
     type: str = "command"
     argv: list[str] = setting(factory=list)
     stdin: bool = False
@@ -144,6 +155,7 @@ class CommandSpec:
 @dataclass
 class OpenCodeSpec:
     """An `opencode serve` over HTTP; the password comes from a credential or a file, never from here."""
+
     type: str = "opencode"
     url: str = "http://127.0.0.1:4096"
     username: str | None = None  # None: $OPENCODE_SERVER_USERNAME or "opencode"
@@ -167,17 +179,24 @@ class OpenCodeSpec:
         return []
 
 
-ExecutorSpec = Union[ShellSpec, CommandSpec, OpenCodeSpec]
+ExecutorSpec = ShellSpec | CommandSpec | OpenCodeSpec
 EXECUTOR_TYPES: dict[str, type] = {"shell": ShellSpec, "command": CommandSpec, "opencode": OpenCodeSpec}
 
 
 def _default_executors() -> dict[str, Any]:
     """The executors a node has unless its config says otherwise. A config may add
     more of the same types under other names (e.g. ``claude: {type: command}``)."""
-    shell = {"uptime": ["uptime"], "df": ["df", "-h"], "free": ["free", "-m"], "hostname": ["hostname"],
-             "date": ["date", "-Is"]}
-    return {"shell": ShellSpec(commands={k: ShellCommand(argv) for k, argv in shell.items()}),
-            "opencode": OpenCodeSpec()}
+    shell = {
+        "uptime": ["uptime"],
+        "df": ["df", "-h"],
+        "free": ["free", "-m"],
+        "hostname": ["hostname"],
+        "date": ["date", "-Is"],
+    }
+    return {
+        "shell": ShellSpec(commands={k: ShellCommand(argv) for k, argv in shell.items()}),
+        "opencode": OpenCodeSpec(),
+    }
 
 
 def _argv_errors(path: str, argv: list[str]) -> list[str]:
@@ -188,9 +207,11 @@ def _argv_errors(path: str, argv: list[str]) -> list[str]:
 
 # -- control node -------------------------------------------------------------------------
 
+
 @dataclass
 class ControlConfig:
     """The fleet as the control node sees it; also the router's settings."""
+
     inventory: str | None = None  # an Ansible YAML/JSON inventory; required by the bot, send, mcp
     nodes_group: str = "galaxy_nodes"
     store: Path = Path("/var/lib/galaxy/control/galaxy.db")
@@ -212,6 +233,7 @@ class ControlConfig:
 @dataclass
 class UserPolicy:
     """One caller's limits (control/policy.py applies them)."""
+
     targets: list[str] | None = None  # None: every machine
     rate_per_minute: int | None = setting(None, min=0)  # None: the section's default
     executors: list[str] | None = None  # None: any executor
@@ -232,6 +254,7 @@ class DangerPolicy:
 @dataclass
 class FloodPolicy:
     """Telegram's flood limits (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this)."""
+
     overall_per_second: float = setting(30.0, min=0)
     chat_per_second: float = setting(1.0, min=0)
     chat_burst: int = setting(3, min=1)
@@ -260,15 +283,17 @@ class WebhookSettings:
 
     unknown_hints: ClassVar[dict[str, str]] = {
         "secret": f" (the secret token never goes in the config: use ${WEBHOOK_SECRET_ENV} or the systemd"
-                  f" credential {WEBHOOK_SECRET_CREDENTIAL})"}
+        f" credential {WEBHOOK_SECRET_CREDENTIAL})"
+    }
 
     def _check(self, path: str, raw: dict[str, Any]) -> list[str]:
         errors = []
         if "public_url" in raw:
             parsed = urllib.parse.urlsplit(self.public_url)
             if parsed.scheme not in ("http", "https") or not parsed.hostname:
-                errors.append(f"{path}.public_url: expected the https URL Telegram should call, got "
-                              f"{self.public_url!r}")
+                errors.append(
+                    f"{path}.public_url: expected the https URL Telegram should call, got {self.public_url!r}"
+                )
         if not self.listen:
             errors.append(f"{path}.listen: expected an address to listen on")
         url_path = self.url_path
@@ -289,6 +314,7 @@ class WebhookSettings:
 @dataclass
 class BotConfig:
     """The Telegram bot (the token comes from $GALAXY_TELEGRAM_TOKEN or the credential telegram_token)."""
+
     api_base_url: str = "https://api.telegram.org/bot"
     authorized_users: set[int] = setting(factory=set, ids=True)
     users: dict[int, UserPolicy] = setting(factory=dict, ids=True)  # listed users are authorized too
@@ -308,7 +334,8 @@ class BotConfig:
 
     unknown_hints: ClassVar[dict[str, str]] = {
         "token": " (the token never goes in the config: use $GALAXY_TELEGRAM_TOKEN or the systemd"
-                 " credential telegram_token)"}
+        " credential telegram_token)"
+    }
 
     def _check(self, path: str, raw: dict[str, Any]) -> list[str]:
         errors = []
@@ -320,9 +347,11 @@ class BotConfig:
         if "alert_chats" not in raw:
             self.alert_chats = sorted(self.authorized_users)
         if self.mode == "webhook" and not self.webhook.public_url:
-            errors.append(f"{path}.webhook: mode webhook needs at least {{public_url: https://…}}"
-                          if "webhook" not in raw else
-                          f"{path}.webhook.public_url: expected the https URL Telegram should call")
+            errors.append(
+                f"{path}.webhook: mode webhook needs at least {{public_url: https://…}}"
+                if "webhook" not in raw
+                else f"{path}.webhook.public_url: expected the https URL Telegram should call"
+            )
         return errors
 
 
@@ -330,6 +359,7 @@ class BotConfig:
 class DashboardConfig:
     """The web dashboard; it reads ``control.store``. The token comes from ``token_file``,
     $GALAXY_DASHBOARD_TOKEN or the systemd credential dashboard_token."""
+
     host: str = "127.0.0.1"  # a non-loopback address requires a token
     port: int = setting(5000, min=0, max=65535)  # 0 picks a free port
     token_file: Path | None = None
@@ -361,6 +391,7 @@ class DashboardConfig:
 @dataclass
 class McpConfig:
     """``galaxy mcp``: the identity its orders carry (``mcp:<identity>``) and its limits."""
+
     identity: str = "mcp"
     targets: list[str] | None = None  # hosts or groups (None: every machine)
     executors: list[str] | None = None  # executors it may name; an order without one gets the first (None: any)
@@ -374,6 +405,7 @@ class McpConfig:
 @dataclass
 class SendConfig:
     """``galaxy send``: orders carry ``unix:<login>``, or ``send:<identity>`` when set; per-user limits."""
+
     identity: str | None = None
     targets: list[str] | None = None
     executors: list[str] | None = None
@@ -393,14 +425,14 @@ def _identity_errors(path: str, identity: str | None) -> list[str]:
 
 # -- the file ---------------------------------------------------------------------------------
 
+
 @dataclass
 class Config:
     host: str = field(default_factory=socket.gethostname)
     spool_dir: Path = Path("/var/lib/galaxy")
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
-    executors: dict[str, ExecutorSpec] = field(default_factory=_default_executors,
-                                               metadata={"convert": "_executors"})
+    executors: dict[str, ExecutorSpec] = field(default_factory=_default_executors, metadata={"convert": "_executors"})
     projects: dict[str, str] = field(default_factory=dict)  # name -> directory an order may work in
     health: HealthConfig = field(default_factory=HealthConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
@@ -417,12 +449,15 @@ class Config:
 
     def _check(self, path: str, raw: dict[str, Any]) -> list[str]:
         if self.worker.default_executor not in self.executors:
-            return [f"worker.default_executor: no executor named {self.worker.default_executor!r} "
-                    f"(this node has: {', '.join(sorted(self.executors))})"]
+            return [
+                f"worker.default_executor: no executor named {self.worker.default_executor!r} "
+                f"(this node has: {', '.join(sorted(self.executors))})"
+            ]
         return []
 
 
 # -- the loader -------------------------------------------------------------------------------
+
 
 class _Invalid(Exception):
     """One value is wrong; the loader adds its path."""
@@ -668,16 +703,18 @@ def secret(name: str, env: str | None = None) -> str | None:
     return None
 
 
-def standalone_main(prog: str, description: str | None, add_arguments: Any, run: Any,
-                    argv: list[str] | None = None) -> int:
+def standalone_main(
+    prog: str, description: str | None, add_arguments: Any, run: Any, argv: list[str] | None = None
+) -> int:
     """``python -m galaxy_fleet.<daemon>``: the same options as its ``galaxy`` subcommand,
     for running it before (or without) the CLI entry point."""
     import argparse
     import sys
 
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--config", metavar="PATH", help="config file (default: $GALAXY_CONFIG or "
-                                                         "/etc/galaxy/config.yml)")
+    parser.add_argument(
+        "--config", metavar="PATH", help="config file (default: $GALAXY_CONFIG or /etc/galaxy/config.yml)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
     add_arguments(parser)
     args = parser.parse_args(argv)

@@ -51,8 +51,14 @@ def _failing(checks: list[Any]) -> list[dict[str, Any]]:
     return [c for c in checks if isinstance(c, dict) and not c.get("ok")]
 
 
-def node_status(*, connected: bool | None, health: dict[str, Any] | None, error: str | None = None,
-                seen: bool = True, worker_silent: bool = False) -> NodeStatus:
+def node_status(
+    *,
+    connected: bool | None,
+    health: dict[str, Any] | None,
+    error: str | None = None,
+    seen: bool = True,
+    worker_silent: bool = False,
+) -> NodeStatus:
     """The status of one node and why.
 
     ``connected``: whether the control node's link to it is up; None when the
@@ -73,8 +79,9 @@ def node_status(*, connected: bool | None, health: dict[str, Any] | None, error:
     failing = _failing(checks)
     if failing or report.get("healthy") is False:
         names = tuple(str(c.get("name", "?")) for c in failing)
-        detail = "; ".join(f"{c.get('name', '?')}: {c['message']}" if c.get("message") else str(c.get("name", "?"))
-                           for c in failing)
+        detail = "; ".join(
+            f"{c.get('name', '?')}: {c['message']}" if c.get("message") else str(c.get("name", "?")) for c in failing
+        )
         return NodeStatus(DEGRADED, f"failing: {detail or 'a check'}", names)
     if worker_silent:
         return NodeStatus(DEGRADED, "the order worker stopped sending heartbeats")

@@ -1,6 +1,6 @@
 """The order: its JSON form, ids, validation and life-cycle states.
 
-An order is a superset of the seed guide's JSON::
+An order is a superset of the classic Galaxy order JSON::
 
     {"type": "galaxy_order", "id": ..., "from": ..., "target": ..., "command": ...,
      "payload": ..., "timestamp": ..., "acknowledged": false}
@@ -23,7 +23,7 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 ORDER_TYPE = "galaxy_order"
@@ -74,9 +74,10 @@ def event_type(state: str) -> str:
 
 def state_of_event(etype: Any) -> str | None:
     """The state an ``order_<state>`` audit event reports, or None for other events."""
-    if isinstance(etype, str) and etype.startswith(EVENT_PREFIX) and etype[len(EVENT_PREFIX):] in STATES:
-        return etype[len(EVENT_PREFIX):]
+    if isinstance(etype, str) and etype.startswith(EVENT_PREFIX) and etype[len(EVENT_PREFIX) :] in STATES:
+        return etype[len(EVENT_PREFIX) :]
     return None
+
 
 # Ids and targets end up in file names and SSH routing: a strict alphabet
 # rules out path traversal, hidden files and shell metacharacters at once.
@@ -140,7 +141,7 @@ def new_id() -> str:
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def valid_name(value: Any) -> bool:
@@ -170,21 +171,23 @@ class Order:
     priority: int = 0
     options: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
-    id_assigned: bool = False  # the id was given by Galaxy (seed-format order)
+    id_assigned: bool = False  # the id was given by Galaxy (a classic order without one)
     duplicate: bool = False  # submitted again with an id this node already had: not queued twice
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = dict(self.extra)
-        d.update({
-            "type": ORDER_TYPE,
-            "id": self.id,
-            "from": self.sender,
-            "target": self.target,
-            "command": self.command,
-            "payload": self.payload,
-            "timestamp": self.timestamp,
-            "acknowledged": bool(self.extra.get("acknowledged", False)),
-        })
+        d.update(
+            {
+                "type": ORDER_TYPE,
+                "id": self.id,
+                "from": self.sender,
+                "target": self.target,
+                "command": self.command,
+                "payload": self.payload,
+                "timestamp": self.timestamp,
+                "acknowledged": bool(self.extra.get("acknowledged", False)),
+            }
+        )
         for key in ("executor", "timeout", "session"):
             value = getattr(self, key)
             if value is not None:
@@ -199,16 +202,36 @@ class Order:
         return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def build(payload: str, *, id: str | None = None, sender: str | None = None, target: str | None = None,
-          command: str | None = None, executor: str | None = None, timeout: float | None = None,
-          session: str | None = None, priority: int | None = None, options: dict[str, Any] | None = None,
-          timestamp: str | None = None) -> dict[str, Any]:
+def build(
+    payload: str,
+    *,
+    id: str | None = None,
+    sender: str | None = None,
+    target: str | None = None,
+    command: str | None = None,
+    executor: str | None = None,
+    timeout: float | None = None,
+    session: str | None = None,
+    priority: int | None = None,
+    options: dict[str, Any] | None = None,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
     """The JSON of a fresh order (a new id and time stamp unless given), the one builder
     behind `galaxy order submit`, `galaxy send`, the bot and MCP. Not validated here:
     the node validates what it receives (``from_dict``)."""
-    return Order(id=id or new_id(), payload=payload, target=target or "", sender=sender or "",
-                 command=command or "general", timestamp=timestamp or utcnow(), executor=executor,
-                 timeout=timeout, session=session, priority=priority or 0, options=dict(options or {})).to_dict()
+    return Order(
+        id=id or new_id(),
+        payload=payload,
+        target=target or "",
+        sender=sender or "",
+        command=command or "general",
+        timestamp=timestamp or utcnow(),
+        executor=executor,
+        timeout=timeout,
+        session=session,
+        priority=priority or 0,
+        options=dict(options or {}),
+    ).to_dict()
 
 
 def _opt_str(data: dict[str, Any], key: str) -> str | None:
@@ -229,9 +252,11 @@ def from_dict(data: Any, *, max_payload_bytes: int = 64 * 1024, executors: Any =
         raise OrderError(f"field 'type' must be {ORDER_TYPE!r}, got {kind!r}")
     payload = data.get("payload")
     if not isinstance(payload, str):
-        raise OrderError("field 'payload' is required and must be a string"
-                         if payload is None else
-                         f"field 'payload' must be a string, got {type(payload).__name__}")
+        raise OrderError(
+            "field 'payload' is required and must be a string"
+            if payload is None
+            else f"field 'payload' must be a string, got {type(payload).__name__}"
+        )
     if not payload.strip():
         raise OrderError("field 'payload' is empty")
     size = len(payload.encode("utf-8", "surrogatepass"))
@@ -277,18 +302,39 @@ def from_dict(data: Any, *, max_payload_bytes: int = 64 * 1024, executors: Any =
     ack = data.get("acknowledged", False)
     if not isinstance(ack, bool):
         raise OrderError("field 'acknowledged' must be true or false")
-    known = {"type", "id", "from", "target", "command", "payload", "timestamp",
-             "executor", "timeout", "session", "priority", "options"}
+    known = {
+        "type",
+        "id",
+        "from",
+        "target",
+        "command",
+        "payload",
+        "timestamp",
+        "executor",
+        "timeout",
+        "session",
+        "priority",
+        "options",
+    }
     extra = {k: v for k, v in data.items() if k not in known}
     if len(extra) > MAX_EXTRA_FIELDS:
         raise OrderError(f"order has {len(extra)} unknown fields, over the limit of {MAX_EXTRA_FIELDS}")
     if extra:
         _check_bounded("the unknown fields", extra)
     return Order(
-        id=oid, payload=payload, target=target, sender=data.get("from") or "",
-        command=data.get("command") or "general", timestamp=data.get("timestamp") or utcnow(),
-        executor=executor, timeout=timeout, session=session, priority=priority,
-        options=options, extra=extra, id_assigned=assigned,
+        id=oid,
+        payload=payload,
+        target=target,
+        sender=data.get("from") or "",
+        command=data.get("command") or "general",
+        timestamp=data.get("timestamp") or utcnow(),
+        executor=executor,
+        timeout=timeout,
+        session=session,
+        priority=priority,
+        options=options,
+        extra=extra,
+        id_assigned=assigned,
     )
 
 

@@ -82,6 +82,24 @@ from galaxy_fleet.audit.segments import log_identity
 from galaxy_fleet.audit.verify import VerifyReport, verify, verify_since
 from galaxy_fleet.audit.writer import AuditLog, compress_segments, open_audit
 
-__all__ = ["COST_TYPES", "MAX_MESSAGE", "SEVERITIES", "AuditError", "AuditLog", "VerifyReport", "add_arguments",
-           "compress_segments", "event_hash", "format_event", "log_identity", "main", "open_audit", "parse_time",
-           "query", "run", "sum_cost", "verify", "verify_since"]
+__all__ = [
+    "COST_TYPES",
+    "MAX_MESSAGE",
+    "SEVERITIES",
+    "AuditError",
+    "AuditLog",
+    "VerifyReport",
+    "add_arguments",
+    "compress_segments",
+    "event_hash",
+    "format_event",
+    "log_identity",
+    "main",
+    "open_audit",
+    "parse_time",
+    "query",
+    "run",
+    "sum_cost",
+    "verify",
+    "verify_since",
+]

@@ -13,11 +13,12 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable
+    from collections.abc import Callable, Iterable
+    from typing import Any
 
 SEVERITIES = ("debug", "info", "warning", "error", "critical")
 CORE_FIELDS = ("ts", "seq", "host", "type", "severity", "order_id", "user", "message")
-RESERVED = frozenset(CORE_FIELDS + ("prev", "hash"))
+RESERVED = frozenset((*CORE_FIELDS, "prev", "hash"))
 ROTATED = "audit_rotated"
 REPAIRED = "audit_repaired"
 # The identity of a log: random, made with its first event and carried by it and by every
@@ -35,8 +36,7 @@ _PREV_NULL = b',"prev":null}'
 _PREV_TAG = b',"prev":"'
 _HEX = frozenset(b"0123456789abcdef")
 
-_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True,
-                          allow_nan=False, default=str).encode
+_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True, allow_nan=False, default=str).encode
 
 
 class AuditError(ValueError):
@@ -46,7 +46,7 @@ class AuditError(ValueError):
 def _now() -> str:
     ns = time.time_ns()
     secs, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + ".%03dZ" % (rest // 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{rest // 1_000_000:03d}Z"
 
 
 def _seal(fields: Iterable[tuple[str, Any]], prev: str | None) -> tuple[bytes, str]:
@@ -58,18 +58,34 @@ def _seal(fields: Iterable[tuple[str, Any]], prev: str | None) -> tuple[bytes, s
     return body[:-1] + _HASH_TAG + digest.encode("ascii") + b'"}\n', digest
 
 
-def _fields(ts: str, seq: int, host: str, type: str, severity: str, order_id: str | None,
-            user: str | None, message: str, data: dict[str, Any]) -> list[tuple[str, Any]]:
-    out: list[tuple[str, Any]] = [("ts", ts), ("seq", seq), ("host", host), ("type", type),
-                                  ("severity", severity), ("order_id", order_id),
-                                  ("user", user), ("message", message)]
+def _fields(
+    ts: str,
+    seq: int,
+    host: str,
+    type: str,
+    severity: str,
+    order_id: str | None,
+    user: str | None,
+    message: str,
+    data: dict[str, Any],
+) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = [
+        ("ts", ts),
+        ("seq", seq),
+        ("host", host),
+        ("type", type),
+        ("severity", severity),
+        ("order_id", order_id),
+        ("user", user),
+        ("message", message),
+    ]
     out.extend(sorted(data.items()))
     return out
 
 
 def _seq_of(line: bytes) -> int | None:
     """seq of a canonical line without decoding it (None if not canonical)."""
-    if line[_TS_AT + _TS_LEN:_SEQ_AT] == _SEQ_TAG and line.startswith(b'{"ts":"'):
+    if line[_TS_AT + _TS_LEN : _SEQ_AT] == _SEQ_TAG and line.startswith(b'{"ts":"'):
         end = line.find(b",", _SEQ_AT)
         digits = line[_SEQ_AT:end]
         if end > 0 and digits.isdigit():
@@ -78,8 +94,8 @@ def _seq_of(line: bytes) -> int | None:
 
 
 def _ts_of(line: bytes) -> bytes | None:
-    if line[_TS_AT + _TS_LEN:_SEQ_AT] == _SEQ_TAG and line.startswith(b'{"ts":"'):
-        return line[_TS_AT:_TS_AT + _TS_LEN]
+    if line[_TS_AT + _TS_LEN : _SEQ_AT] == _SEQ_TAG and line.startswith(b'{"ts":"'):
+        return line[_TS_AT : _TS_AT + _TS_LEN]
     return None
 
 
@@ -130,8 +146,17 @@ _sha256: Callable[[bytes], Any] = _sha256_first
 def event_hash(event: dict) -> str:
     """Recompute an event's hash from its fields (what the writer sealed)."""
     data = {k: v for k, v in event.items() if k not in RESERVED}
-    fields = _fields(event["ts"], event["seq"], event["host"], event["type"], event["severity"],
-                     event.get("order_id"), event.get("user"), event.get("message", ""), data)
+    fields = _fields(
+        event["ts"],
+        event["seq"],
+        event["host"],
+        event["type"],
+        event["severity"],
+        event.get("order_id"),
+        event.get("user"),
+        event.get("message", ""),
+        data,
+    )
     return _seal(fields, event.get("prev"))[1]
 
 

@@ -8,33 +8,48 @@ import json
 import os
 import time
 from collections import deque
+from datetime import UTC
 
 from galaxy_fleet.audit.chain import SEVERITIES, AuditError, _dumps, _seq_of, _ts_of
 from galaxy_fleet.audit.segments import _chunks_backward, _read_segment, _Segment, _segments
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterator
     from pathlib import Path
-    from typing import Any, Callable, Generator, Iterator
+    from typing import Any
 
 # Events whose tokens_in/tokens_out/cost --sum-cost adds up: an order's final
 # event (the worker writes order_<final state>; tokens spent on a failed or
 # cancelled order were spent all the same).
-COST_TYPES = ("order_finished", "order_done", "order_failed", "order_cancelled", "order_timed_out",
-              "order_interrupted")
+COST_TYPES = ("order_finished", "order_done", "order_failed", "order_cancelled", "order_timed_out", "order_interrupted")
 
 
 class _Filter:
     """The match test: cheap substring checks on the raw line, then exact checks."""
 
-    def __init__(self, *, severity: Any = None, type: Any = None, order_id: Any = None,
-                 host: Any = None, user: Any = None, since: str | None = None,
-                 until: str | None = None, after: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        severity: Any = None,
+        type: Any = None,
+        order_id: Any = None,
+        host: Any = None,
+        user: Any = None,
+        since: str | None = None,
+        until: str | None = None,
+        after: int | None = None,
+    ) -> None:
         self.exact: list[tuple[str, frozenset[str]]] = []
         self.needles: list[tuple[bytes, ...]] = []
         # most selective first: its needle drives the scan
-        for name, value in (("order_id", order_id), ("type", type), ("severity", severity),
-                            ("host", host), ("user", user)):
+        for name, value in (
+            ("order_id", order_id),
+            ("type", type),
+            ("severity", severity),
+            ("host", host),
+            ("user", user),
+        ):
             values = _as_values(name, value)
             if values is None:
                 continue
@@ -111,9 +126,11 @@ def _severities(values: list[str]) -> list[str]:
         at_least = v.endswith("+")
         v = v.rstrip("+")
         if v not in SEVERITIES:
-            raise AuditError(f"unknown severity {v!r}: expected one of {', '.join(SEVERITIES)}"
-                             " (add + for that level and above, e.g. warning+)")
-        out.extend(SEVERITIES[SEVERITIES.index(v):] if at_least else [v])
+            raise AuditError(
+                f"unknown severity {v!r}: expected one of {', '.join(SEVERITIES)}"
+                " (add + for that level and above, e.g. warning+)"
+            )
+        out.extend(SEVERITIES[SEVERITIES.index(v) :] if at_least else [v])
     return sorted(set(out))
 
 
@@ -124,7 +141,7 @@ def _scan_chunk(buf: Any, lo: int, hi: int, filt: _Filter, emit: Callable[[bytes
     if not needles:
         while end > lo:
             start = max(buf.rfind(b"\n", lo, end - 1) + 1, lo)
-            line = bytes(buf[start:end - 1])
+            line = bytes(buf[start : end - 1])
             if filt.too_old(line):
                 return True
             event = filt.match(line)
@@ -138,7 +155,7 @@ def _scan_chunk(buf: Any, lo: int, hi: int, filt: _Filter, emit: Callable[[bytes
         if hit < 0:
             return False
         start = max(buf.rfind(b"\n", lo, hit) + 1, lo)
-        line = bytes(buf[start:buf.find(b"\n", hit, hi)])
+        line = bytes(buf[start : buf.find(b"\n", hit, hi)])
         if filt.too_old(line):
             return True
         event = filt.match(line)
@@ -177,7 +194,7 @@ def _sources(path: str) -> Generator[tuple[str, Callable[[], Iterator[tuple[Any,
 
 
 def _oldest_line(buf: Any, lo: int, hi: int) -> bytes:
-    return bytes(buf[lo:buf.find(b"\n", lo, hi)])
+    return bytes(buf[lo : buf.find(b"\n", lo, hi)])
 
 
 def _scan(path: str, filt: _Filter, limit: int | None) -> list[tuple[bytes, dict]]:
@@ -201,8 +218,10 @@ def _scan(path: str, filt: _Filter, limit: int | None) -> list[tuple[bytes, dict
     sources = _sources(path)
     try:
         for _name, chunks in sources:
-            if any(_scan_chunk(buf, lo, hi, filt, emit) or filt.too_old(_oldest_line(buf, lo, hi))
-                   for buf, lo, hi in chunks()):
+            if any(
+                _scan_chunk(buf, lo, hi, filt, emit) or filt.too_old(_oldest_line(buf, lo, hi))
+                for buf, lo, hi in chunks()
+            ):
                 break
     finally:
         sources.close()
@@ -212,10 +231,19 @@ def _scan(path: str, filt: _Filter, limit: int | None) -> list[tuple[bytes, dict
     return newest
 
 
-def query(path: Path, *, limit: int | None = 20, severity: str | None = None,
-          type: str | None = None, order_id: str | None = None, host: str | None = None,
-          since: str | None = None, until: str | None = None, after: int | str | None = None,
-          user: str | None = None) -> list[dict]:
+def query(
+    path: Path,
+    *,
+    limit: int | None = 20,
+    severity: str | None = None,
+    type: str | None = None,
+    order_id: str | None = None,
+    host: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    after: int | str | None = None,
+    user: str | None = None,
+) -> list[dict]:
     """Matching events, oldest first.
 
     Without ``after``: the newest ``limit`` matches (``limit=None``: all).
@@ -230,37 +258,39 @@ def query(path: Path, *, limit: int | None = 20, severity: str | None = None,
         if not after.isdigit():
             raise AuditError(f"cursor must be a non-negative integer (an event's seq), got {after!r}")
         after = int(after)
-    filt = _Filter(severity=severity, type=type, order_id=order_id, host=host, user=user,
-                   since=since, until=until, after=after)
+    filt = _Filter(
+        severity=severity, type=type, order_id=order_id, host=host, user=user, since=since, until=until, after=after
+    )
     return [event for _line, event in _scan(os.fspath(path), filt, limit)]
 
 
 def parse_time(text: str, now: float | None = None) -> str:
     """An ISO-8601 time or a relative age (30s, 15m, 2h, 7d, 1w) as the log's
     UTC form ``YYYY-MM-DDTHH:MM:SS.mmmZ``. Naive times are UTC."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     value = str(text).strip()
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     moment: datetime
     if value.lower() == "now":
-        moment = datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
+        moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
     elif value[:-1].replace(".", "", 1).isdigit() and value[-1:].lower() in units:
         ago = float(value[:-1]) * units[value[-1].lower()]
         try:
-            moment = (datetime.fromtimestamp(time.time() if now is None else now, timezone.utc)
-                      - timedelta(seconds=ago))
+            moment = datetime.fromtimestamp(time.time() if now is None else now, UTC) - timedelta(seconds=ago)
         except (OverflowError, ValueError):
             raise AuditError(f"time {text!r} is too far back") from None
     else:
         try:
             moment = datetime.fromisoformat(value)
         except ValueError:
-            raise AuditError(f"cannot read time {text!r}: use ISO-8601 (2026-11-28, 2026-11-28T19:30:00Z,"
-                             " 2026-11-28T21:30+02:00) or an age like 30s, 15m, 2h, 7d") from None
+            raise AuditError(
+                f"cannot read time {text!r}: use ISO-8601 (2026-11-28, 2026-11-28T19:30:00Z,"
+                " 2026-11-28T21:30+02:00) or an age like 30s, 15m, 2h, 7d"
+            ) from None
         if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        moment = moment.astimezone(timezone.utc)
+            moment = moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
@@ -285,8 +315,7 @@ def sum_cost(path: Path, by: str, **filters: Any) -> list[dict]:
 
 def _printable(text: str) -> str:
     """One line, no terminal control sequences: control characters escaped."""
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text) \
-        if not text.isprintable() else text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text) if not text.isprintable() else text
 
 
 def format_event(event: dict) -> str:
@@ -296,5 +325,7 @@ def format_event(event: dict) -> str:
     message = str(event.get("message") or "")
     if user:
         message = f"[{user}] {message}"
-    return (f"{event.get('ts', '?')}  {event.get('seq', '?'):>7}  {str(event.get('severity', '?')):<8} "
-            f"{_printable(str(event.get('type', '?'))):<20} {_printable(str(order)):<34} {_printable(message)}")
+    return (
+        f"{event.get('ts', '?')}  {event.get('seq', '?'):>7}  {event.get('severity', '?')!s:<8} "
+        f"{_printable(str(event.get('type', '?'))):<20} {_printable(str(order)):<34} {_printable(message)}"
+    )

@@ -5,14 +5,16 @@ the complete lines of a file or buffer read backwards in blocks.
 
 from __future__ import annotations
 
+import itertools
 import os
 
 from galaxy_fleet.audit.chain import _hash_of, _seq_of, log_id_of
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
-    from typing import Any, Iterator
+    from typing import Any
 
 _BLOCK = 64 * 1024  # first backward read; doubles up to _MAX_BLOCK
 _MAX_BLOCK = 4 * 1024 * 1024
@@ -21,7 +23,7 @@ _MAX_BLOCK = 4 * 1024 * 1024
 class _Segment:
     """A rotated segment: ``<log>.<first>-<last>`` or the same with ``.gz``."""
 
-    __slots__ = ("first", "last", "path", "compressed")
+    __slots__ = ("compressed", "first", "last", "path")
 
     def __init__(self, first: int, last: int, path: str, compressed: bool) -> None:
         self.first, self.last, self.path, self.compressed = first, last, path, compressed
@@ -49,7 +51,7 @@ def _segments(path: str, upto: int | None = None) -> list[_Segment]:
 
 
 def _contiguous(segs: list[_Segment], upto: int | None) -> bool:
-    for older, newer in zip(segs, segs[1:]):
+    for older, newer in itertools.pairwise(segs):
         if older.last + 1 != newer.first:
             return False
     if upto is not None:
@@ -70,7 +72,7 @@ def _list_segments(path: str) -> list[_Segment]:
     for name in names:
         if not name.startswith(prefix):
             continue
-        rest = name[len(prefix):]
+        rest = name[len(prefix) :]
         compressed = rest.endswith(".gz")
         if compressed:
             rest = rest[:-3]
@@ -122,7 +124,7 @@ def _fsync_dir(path: str) -> None:
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def _unlink_quietly(path: str) -> None:
@@ -138,7 +140,7 @@ def _last_event(src: int | bytes, size: int) -> tuple[int, str] | None:
         end = hi
         while end > lo:
             start = max(buf.rfind(b"\n", lo, end - 1) + 1, lo)
-            line = bytes(buf[start:end - 1])
+            line = bytes(buf[start : end - 1])
             seq, h = _seq_of(line), _hash_of(line)
             if seq is not None and h is not None:
                 return seq, h
@@ -166,7 +168,7 @@ def _chunks_backward(src: int | bytes, size: int) -> Iterator[tuple[Any, int, in
         start = max(0, pos - block)
         if len(buf) < pos - start:
             buf = bytearray(pos - start)  # reused: fresh big buffers cost page faults
-        end = os.preadv(src, [memoryview(buf)[:pos - start]], start)
+        end = os.preadv(src, [memoryview(buf)[: pos - start]], start)
         hi = end
         if not tail_done:
             k = buf.rfind(b"\n", 0, end)
@@ -224,4 +226,4 @@ def log_identity(path: str | os.PathLike[str] | Path) -> str | None:
             return log_id_of(line)
     segs = _segments(p)
     data = _read_segment(segs[-1]) if segs else None
-    return log_id_of(data[:data.find(b"\n")]) if data else None
+    return log_id_of(data[: data.find(b"\n")]) if data else None

@@ -8,15 +8,25 @@ import fcntl
 import json
 import os
 
-from galaxy_fleet.audit.chain import (_HASH_TAG, _SEQ_AT, _SEQ_TAG, _SUFFIX, ROTATED, _hash_of, _seq_of, _sha256_func,
-                                      _split_line, event_hash)
+from galaxy_fleet.audit.chain import (
+    _HASH_TAG,
+    _SEQ_AT,
+    _SEQ_TAG,
+    _SUFFIX,
+    ROTATED,
+    _hash_of,
+    _seq_of,
+    _sha256_func,
+    _split_line,
+    event_hash,
+)
 from galaxy_fleet.audit.query import query
 from galaxy_fleet.audit.segments import _read_segment, _Segment, _segments
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
     from pathlib import Path
-    from typing import Callable, Iterator
 
 
 class VerifyReport:
@@ -24,8 +34,15 @@ class VerifyReport:
     ``{"segment", "line", "seq", "reason", "detail"}``; the seq range checked and
     the number of rotated segments read (the live file not counted)."""
 
-    def __init__(self, ok: bool, count: int, broken: dict | None = None, first_seq: int | None = None,
-                 last_seq: int | None = None, segments: int = 0) -> None:
+    def __init__(
+        self,
+        ok: bool,
+        count: int,
+        broken: dict | None = None,
+        first_seq: int | None = None,
+        last_seq: int | None = None,
+        segments: int = 0,
+    ) -> None:
         self.ok, self.count, self.broken = ok, count, broken
         self.first_seq, self.last_seq, self.segments = first_seq, last_seq, segments
 
@@ -33,8 +50,14 @@ class VerifyReport:
         return "VerifyReport(" + ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items()) + ")"
 
     def to_dict(self) -> dict:
-        return {"ok": self.ok, "count": self.count, "broken": self.broken,
-                "first_seq": self.first_seq, "last_seq": self.last_seq, "segments": self.segments}
+        return {
+            "ok": self.ok,
+            "count": self.count,
+            "broken": self.broken,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "segments": self.segments,
+        }
 
 
 _REASONS = {
@@ -43,7 +66,7 @@ _REASONS = {
     "reordered": "events are out of order",
     "duplicated": "an event appears twice",
     "torn": "the last line is incomplete: a writer was interrupted mid-write (not tampering;"
-            " readers skip it and the next append repairs it)",
+    " readers skip it and the next append repairs it)",
 }
 
 
@@ -68,11 +91,12 @@ def _snapshot(path: str) -> tuple[int | None, int, list[_Segment]]:
 
 
 def _slicer(data: bytes) -> Callable[[int, int], bytes]:
-    return lambda off, n: data[off:off + n]
+    return lambda off, n: data[off : off + n]
 
 
-def _chunks_forward(read: Callable[[int, int], bytes], size: int,
-                    block: int = 8 * 1024 * 1024) -> Iterator[tuple[bytes, bool]]:
+def _chunks_forward(
+    read: Callable[[int, int], bytes], size: int, block: int = 8 * 1024 * 1024
+) -> Iterator[tuple[bytes, bool]]:
     """(chunk of whole lines, is_last) forward; the last chunk may end in a partial line."""
     pos = 0
     carry = b""
@@ -85,9 +109,9 @@ def _chunks_forward(read: Callable[[int, int], bytes], size: int,
                 yield buf, True
             return
         k = buf.rfind(b"\n")
-        carry = buf[k + 1:]
+        carry = buf[k + 1 :]
         if k >= 0:
-            yield buf[:k + 1], False
+            yield buf[: k + 1], False
 
 
 class _Verifier:
@@ -124,11 +148,15 @@ class _Verifier:
             if self.pending is None:
                 # Fast path: the line carries the expected seq and prev, and its hash.
                 cut = len(line) - _SUFFIX
-                if (self.last_seq is not None and line.startswith(self.next_seq_tag, seq_at)
-                        and line.endswith(self.prev_tag, 0, cut) and line.endswith(b'"}')
-                        and line.startswith(_HASH_TAG, cut)):
+                if (
+                    self.last_seq is not None
+                    and line.startswith(self.next_seq_tag, seq_at)
+                    and line.endswith(self.prev_tag, 0, cut)
+                    and line.endswith(b'"}')
+                    and line.startswith(_HASH_TAG, cut)
+                ):
                     digest = sha(line[:cut] + b"}").hexdigest()
-                    if line[cut + len(_HASH_TAG):-2] == digest.encode():
+                    if line[cut + len(_HASH_TAG) : -2] == digest.encode():
                         self._advance(source, line_no, self.last_seq + 1, digest)
                         continue
                 self._check(source, line_no, line)
@@ -156,8 +184,9 @@ class _Verifier:
             # The oldest event we have: the start of the log (seq 1), or the
             # rotation event that opens a file whose older segments were removed.
             if not (seq == 1 and prev is None) and _type_of(line) != ROTATED:
-                self._break(source, line_no, seq, "deleted",
-                            f"the log starts at seq {seq}: the events before it are missing")
+                self._break(
+                    source, line_no, seq, "deleted", f"the log starts at seq {seq}: the events before it are missing"
+                )
                 return
             self.first_seq = seq
         elif prev != self.last_hash or seq != self.last_seq + 1:
@@ -168,13 +197,22 @@ class _Verifier:
                 self._break(source, line_no, seq, "reordered", f"seq {seq} comes after seq {self.last_seq}")
             elif seq == expect:
                 at_source, at_line = self.last_at
-                self._break(at_source, at_line, self.last_seq, "edited",
-                            f"event seq {self.last_seq} was replaced and re-hashed:"
-                            f" the prev of seq {seq} does not match it")
+                self._break(
+                    at_source,
+                    at_line,
+                    self.last_seq,
+                    "edited",
+                    f"event seq {self.last_seq} was replaced and re-hashed: the prev of seq {seq} does not match it",
+                )
             else:
-                self.pending = {"segment": source, "line": line_no, "seq": seq, "reason": "deleted",
-                                "detail": f"expected seq {expect} after seq {self.last_seq}, found seq {seq}",
-                                "expect": expect}
+                self.pending = {
+                    "segment": source,
+                    "line": line_no,
+                    "seq": seq,
+                    "reason": "deleted",
+                    "detail": f"expected seq {expect} after seq {self.last_seq}, found seq {seq}",
+                    "expect": expect,
+                }
                 self.lookahead = 1000
             return
         self._advance(source, line_no, seq, digest)
@@ -187,10 +225,14 @@ class _Verifier:
         self.next_seq_tag = b'","seq":%d,' % (seq + 1)
         self.prev_tag = b',"prev":"' + digest.encode("ascii") + b'"'
 
-    def _break(self, source: str, line_no: int, seq: int | None, reason: str,
-               detail: str | None = None) -> None:
-        self.broken = {"segment": source, "line": line_no, "seq": seq, "reason": reason,
-                       "detail": detail or _REASONS[reason]}
+    def _break(self, source: str, line_no: int, seq: int | None, reason: str, detail: str | None = None) -> None:
+        self.broken = {
+            "segment": source,
+            "line": line_no,
+            "seq": seq,
+            "reason": reason,
+            "detail": detail or _REASONS[reason],
+        }
 
     def finish(self) -> None:
         if self.pending is not None:
@@ -207,8 +249,7 @@ def _type_of(line: bytes) -> str | None:
     return event.get("type") if isinstance(event, dict) else None
 
 
-def _verify_source(v: _Verifier, name: str, read: Callable[[int, int], bytes], size: int,
-                   live: bool) -> None:
+def _verify_source(v: _Verifier, name: str, read: Callable[[int, int], bytes], size: int, live: bool) -> None:
     line_no = 0
     for chunk, last in _chunks_forward(read, size):
         line_no = v.feed(name, chunk, line_no, last and live)
@@ -249,8 +290,14 @@ def verify(path: Path) -> VerifyReport:
     finally:
         if fd is not None:
             os.close(fd)
-    return VerifyReport(ok=v.broken is None, count=v.count, broken=v.broken,
-                        first_seq=v.first_seq, last_seq=v.last_seq, segments=used_segments)
+    return VerifyReport(
+        ok=v.broken is None,
+        count=v.count,
+        broken=v.broken,
+        first_seq=v.first_seq,
+        last_seq=v.last_seq,
+        segments=used_segments,
+    )
 
 
 def verify_since(path: Path, seq: int, digest: str | None) -> tuple[bool, int, str | None, str]:

@@ -11,10 +11,33 @@ import json
 import os
 import time
 
-from galaxy_fleet.audit.chain import (LOG_ID, MAX_MESSAGE, REPAIRED, RESERVED, ROTATED, SEVERITIES, AuditError,
-                                      _fields, _now, _seal, _seq_of, _sha256, log_id_of, new_log_id)
-from galaxy_fleet.audit.segments import (_BLOCK, _first_line, _fsync_dir, _last_event, _read_segment,
-                                         _segment_name, _segments, _unlink_quietly, _write_all)
+from galaxy_fleet.audit.chain import (
+    LOG_ID,
+    MAX_MESSAGE,
+    REPAIRED,
+    RESERVED,
+    ROTATED,
+    SEVERITIES,
+    AuditError,
+    _fields,
+    _now,
+    _seal,
+    _seq_of,
+    _sha256,
+    log_id_of,
+    new_log_id,
+)
+from galaxy_fleet.audit.segments import (
+    _BLOCK,
+    _first_line,
+    _fsync_dir,
+    _last_event,
+    _read_segment,
+    _segment_name,
+    _segments,
+    _unlink_quietly,
+    _write_all,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -83,8 +106,7 @@ class AuditLog:
 
     rotate_retry_s = 30.0  # after a failed rotation, wait this long before trying again
 
-    def __init__(self, path: Path, host: str, *, rotate_bytes: int = 64 * 1024 * 1024,
-                 durable: bool = True) -> None:
+    def __init__(self, path: Path, host: str, *, rotate_bytes: int = 64 * 1024 * 1024, durable: bool = True) -> None:
         import threading
         from pathlib import Path
 
@@ -109,9 +131,17 @@ class AuditLog:
 
     # -- public --
 
-    def append(self, type: str, *, severity: str = "info", message: str = "",
-               order_id: str | None = None, user: str | None = None, sync: bool = True,
-               **data: Any) -> dict:
+    def append(
+        self,
+        type: str,
+        *,
+        severity: str = "info",
+        message: str = "",
+        order_id: str | None = None,
+        user: str | None = None,
+        sync: bool = True,
+        **data: Any,
+    ) -> dict:
         """Write one event and return it as written. Raises AuditError for a bad
         event and OSError (e.g. ENOSPC) when it cannot be written; nothing
         partial stays in the log either way.
@@ -141,8 +171,10 @@ class AuditLog:
                 if self._seq == 0:  # the first event of a new log carries its identity
                     data = {**data, LOG_ID: new_log_id()}
                 try:
-                    line, digest = _seal(_fields(_now(), self._seq + 1, self.host, type, severity,
-                                                 order_id, user, message, data), self._hash)
+                    line, digest = _seal(
+                        _fields(_now(), self._seq + 1, self.host, type, severity, order_id, user, message, data),
+                        self._hash,
+                    )
                 except (TypeError, ValueError) as exc:
                     raise AuditError(f"event data cannot be written as JSON: {exc}") from None
                 self._write(fd, line, sync)
@@ -169,7 +201,7 @@ class AuditLog:
         for worker in workers:
             worker.join()
 
-    def __enter__(self) -> "AuditLog":
+    def __enter__(self) -> AuditLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -262,24 +294,36 @@ class AuditLog:
                     self._seq, self._hash = tail
                 else:
                     self._seq = seg.last
-                log_id = log_id_of(data[:data.find(b"\n")]) if data else None
-                self._emit(fd, ROTATED, "warning",
-                           f"started a new live file after {seg.name} (interrupted rotation?)",
-                           {"segment": _segment_name(self._p, seg.first, seg.last),
-                            "first_seq": seg.first, "last_seq": seg.last, "resumed": True,
-                            LOG_ID: log_id or new_log_id()})
+                log_id = log_id_of(data[: data.find(b"\n")]) if data else None
+                self._emit(
+                    fd,
+                    ROTATED,
+                    "warning",
+                    f"started a new live file after {seg.name} (interrupted rotation?)",
+                    {
+                        "segment": _segment_name(self._p, seg.first, seg.last),
+                        "first_seq": seg.first,
+                        "last_seq": seg.last,
+                        "resumed": True,
+                        LOG_ID: log_id or new_log_id(),
+                    },
+                )
         if torn:
             preview = torn[:200].decode("utf-8", "replace")
-            self._emit(fd, REPAIRED, "warning",
-                       f"discarded a torn last line of {len(torn)} bytes left by an interrupted write",
-                       {"bytes": len(torn), "sha256": _sha256(torn).hexdigest(),
-                        "preview": preview})
+            self._emit(
+                fd,
+                REPAIRED,
+                "warning",
+                f"discarded a torn last line of {len(torn)} bytes left by an interrupted write",
+                {"bytes": len(torn), "sha256": _sha256(torn).hexdigest(), "preview": preview},
+            )
 
     def _emit(self, fd: int, type: str, severity: str, message: str, data: dict[str, Any]) -> None:
         if self._seq == 0:
             data = {**data, LOG_ID: new_log_id()}
-        line, digest = _seal(_fields(_now(), self._seq + 1, self.host, type, severity, None, None,
-                                     message, data), self._hash)
+        line, digest = _seal(
+            _fields(_now(), self._seq + 1, self.host, type, severity, None, None, message, data), self._hash
+        )
         self._write(fd, line)
         self._seq += 1
         self._hash = digest
@@ -315,10 +359,20 @@ class AuditLog:
         name = _segment_name(self._p, first, last)
         # The new live file opens with the log's identity (a log older than identities gets one now).
         log_id = log_id_of(opening) or new_log_id()
-        line, digest = _seal(_fields(_now(), last + 1, self.host, ROTATED, "info", None, None,
-                                     f"rotated events {first}..{last} into {name}.gz",
-                                     {"segment": name, "first_seq": first, "last_seq": last, LOG_ID: log_id}),
-                             self._hash)
+        line, digest = _seal(
+            _fields(
+                _now(),
+                last + 1,
+                self.host,
+                ROTATED,
+                "info",
+                None,
+                None,
+                f"rotated events {first}..{last} into {name}.gz",
+                {"segment": name, "first_seq": first, "last_seq": last, LOG_ID: log_id},
+            ),
+            self._hash,
+        )
         tmp = os.path.join(self._dir, f".{os.path.basename(self._p)}.rotate.tmp")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
@@ -358,8 +412,7 @@ class AuditLog:
         # segments: each raw segment is flocked while it is compressed.
         import threading
 
-        worker = threading.Thread(target=_compress_quietly, args=(self._p,),
-                                  name="audit-compress", daemon=True)
+        worker = threading.Thread(target=_compress_quietly, args=(self._p,), name="audit-compress", daemon=True)
         self._compressors = [t for t in self._compressors if t.is_alive()] + [worker]
         worker.start()
 

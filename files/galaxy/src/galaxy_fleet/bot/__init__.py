@@ -21,5 +21,6 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `galaxy bot` and ``python -m galaxy_fleet.bot`` (here, with no imports, so that
     `galaxy` builds its parser without loading the bot)."""
-    parser.add_argument("--check", action="store_true",
-                        help="validate the bot section and that a token is available, then exit")
+    parser.add_argument(
+        "--check", action="store_true", help="validate the bot section and that a token is available, then exit"
+    )

@@ -41,16 +41,34 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from galaxy_fleet import config as config_mod
+from galaxy_fleet.config import (
+    WEBHOOK_SECRET_CREDENTIAL,
+    WEBHOOK_SECRET_ENV,
+    BotConfig,
+    ConfigError,
+    DangerPolicy,
+    FloodPolicy,
+    UserPolicy,
+    WebhookSettings,
+)
 from galaxy_fleet.control import policy
 from galaxy_fleet.control.policy import RateLimiter
-from galaxy_fleet.config import (WEBHOOK_SECRET_CREDENTIAL, WEBHOOK_SECRET_ENV, BotConfig, ConfigError, DangerPolicy,
-                                 FloodPolicy, UserPolicy, WebhookSettings)
 
-__all__ = ["BotSettings", "DangerPolicy", "FloodPolicy", "RateLimiter", "UserPolicy", "WebhookSettings",
-           "WEBHOOK_SECRET_CREDENTIAL", "WEBHOOK_SECRET_ENV", "check_webhook_secret"]
+__all__ = [
+    "WEBHOOK_SECRET_CREDENTIAL",
+    "WEBHOOK_SECRET_ENV",
+    "BotSettings",
+    "DangerPolicy",
+    "FloodPolicy",
+    "RateLimiter",
+    "UserPolicy",
+    "WebhookSettings",
+    "check_webhook_secret",
+]
 
 
 WEBHOOK_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")  # what Telegram accepts as secret_token
@@ -60,15 +78,15 @@ class BotSettings(BotConfig):
     """The ``bot:`` section (``galaxy_fleet.config.BotConfig``) with the decisions it drives."""
 
     @classmethod
-    def of(cls, bot: BotConfig) -> "BotSettings":
+    def of(cls, bot: BotConfig) -> BotSettings:
         return cls(**{f.name: getattr(bot, f.name) for f in dataclasses.fields(BotConfig)})
 
     @classmethod
-    def from_config(cls, config: config_mod.Config) -> "BotSettings":
+    def from_config(cls, config: config_mod.Config) -> BotSettings:
         return cls.of(config.bot)
 
     @classmethod
-    def from_section(cls, section: dict[str, Any]) -> "BotSettings":
+    def from_section(cls, section: dict[str, Any]) -> BotSettings:
         """A ``bot:`` section on its own, checked by the config loader."""
         return cls.of(config_mod.section(BotConfig, section, "bot"))
 
@@ -100,9 +118,11 @@ def check_webhook_secret(value: str) -> str:
     """The webhook secret token as Telegram accepts it (the value itself is never shown)."""
     value = value.strip()
     if not WEBHOOK_SECRET_RE.match(value):
-        raise ConfigError(f"the webhook secret (${WEBHOOK_SECRET_ENV} or the credential {WEBHOOK_SECRET_CREDENTIAL})"
-                          f" must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (it has {len(value)} "
-                          "characters)")
+        raise ConfigError(
+            f"the webhook secret (${WEBHOOK_SECRET_ENV} or the credential {WEBHOOK_SECRET_CREDENTIAL})"
+            f" must be 1 to 256 characters of A-Z, a-z, 0-9, _ and - (it has {len(value)} "
+            "characters)"
+        )
     return value
 
 
@@ -112,8 +132,9 @@ def user_name(user: Any) -> str:
     return f"telegram:{user.id}" + (f"(@{user.username})" if getattr(user, "username", None) else "")
 
 
-def allowed_hosts(settings: BotSettings, user_id: int, machines: list[str],
-                  resolve: Callable[[str], list[str]]) -> list[str] | None:
+def allowed_hosts(
+    settings: BotSettings, user_id: int, machines: list[str], resolve: Callable[[str], list[str]]
+) -> list[str] | None:
     """The machines among ``machines`` this user may use; None: every one."""
     policy = settings.users.get(user_id)
     if policy is None or policy.targets is None:
@@ -121,8 +142,7 @@ def allowed_hosts(settings: BotSettings, user_id: int, machines: list[str],
     return [h for h in machines if not settings.forbidden_hosts(user_id, [h], resolve)]
 
 
-def may_touch(settings: BotSettings, user_id: int, chat_id: int, rec: Any,
-              resolve: Callable[[str], list[str]]) -> bool:
+def may_touch(settings: BotSettings, user_id: int, chat_id: int, rec: Any, resolve: Callable[[str], list[str]]) -> bool:
     """Whether this user may cancel or retry the order ``rec``: one of the same chat or the same
     user, on a machine they may use."""
     if settings.forbidden_hosts(user_id, [rec.host], resolve):

@@ -46,21 +46,35 @@ class GalaxyBot:
 
     ALLOWED_UPDATES: ClassVar[list[str]] = ["message", "callback_query"]
 
-    def __init__(self, fleet: Fleet, settings: BotSettings, token: str, *, audit: Any = None,
-                 manage_fleet: bool = True, webhook_secret: str | None = None):
+    def __init__(
+        self,
+        fleet: Fleet,
+        settings: BotSettings,
+        token: str,
+        *,
+        audit: Any = None,
+        manage_fleet: bool = True,
+        webhook_secret: str | None = None,
+    ):
         self.fleet = fleet
         self.settings = settings
         self.webhook_secret = webhook_secret  # webhook mode: what Telegram must send back
         self.audit = audit
         self.manage_fleet = manage_fleet
         self.ready_hook: Callable[[], None] | None = None  # called once updates arrive (tests, embedding)
-        self.app = (Application.builder().token(token).base_url(settings.api_base_url)
-                    .base_file_url(settings.api_base_url.replace("/bot", "/file/bot", 1))
-                    .concurrent_updates(True)
-                    .rate_limiter(flood_limiter(settings.flood))
-                    .get_updates_read_timeout(settings.poll_timeout + 10)
-                    .post_init(self._post_init).post_stop(self._post_stop).post_shutdown(self._post_shutdown)
-                    .build())
+        self.app = (
+            Application.builder()
+            .token(token)
+            .base_url(settings.api_base_url)
+            .base_file_url(settings.api_base_url.replace("/bot", "/file/bot", 1))
+            .concurrent_updates(True)
+            .rate_limiter(flood_limiter(settings.flood))
+            .get_updates_read_timeout(settings.poll_timeout + 10)
+            .post_init(self._post_init)
+            .post_stop(self._post_stop)
+            .post_shutdown(self._post_shutdown)
+            .build()
+        )
         if self.app.job_queue is None:
             raise RuntimeError('the bot needs PTB\'s JobQueue: install "python-telegram-bot[job-queue]"')
         jobs = self.app.job_queue
@@ -70,8 +84,9 @@ class GalaxyBot:
         self.commands = Commands(fleet, settings, self.tg, self.follow, self.submit, self.audit_event)
         for name, handler in self.commands.handlers():
             self.app.add_handler(CommandHandler(name, handler))
-        self.app.add_handler(MessageHandler(filters.TEXT & ~filters.COMMAND & filters.ChatType.PRIVATE,
-                                            self.commands.text))
+        self.app.add_handler(
+            MessageHandler(filters.TEXT & ~filters.COMMAND & filters.ChatType.PRIVATE, self.commands.text)
+        )
         # In groups, commands for other bots are none of our business.
         self.app.add_handler(MessageHandler(filters.COMMAND & filters.ChatType.PRIVATE, self.commands.unknown))
         self.app.add_handler(CallbackQueryHandler(self.commands.on_button))
@@ -81,8 +96,12 @@ class GalaxyBot:
         """Until SIGINT or SIGTERM."""
         if self.settings.mode != "webhook":
             # PTB deletes a webhook left from an earlier webhook run first (getUpdates is refused while one is set).
-            self.app.run_polling(allowed_updates=self.ALLOWED_UPDATES, timeout=self.settings.poll_timeout,
-                                 drop_pending_updates=False, close_loop=True)
+            self.app.run_polling(
+                allowed_updates=self.ALLOWED_UPDATES,
+                timeout=self.settings.poll_timeout,
+                drop_pending_updates=False,
+                close_loop=True,
+            )
             return
         wh = self.settings.webhook
         if not self.webhook_secret:
@@ -90,10 +109,19 @@ class GalaxyBot:
         log.info("webhook mode: listening on %s:%d/%s for %s", wh.listen, wh.port, wh.url_path, wh.public_url)
         # setWebhook at start (URL, secret, certificate); updates Telegram keeps while the bot is
         # down are delivered when it is back (drop_pending_updates=False), so nothing is deleted at stop.
-        self.app.run_webhook(listen=wh.listen, port=wh.port, url_path=wh.url_path, cert=wh.cert, key=wh.key,
-                             webhook_url=wh.public_url, allowed_updates=self.ALLOWED_UPDATES,
-                             drop_pending_updates=False, max_connections=wh.max_connections,
-                             secret_token=self.webhook_secret, close_loop=True)
+        self.app.run_webhook(
+            listen=wh.listen,
+            port=wh.port,
+            url_path=wh.url_path,
+            cert=wh.cert,
+            key=wh.key,
+            webhook_url=wh.public_url,
+            allowed_updates=self.ALLOWED_UPDATES,
+            drop_pending_updates=False,
+            max_connections=wh.max_connections,
+            secret_token=self.webhook_secret,
+            close_loop=True,
+        )
 
     # -- start and stop -----------------------------------------------------------------------
     async def _post_init(self, app: Application[Any, Any, Any, Any, Any, Any]) -> None:
@@ -105,14 +133,19 @@ class GalaxyBot:
             log.warning("setMyCommands failed", exc_info=True)
         await self.follow.start()
         assert app.job_queue is not None
-        app.job_queue.run_repeating(self._tick, interval=self.settings.progress_interval,
-                                    first=self.settings.progress_interval, name="progress")
+        app.job_queue.run_repeating(
+            self._tick, interval=self.settings.progress_interval, first=self.settings.progress_interval, name="progress"
+        )
         # Jobs run once the application has started, i.e. once updates are being polled.
         app.job_queue.run_once(self._ready, 0, name="ready")
 
     async def _ready(self, context: ContextTypes.DEFAULT_TYPE) -> None:
-        log.info("bot ready: %d machines, %d orders followed, %d authorized users", len(self.fleet.machines()),
-                 len(self.follow.trackers), len(self.settings.authorized_users))
+        log.info(
+            "bot ready: %d machines, %d orders followed, %d authorized users",
+            len(self.fleet.machines()),
+            len(self.follow.trackers),
+            len(self.settings.authorized_users),
+        )
         notify("READY=1")
         if self.ready_hook:
             self.ready_hook()
@@ -140,8 +173,9 @@ class GalaxyBot:
         self.submit.tick()
         self.commands.tick()
 
-    def audit_event(self, type_: str, *, severity: str = "warning", message: str = "", user: str | None = None,
-                    **data: Any) -> None:
+    def audit_event(
+        self, type_: str, *, severity: str = "warning", message: str = "", user: str | None = None, **data: Any
+    ) -> None:
         """An event in the control node's own trail, and through the store in the fleet's."""
         fields = {k: v for k, v in data.items() if v is not None}
         try:

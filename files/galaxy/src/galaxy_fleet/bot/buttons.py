@@ -30,14 +30,20 @@ def parse(data: str | None) -> tuple[str, str]:
 def choose_target(token: str, options: Sequence[str]) -> InlineKeyboardMarkup:
     """One button per machine (three a row), then Cancel."""
     buttons = [InlineKeyboardButton(o, callback_data=f"{CHOOSE}:{token}:{i}") for i, o in enumerate(options)]
-    rows = [buttons[j:j + 3] for j in range(0, len(buttons), 3)]
+    rows = [buttons[j : j + 3] for j in range(0, len(buttons), 3)]
     rows.append([InlineKeyboardButton("✖ Cancel", callback_data=f"{DROP}:{token}")])
     return InlineKeyboardMarkup(rows)
 
 
 def confirm(token: str) -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton("✅ Confirm", callback_data=f"{CONFIRM}:{token}"),
-                                  InlineKeyboardButton("✖ Cancel", callback_data=f"{DROP}:{token}")]])
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("✅ Confirm", callback_data=f"{CONFIRM}:{token}"),
+                InlineKeyboardButton("✖ Cancel", callback_data=f"{DROP}:{token}"),
+            ]
+        ]
+    )
 
 
 def cancel(order_id: str, *, several: bool) -> InlineKeyboardMarkup:
@@ -48,5 +54,9 @@ def cancel(order_id: str, *, several: bool) -> InlineKeyboardMarkup:
 
 def retry(records: Sequence[Any], *, with_host: bool) -> InlineKeyboardMarkup:
     """One Retry button per order (``records``: OrderRecord-like, ``id`` and ``host``)."""
-    return InlineKeyboardMarkup([[InlineKeyboardButton("🔁 Retry" + (f" {r.host}" if with_host else ""),
-                                                       callback_data=f"{RETRY}:{r.id}")] for r in records])
+    return InlineKeyboardMarkup(
+        [
+            [InlineKeyboardButton("🔁 Retry" + (f" {r.host}" if with_host else ""), callback_data=f"{RETRY}:{r.id}")]
+            for r in records
+        ]
+    )

@@ -37,8 +37,9 @@ def read_token() -> str:
     token = secret(TOKEN_CREDENTIAL, TOKEN_ENV)
     os.environ.pop(TOKEN_ENV, None)
     if not token:
-        raise TokenMissing(f"no bot token: set ${TOKEN_ENV} or hand over the systemd credential "
-                           f"{TOKEN_CREDENTIAL!r} (LoadCredential=)")
+        raise TokenMissing(
+            f"no bot token: set ${TOKEN_ENV} or hand over the systemd credential {TOKEN_CREDENTIAL!r} (LoadCredential=)"
+        )
     return token.strip()
 
 
@@ -73,8 +74,13 @@ class RedactingFormatter(logging.Formatter):
 
 def setup_logging(token: str, verbose: bool = False, webhook_secret: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s", [token],
-                                            {webhook_secret: "webhook secret"} if webhook_secret else None))
+    handler.setFormatter(
+        RedactingFormatter(
+            "%(levelname)s %(name)s: %(message)s",
+            [token],
+            {webhook_secret: "webhook secret"} if webhook_secret else None,
+        )
+    )
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -108,11 +114,15 @@ def run(args: argparse.Namespace, config: Config) -> int:
         log.warning("bot.authorized_users is empty: the bot will refuse everyone")
     if settings.mode == "webhook":
         if not configured:
-            log.info("webhook: no secret in $%s or the credential %s: a random one for this run",
-                     WEBHOOK_SECRET_ENV, WEBHOOK_SECRET_CREDENTIAL)
+            log.info(
+                "webhook: no secret in $%s or the credential %s: a random one for this run",
+                WEBHOOK_SECRET_ENV,
+                WEBHOOK_SECRET_CREDENTIAL,
+            )
         if not settings.webhook.public_url.startswith("https://"):
-            log.warning("bot.webhook.public_url is not https: Telegram only calls https URLs "
-                        "(ports 443, 80, 88 or 8443)")
+            log.warning(
+                "bot.webhook.public_url is not https: Telegram only calls https URLs (ports 443, 80, 88 or 8443)"
+            )
     try:
         fleet = Fleet(config)
     except (ConfigError, ValueError, OSError) as exc:
@@ -120,8 +130,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
         return 2
     if getattr(args, "check", False):
         mode = f", webhook {settings.webhook.public_url}" if settings.mode == "webhook" else ""
-        print(f"galaxy bot: OK ({len(fleet.inventory.hosts)} machines, {len(settings.authorized_users)} "
-              f"authorized users{mode})")
+        print(
+            f"galaxy bot: OK ({len(fleet.inventory.hosts)} machines, {len(settings.authorized_users)} "
+            f"authorized users{mode})"
+        )
         return 0
     # Deferred: python-telegram-bot takes seconds to load, and --check does without it.
     from galaxy_fleet.bot.app import GalaxyBot

@@ -37,8 +37,17 @@ log = logging.getLogger("galaxy.bot")
 Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
 
 # /audit's filters: the word a user types -> Fleet.audit's argument
-AUDIT_KEYS = {"severity": "severity", "type": "type", "order": "order_id", "order_id": "order_id",
-              "since": "since", "until": "until", "limit": "limit", "host": "host", "target": "host"}
+AUDIT_KEYS = {
+    "severity": "severity",
+    "type": "type",
+    "order": "order_id",
+    "order_id": "order_id",
+    "since": "since",
+    "until": "until",
+    "limit": "limit",
+    "host": "host",
+    "target": "host",
+}
 
 
 def audit_filters(text: str) -> dict[str, Any]:
@@ -68,7 +77,7 @@ def audit_filters(text: str) -> dict[str, Any]:
     sev = filters.get("severity")
     if sev:
         if sev.endswith("+") and sev[:-1] in SEVERITIES:
-            filters["severity"] = ",".join(SEVERITIES[SEVERITIES.index(sev[:-1]):])
+            filters["severity"] = ",".join(SEVERITIES[SEVERITIES.index(sev[:-1]) :])
         elif any(s not in SEVERITIES for s in sev.split(",")):
             raise ValueError(f"severity must be one of {', '.join(SEVERITIES)} (or S+ for S and above)")
     for key in ("since", "until"):
@@ -91,8 +100,15 @@ def command_text(update: Update) -> str:
 class Commands:
     """The handlers of the commands, of plain text and of the buttons (``audit``: records a bot event)."""
 
-    def __init__(self, fleet: Fleet, settings: BotSettings, tg: Messenger, follow: Follower, submit: Submitter,
-                 audit: Callable[..., None]):
+    def __init__(
+        self,
+        fleet: Fleet,
+        settings: BotSettings,
+        tg: Messenger,
+        follow: Follower,
+        submit: Submitter,
+        audit: Callable[..., None],
+    ):
         self.fleet = fleet
         self.settings = settings
         self.tg = tg
@@ -123,9 +139,15 @@ class Commands:
         user = update.effective_user
         chat = update.effective_chat
         uid = user.id if user else None
-        self.audit("bot_refused", message=f"{reason}: {what}", user=user_name(user) if user else None,
-                   reason=reason, request=what, chat_id=chat.id if chat else None,
-                   chat_type=chat.type if chat else None)
+        self.audit(
+            "bot_refused",
+            message=f"{reason}: {what}",
+            user=user_name(user) if user else None,
+            reason=reason,
+            request=what,
+            chat_id=chat.id if chat else None,
+            chat_type=chat.type if chat else None,
+        )
         log.info("refused %s from user %s in chat %s: %s", what, uid, chat.id if chat else None, reason)
         if update.callback_query is not None:
             await update.callback_query.answer(text, show_alert=False)
@@ -179,8 +201,7 @@ class Commands:
     def _visible(self, update: Update, machines: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The machines this user may see (a user limited to some targets sees only those)."""
         user = update.effective_user
-        names = self.settings.visible_hosts(user.id if user else 0, [m["name"] for m in machines],
-                                            self.fleet.resolve)
+        names = self.settings.visible_hosts(user.id if user else 0, [m["name"] for m in machines], self.fleet.resolve)
         return [m for m in machines if m["name"] in names]
 
     async def machines(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -307,8 +328,7 @@ class Commands:
                 return
         for host in hosts:
             await asyncio.to_thread(self.fleet.sessions.new, chat.id, host)
-        self.audit("bot_new_session", severity="info", message=", ".join(hosts), user=user_name(user),
-                   chat_id=chat.id)
+        self.audit("bot_new_session", severity="info", message=", ".join(hosts), user=user_name(user), chat_id=chat.id)
         await self.tg.reply(update, render.new_session_text(hosts))
 
     # -- buttons ----------------------------------------------------------------------------------
@@ -344,8 +364,9 @@ class Commands:
                 await query.answer("Unknown choice.")
                 return
             await query.answer(f"Sending to {spec}")
-            await self.submit.checked_submit(pending.user_id, pending.user, chat_id, spec, pending.payload,
-                                             status_message_id=pending.message_id)
+            await self.submit.checked_submit(
+                pending.user_id, pending.user, chat_id, spec, pending.payload, status_message_id=pending.message_id
+            )
             return
         if kind in (buttons.CANCEL, buttons.RETRY):
             rec = await asyncio.to_thread(self.fleet.order, rest)
@@ -354,8 +375,9 @@ class Commands:
                 return
             if kind == buttons.CANCEL:
                 await query.answer("Cancelling…")
-                text, failed = await self.submit.cancel([r for r in self.follow.parts(rec) if not r.terminal]
-                                                        or [rec], user_name(user))
+                text, failed = await self.submit.cancel(
+                    [r for r in self.follow.parts(rec) if not r.terminal] or [rec], user_name(user)
+                )
                 if failed:  # say so under the status message (it shows the orders still running)
                     await self.tg.send(chat_id, text, reply_to=reply_to)
                 return
@@ -371,6 +393,7 @@ class Command:
     (followed there by the usage when it takes ``args``), and ``details`` for its line in /help
     (Markdown; ``{default}`` is where orders without a target go; more lines after a newline;
     the summary when empty)."""
+
     name: str
     handler: Callable[[Commands, Update, ContextTypes.DEFAULT_TYPE], Coroutine[Any, Any, None]]
     summary: str
@@ -387,19 +410,30 @@ class Command:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("order", Commands.order, "send an order", "[target] text",
-            "send an order (target: a machine, a group or `all`; without one it goes to {default})\n"
-            "Plain text in this chat is an order to {default} too."),
+    Command(
+        "order",
+        Commands.order,
+        "send an order",
+        "[target] text",
+        "send an order (target: a machine, a group or `all`; without one it goes to {default})\n"
+        "Plain text in this chat is an order to {default} too.",
+    ),
     Command("machines", Commands.machines, "machines and their live status"),
     Command("status", Commands.status, "fleet summary"),
     Command("orders", Commands.orders, "recent orders from this chat", "[N]"),
     Command("cancel", Commands.cancel, "cancel an order", "ID", "cancel an order (or press Cancel under it)"),
     Command("retry", Commands.retry, "send an order again", "ID"),
     Command("health", Commands.health, "health checks", "[target]", "run the health checks"),
-    Command("audit", Commands.audit_trail, "audit trail",
-            "[severity=error] [type=T] [order=ID] [since=2h] [host=H] [limit=N]", "the audit trail"),
-    Command("new", Commands.new, "start a fresh agent session", "[target]",
-            "the next order starts a fresh agent session"),
+    Command(
+        "audit",
+        Commands.audit_trail,
+        "audit trail",
+        "[severity=error] [type=T] [order=ID] [since=2h] [host=H] [limit=N]",
+        "the audit trail",
+    ),
+    Command(
+        "new", Commands.new, "start a fresh agent session", "[target]", "the next order starts a fresh agent session"
+    ),
     Command("start", Commands.start, "your user id and whether you are authorized", "", "your Telegram user id"),
     Command("help", Commands.help, "what this bot does", "", "the commands"),
 )

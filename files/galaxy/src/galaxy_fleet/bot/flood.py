@@ -29,8 +29,11 @@ LIMITED_EXTRA = {"copyMessage", "copyMessages", "forwardMessage", "forwardMessag
 
 
 def is_limited(endpoint: str) -> bool:
-    return ((endpoint.startswith("send") and endpoint != "sendChatAction") or endpoint.startswith("edit")
-            or endpoint in LIMITED_EXTRA)
+    return (
+        (endpoint.startswith("send") and endpoint != "sendChatAction")
+        or endpoint.startswith("edit")
+        or endpoint in LIMITED_EXTRA
+    )
 
 
 def retry_seconds(exc: Any) -> float:
@@ -94,9 +97,15 @@ class FloodLimiter(BaseRateLimiter[int]):
         queue = self.chats[chat_id] = _ChatQueue(asyncio.Lock(), limiters)
         return queue
 
-    async def process_request(self, callback: Callable[..., Coroutine[Any, Any, Any]], args: Any,
-                              kwargs: dict[str, Any], endpoint: str, data: dict[str, Any],
-                              rate_limit_args: int | None) -> Any:
+    async def process_request(
+        self,
+        callback: Callable[..., Coroutine[Any, Any, Any]],
+        args: Any,
+        kwargs: dict[str, Any],
+        endpoint: str,
+        data: dict[str, Any],
+        rate_limit_args: int | None,
+    ) -> Any:
         chat_id = data.get("chat_id")
         if chat_id is None or not is_limited(endpoint):
             return await callback(*args, **kwargs)
@@ -118,13 +127,25 @@ class FloodLimiter(BaseRateLimiter[int]):
                 except RetryAfter as exc:
                     wait = retry_seconds(exc)
                     if attempt >= max_retries:
-                        log.error("Telegram flood limit: %s to chat %s refused again (retry after %g s); "
-                                  "gave up after %d retries", endpoint, chat_id, wait, max_retries)
+                        log.error(
+                            "Telegram flood limit: %s to chat %s refused again (retry after %g s); "
+                            "gave up after %d retries",
+                            endpoint,
+                            chat_id,
+                            wait,
+                            max_retries,
+                        )
                         raise
                     attempt += 1
                     self.flood_waits += 1
-                    log.warning("Telegram flood limit: %s to chat %s refused, waiting %g s as asked "
-                                "(retry %d of %d)", endpoint, chat_id, wait, attempt, max_retries)
+                    log.warning(
+                        "Telegram flood limit: %s to chat %s refused, waiting %g s as asked (retry %d of %d)",
+                        endpoint,
+                        chat_id,
+                        wait,
+                        attempt,
+                        max_retries,
+                    )
                     await asyncio.sleep(wait + 0.1)
 
 

@@ -53,6 +53,7 @@ ORDER_ALERTS = (*(event_type(s) for s in TERMINAL if s != DONE), "order_lost")
 @dataclass
 class Tracker:
     """One status message and the orders it follows (one, or a fan-out's parts)."""
+
     chat_id: int
     message_id: int
     spec: str | None
@@ -121,9 +122,12 @@ class Follower:
         # A machine that is unreachable from the start never goes "down": check each once.
         connect = float(getattr(getattr(self.fleet, "settings", None), "connect_timeout", 10.0))
         for m in await asyncio.to_thread(self.fleet.machines):
-            self.jobs.run_once(self._node_down_alert, max(self.settings.node_down_alert_after, connect),
-                               data={"host": m["name"], "message": "", "since": time.time()},
-                               name=f"node_down:{m['name']}")
+            self.jobs.run_once(
+                self._node_down_alert,
+                max(self.settings.node_down_alert_after, connect),
+                data={"host": m["name"], "message": "", "since": time.time()},
+                name=f"node_down:{m['name']}",
+            )
 
     async def stop(self) -> None:
         for task in list(self.tasks):  # deliveries held back by the flood limits: done after a restart
@@ -154,7 +158,7 @@ class Follower:
         return list(tracker.records.values()) if tracker else [rec]
 
     # -- following orders -------------------------------------------------------------------
-    def _from_router(self, ev: "FleetEvent") -> None:
+    def _from_router(self, ev: FleetEvent) -> None:
         """Fleet callback, on a router thread: hand the event to the bot's loop."""
         loop, queue = self.loop, self.events
         if loop is None or queue is None:
@@ -175,7 +179,7 @@ class Follower:
             except Exception:
                 log.exception("could not handle a %s event from %s", ev.kind, ev.host)
 
-    async def _handle(self, ev: "FleetEvent") -> None:
+    async def _handle(self, ev: FleetEvent) -> None:
         if ev.kind == "order" and ev.record is not None:
             rec = ev.record
             if rec.chat_id is None:
@@ -202,8 +206,9 @@ class Follower:
         if tracker is None:
             siblings = [rec]
             if rec.batch:
-                siblings = [r for r in self.fleet.orders(100000, None, rec.batch)
-                            if (r.chat_id, r.message_id) == key] or [rec]
+                siblings = [
+                    r for r in self.fleet.orders(100000, None, rec.batch) if (r.chat_id, r.message_id) == key
+                ] or [rec]
             tracker = Tracker(rec.chat_id, rec.message_id, rec.target_spec, {r.id: r for r in siblings})
             for r in siblings:
                 if r.delivered:
@@ -253,7 +258,7 @@ class Follower:
         self.tasks.add(task)  # a reference until it is done (the loop keeps only weak ones)
         task.add_done_callback(self._task_done)
 
-    def _task_done(self, task: "asyncio.Task[Any]") -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self.tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background delivery failed", exc_info=task.exception())
@@ -295,8 +300,9 @@ class Follower:
         content = render.answer_document(records)
         name = f"order-{records[0].id}.md" if len(records) == 1 else f"orders-{records[0].batch or records[0].id}.md"
         caption = render.document_summary(records, tracker.spec, name, len(content))
-        await self.tg.send_document(tracker.chat_id, content.encode("utf-8"), name, caption,
-                                    reply_to=tracker.message_id)
+        await self.tg.send_document(
+            tracker.chat_id, content.encode("utf-8"), name, caption, reply_to=tracker.message_id
+        )
 
     async def tick(self) -> None:
         """Every progress_interval: elapsed times, typing actions, retried deliveries."""
@@ -337,7 +343,7 @@ class Follower:
                 continue  # a user limited to some machines hears only of those
             await self.tg.send(chat_id, text)
 
-    async def _alert(self, ev: "FleetEvent") -> None:
+    async def _alert(self, ev: FleetEvent) -> None:
         alert = ev.alert or {}
         alert_id = str(alert.get("id"))
         if alert_id in self.sent_alerts:
@@ -380,7 +386,7 @@ class Follower:
         self.sent_alerts.add(alert_id)
         await asyncio.to_thread(self.fleet.delivered, ev)
 
-    async def _node_state(self, ev: "FleetEvent") -> None:
+    async def _node_state(self, ev: FleetEvent) -> None:
         family = f"node_down:{ev.host}"
         if ev.kind == "node_up":
             for job in self.jobs.get_jobs_by_name(family):
@@ -392,10 +398,14 @@ class Follower:
             return
         if family in self.active_alerts or self.jobs.get_jobs_by_name(family):
             return
-        self.jobs.run_once(self._node_down_alert, self.settings.node_down_alert_after,
-                           data={"host": ev.host, "message": ev.message, "since": time.time()}, name=family)
+        self.jobs.run_once(
+            self._node_down_alert,
+            self.settings.node_down_alert_after,
+            data={"host": ev.host, "message": ev.message, "since": time.time()},
+            name=family,
+        )
 
-    async def _node_down_alert(self, context: "ContextTypes.DEFAULT_TYPE") -> None:
+    async def _node_down_alert(self, context: ContextTypes.DEFAULT_TYPE) -> None:
         data = context.job.data if context.job else None
         if not isinstance(data, dict):
             return

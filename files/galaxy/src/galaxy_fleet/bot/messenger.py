@@ -31,16 +31,15 @@ class Messenger:
     def __init__(self, bot: Bot):
         self.bot = bot
 
-    async def send(self, chat_id: int, text: str, *, reply_to: int | None = None, parse_mode: str | None = "HTML",
-                   **kwargs: Any) -> Message:
+    async def send(
+        self, chat_id: int, text: str, *, reply_to: int | None = None, parse_mode: str | None = "HTML", **kwargs: Any
+    ) -> Message:
         reply = _reply_to(reply_to)
         try:
-            return await self.bot.send_message(chat_id, text, parse_mode=parse_mode, reply_parameters=reply,
-                                               **kwargs)
+            return await self.bot.send_message(chat_id, text, parse_mode=parse_mode, reply_parameters=reply, **kwargs)
         except BadRequest as exc:
             if parse_mode and "parse" in str(exc).lower():  # our HTML was refused: send it plain
-                return await self.bot.send_message(chat_id, render.html_to_text(text), reply_parameters=reply,
-                                                   **kwargs)
+                return await self.bot.send_message(chat_id, render.html_to_text(text), reply_parameters=reply, **kwargs)
             raise
 
     async def reply(self, update: Update, text: str, **kwargs: Any) -> Message | None:
@@ -70,8 +69,9 @@ class Messenger:
         """Replace a message's text and buttons; False if Telegram would not."""
         for _ in range(3):
             try:
-                await self.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id,
-                                                 parse_mode=ParseMode.HTML, reply_markup=markup)
+                await self.bot.edit_message_text(
+                    text, chat_id=chat_id, message_id=message_id, parse_mode=ParseMode.HTML, reply_markup=markup
+                )
                 return True
             except RetryAfter as exc:  # the flood limiter gave up: wait once more, then try again
                 await asyncio.sleep(retry_seconds(exc))
@@ -81,8 +81,9 @@ class Messenger:
                 if "parse" in str(exc).lower():
                     text = render.html_to_text(text)
                     try:
-                        await self.bot.edit_message_text(text, chat_id=chat_id, message_id=message_id,
-                                                         reply_markup=markup)
+                        await self.bot.edit_message_text(
+                            text, chat_id=chat_id, message_id=message_id, reply_markup=markup
+                        )
                         return True
                     except TelegramError:
                         pass
@@ -93,10 +94,17 @@ class Messenger:
                 return False
         return False
 
-    async def send_document(self, chat_id: int, content: bytes, filename: str, caption: str,
-                            reply_to: int | None = None) -> Message:
-        return await self.bot.send_document(chat_id, content, filename=filename, caption=caption,
-                                            parse_mode=ParseMode.HTML, reply_parameters=_reply_to(reply_to))
+    async def send_document(
+        self, chat_id: int, content: bytes, filename: str, caption: str, reply_to: int | None = None
+    ) -> Message:
+        return await self.bot.send_document(
+            chat_id,
+            content,
+            filename=filename,
+            caption=caption,
+            parse_mode=ParseMode.HTML,
+            reply_parameters=_reply_to(reply_to),
+        )
 
     async def typing(self, chat_id: int) -> None:
         """The chat shows "typing…" for a few seconds."""

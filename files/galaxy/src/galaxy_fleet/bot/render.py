@@ -7,10 +7,11 @@ answer response details target_spec``) and plain dicts, and return text.
 
 The answer is the record's ``answer`` field, as the node's worker wrote it:
 never re-parsed out of the Markdown document (``response``), which only goes
-out whole, as the attachment of a long answer. Answers are Markdown (an agent's reply, or a command's output wrapped in a
-fence). Telegram's own Markdown dialects reject much of what agents write, so
-the bot sends HTML: ``md_to_html`` converts the safe subset (fenced and inline
-code, bold, headings, bullets, http links) and escapes everything else.
+out whole, as the attachment of a long answer. Answers are Markdown (an
+agent's reply, or a command's output wrapped in a fence). Telegram's own
+Markdown dialects reject much of what agents write, so the bot sends HTML:
+``md_to_html`` converts the safe subset (fenced and inline code, bold,
+headings, bullets, http links) and escapes everything else.
 Telegram counts a message's length in UTF-16 code units after parsing; the
 splitter measures the HTML itself, which is never shorter.
 """
@@ -20,19 +21,37 @@ from __future__ import annotations
 import html
 import re
 import time
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from galaxy_fleet.node_status import DEGRADED, DOWN, HEALTHY, UNKNOWN
-from galaxy_fleet.order import CANCELLED, DELIVERED, DONE, FAILED, INTERRUPTED, QUEUED, RECEIVED, RUNNING, \
-    TIMED_OUT, is_terminal
+from galaxy_fleet.order import (
+    CANCELLED,
+    DELIVERED,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    RECEIVED,
+    RUNNING,
+    TIMED_OUT,
+    is_terminal,
+)
 
 TELEGRAM_LIMIT = 4096
 CAPTION_LIMIT = 1024
 PREVIEW_CHARS = 120
 
 ICONS = {
-    RECEIVED: "📨", QUEUED: "⏳", DELIVERED: "📬", RUNNING: "🏃", DONE: "✅", FAILED: "❌",
-    CANCELLED: "🚫", TIMED_OUT: "⌛", INTERRUPTED: "⚠️",
+    RECEIVED: "📨",
+    QUEUED: "⏳",
+    DELIVERED: "📬",
+    RUNNING: "🏃",
+    DONE: "✅",
+    FAILED: "❌",
+    CANCELLED: "🚫",
+    TIMED_OUT: "⌛",
+    INTERRUPTED: "⚠️",
 }
 LABELS = {TIMED_OUT: "timed out"}
 
@@ -103,7 +122,7 @@ def _inline(text: str) -> str:
     out: list[str] = []
     pos = 0
     for m in _INLINE.finditer(text):
-        out.append(esc(text[pos:m.start()]))
+        out.append(esc(text[pos : m.start()]))
         if m.group(1) is not None:
             out.append(f"<code>{esc(m.group(1))}</code>")
         elif m.group(2) is not None:
@@ -121,7 +140,7 @@ def _line(line: str) -> str:
         return f"<b>{_inline(m.group(1))}</b>"
     m = _BULLET.match(line)
     if m:
-        return f"{m.group(1)}• {_inline(line[m.end():])}"
+        return f"{m.group(1)}• {_inline(line[m.end() :])}"
     return _inline(line)
 
 
@@ -239,7 +258,7 @@ def _atoms(block: str, limit: int, first_limit: int | None = None) -> list[str]:
             atoms.append("\n".join([opener, *chunk, "```"]))
         return atoms
     for line in lines:
-        for piece in ([line] if _fits(line, limit) else _cut_text(line, limit)):
+        for piece in [line] if _fits(line, limit) else _cut_text(line, limit):
             if not _fits("\n".join([*chunk, piece]), budget()):
                 if chunk:
                     atoms.append("\n".join(chunk))
@@ -327,8 +346,11 @@ def outcome_line(rec: Any, *, with_host: bool = True, now: float | None = None) 
     """``✅ **web1** · done in 1.2 s · 1,234 tokens`` (Markdown)."""
     took = duration(elapsed(rec, now))
     head = f"{ICONS.get(rec.state, '•')} " + (f"**{rec.host}** · " if with_host else "")
-    text = f"{head}{state_label(rec.state)} in {took}" if rec.state == DONE else \
-        f"{head}{state_label(rec.state)} after {took}"
+    text = (
+        f"{head}{state_label(rec.state)} in {took}"
+        if rec.state == DONE
+        else f"{head}{state_label(rec.state)} after {took}"
+    )
     extra = figures(rec)
     if extra:
         text += f" · {extra}"
@@ -366,13 +388,16 @@ def answer_document(records: Sequence[Any]) -> str:
     """The full Markdown of every node's response document, for the attachment."""
     parts = []
     for rec in sorted(records, key=lambda r: r.host):
-        parts.append(rec.response or f"# Order {rec.id}: {rec.state}\n\n- **Host:** {rec.host}\n"
-                                       f"- **Error:** {rec.error or '-'}\n")
+        parts.append(
+            rec.response
+            or f"# Order {rec.id}: {rec.state}\n\n- **Host:** {rec.host}\n- **Error:** {rec.error or '-'}\n"
+        )
     return "\n\n---\n\n".join(p.rstrip("\n") for p in parts) + "\n"
 
 
-def document_summary(records: Sequence[Any], spec: str | None, filename: str, size: int,
-                     limit: int = CAPTION_LIMIT) -> str:
+def document_summary(
+    records: Sequence[Any], spec: str | None, filename: str, size: int, limit: int = CAPTION_LIMIT
+) -> str:
     """The HTML caption/message that goes with an answer sent as a document."""
     lines: list[str] = []
     if len(records) == 1:
@@ -406,8 +431,7 @@ def status_line(rec: Any, now: float | None = None, with_host: bool = True) -> s
     return text
 
 
-def status_text(records: Sequence[Any], spec: str | None = None, now: float | None = None,
-                max_lines: int = 40) -> str:
+def status_text(records: Sequence[Any], spec: str | None = None, now: float | None = None, max_lines: int = 40) -> str:
     """The one message that follows an order (or a fan-out) from queued to finished."""
     now = now or time.time()
     if not records:
@@ -459,8 +483,9 @@ def machines_text(machines: list[dict[str, Any]], now: float | None = None) -> s
     return "\n".join(lines)
 
 
-def fleet_status_text(machines: list[dict[str, Any]], recent: list[Any], active_alerts: int,
-                      now: float | None = None) -> str:
+def fleet_status_text(
+    machines: list[dict[str, Any]], recent: list[Any], active_alerts: int, now: float | None = None
+) -> str:
     now = now or time.time()
     connected = sum(1 for m in machines if m.get("connected"))
     unhealthy = [m["name"] for m in machines if m.get("status") == DEGRADED]
@@ -483,8 +508,9 @@ def fleet_status_text(machines: list[dict[str, Any]], recent: list[Any], active_
         lines.append("Last 24 h: " + esc(", ".join(f"{n} {state_label(s)}" for s, n in sorted(counts.items()))))
     else:
         lines.append("Last 24 h: no orders")
-    lines.append(f"🚨 {active_alerts} active alert{'s' if active_alerts != 1 else ''}" if active_alerts
-                 else "No active alerts")
+    lines.append(
+        f"🚨 {active_alerts} active alert{'s' if active_alerts != 1 else ''}" if active_alerts else "No active alerts"
+    )
     return "\n".join(lines)
 
 
@@ -493,8 +519,10 @@ def orders_text(records: list[Any], now: float | None = None) -> str:
         return "No orders from this chat yet."
     lines = [f"<b>Recent orders</b> ({len(records)})"]
     for r in records:
-        lines.append(f"{ICONS.get(r.state, '•')} <b>{esc(r.host)}</b> {esc(state_label(r.state))} · "
-                     f"{ago(r.created, now)}\n   <code>{esc(r.id)}</code> <i>{esc(preview(r.payload, 60))}</i>")
+        lines.append(
+            f"{ICONS.get(r.state, '•')} <b>{esc(r.host)}</b> {esc(state_label(r.state))} · "
+            f"{ago(r.created, now)}\n   <code>{esc(r.id)}</code> <i>{esc(preview(r.payload, 60))}</i>"
+        )
     return "\n".join(lines)
 
 
@@ -511,8 +539,10 @@ def health_text(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"❌ <b>{esc(host)}</b>: {esc(r['error'])}")
             continue
         failing = [c for c in r.get("checks", []) if not c.get("ok")]
-        lines.append(f"❌ <b>{esc(host)}</b>: " + esc("; ".join(
-            f"{c.get('name')}: {c.get('message', '')}" for c in failing) or "failing"))
+        lines.append(
+            f"❌ <b>{esc(host)}</b>: "
+            + esc("; ".join(f"{c.get('name')}: {c.get('message', '')}" for c in failing) or "failing")
+        )
     return "\n".join(lines)
 
 
@@ -523,8 +553,20 @@ def audit_text(events: list[dict[str, Any]], limit_chars: int = 3800) -> str:
     for e in events:
         ts = str(e.get("ts", ""))[5:19].replace("T", " ")
         oid = e.get("order_id") or ""
-        rows.append(" ".join(x for x in (ts, e.get("host", "?"), e.get("type", "?"), e.get("severity", ""),
-                                          oid[-8:] if oid else "", preview(str(e.get("message") or ""), 60)) if x))
+        rows.append(
+            " ".join(
+                x
+                for x in (
+                    ts,
+                    e.get("host", "?"),
+                    e.get("type", "?"),
+                    e.get("severity", ""),
+                    oid[-8:] if oid else "",
+                    preview(str(e.get("message") or ""), 60),
+                )
+                if x
+            )
+        )
     body = "\n".join(rows)
     while tg_len(esc(body)) > limit_chars and len(rows) > 1:
         rows.pop(0)  # keep the newest
@@ -543,8 +585,10 @@ def not_authorized_start(user_id: int) -> str:
 
 
 def start_text(first_name: str, user_id: int, default: str | None) -> str:
-    return (f"Hello {esc(first_name)}. Your Telegram user id is <code>{user_id}</code>; you are <b>authorized</b>.\n"
-            f"Orders without a target go to {esc(default or '(you choose)')}. /help lists the commands.")
+    return (
+        f"Hello {esc(first_name)}. Your Telegram user id is <code>{user_id}</code>; you are <b>authorized</b>.\n"
+        f"Orders without a target go to {esc(default or '(you choose)')}. /help lists the commands."
+    )
 
 
 def help_text(commands: Iterable[Any], default: str | None) -> str:
@@ -587,8 +631,10 @@ def no_such_order(ref: str) -> str:
 
 
 def new_session_text(hosts: list[str]) -> str:
-    return (f"🆕 Fresh agent session on <b>{esc(', '.join(hosts))}</b>: "
-            "the next order from this chat starts without the earlier conversation.")
+    return (
+        f"🆕 Fresh agent session on <b>{esc(', '.join(hosts))}</b>: "
+        "the next order from this chat starts without the earlier conversation."
+    )
 
 
 # -- an order on its way from a chat --------------------------------------------------------
@@ -618,14 +664,15 @@ def dropped_text(payload: str) -> str:
 
 
 def confirm_text(spec: str, reason: str, payload: str, seconds: float) -> str:
-    return (f"⚠️ <b>Dangerous order</b> for <b>{esc(spec)}</b>: {esc(reason)}.\n"
-            f"<i>{esc(preview(payload, 300))}</i>\n"
-            f"Confirm within {int(seconds)} s, or it is not sent.")
+    return (
+        f"⚠️ <b>Dangerous order</b> for <b>{esc(spec)}</b>: {esc(reason)}.\n"
+        f"<i>{esc(preview(payload, 300))}</i>\n"
+        f"Confirm within {int(seconds)} s, or it is not sent."
+    )
 
 
 def confirm_expired_text(spec: str | None, payload: str) -> str:
-    return (f"⌛ Not confirmed in time: the order to <b>{esc(spec)}</b> was not sent.\n"
-            f"<i>{esc(preview(payload))}</i>")
+    return f"⌛ Not confirmed in time: the order to <b>{esc(spec)}</b> was not sent.\n<i>{esc(preview(payload))}</i>"
 
 
 def cancel_line(host: str, *, state: str | None = None, error: Any = None, unreachable: bool = False) -> str:

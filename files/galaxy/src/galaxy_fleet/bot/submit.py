@@ -36,6 +36,7 @@ CHOICE_SECONDS = 600.0  # how long a machine keyboard stays valid
 @dataclass
 class Pending:
     """An order waiting for its target (keyboard) or for a confirmation."""
+
     token: str
     user_id: int
     user: str
@@ -53,8 +54,15 @@ class Pending:
 class Submitter:
     """Sends orders from chats to the fleet (``audit``: records a bot event, see ``GalaxyBot.audit_event``)."""
 
-    def __init__(self, fleet: Fleet, settings: BotSettings, tg: Messenger, follow: Follower, jobs: JobQueue[Any],
-                 audit: Callable[..., None]):
+    def __init__(
+        self,
+        fleet: Fleet,
+        settings: BotSettings,
+        tg: Messenger,
+        follow: Follower,
+        jobs: JobQueue[Any],
+        audit: Callable[..., None],
+    ):
         self.fleet = fleet
         self.settings = settings
         self.tg = tg
@@ -93,13 +101,19 @@ class Submitter:
         return parts[0], parts[1].strip() if len(parts) > 1 else ""
 
     # -- sending ---------------------------------------------------------------------------------
-    async def order(self, user_id: int, user: str, chat_id: int, message_id: int, spec: str | None,
-                    payload: str) -> None:
+    async def order(
+        self, user_id: int, user: str, chat_id: int, message_id: int, spec: str | None, payload: str
+    ) -> None:
         """An order typed in a chat (``message_id``: the message it came in, replied to)."""
         wait = self.rates.check(user_id, self.settings.rate_for(user_id))
         if wait:
-            self.audit("bot_refused", message=f"rate limited: {render.preview(payload, 80)}", user=user,
-                       reason="rate_limited", chat_id=chat_id)
+            self.audit(
+                "bot_refused",
+                message=f"rate limited: {render.preview(payload, 80)}",
+                user=user,
+                reason="rate_limited",
+                chat_id=chat_id,
+            )
             await self.tg.send(chat_id, render.slow_down(wait, self.settings.rate_for(user_id)), reply_to=message_id)
             return
         if spec is None:
@@ -109,19 +123,35 @@ class Submitter:
             names = allowed if allowed is not None else self.machine_names()
             options = names + ([] if allowed is not None or len(names) < 2 else ["all"])
             token = secrets.token_hex(4)
-            self.pending[token] = Pending(token, user_id, user, chat_id, payload, time.monotonic() + CHOICE_SECONDS,
-                                          options=options)
-            sent = await self.tg.send(chat_id, render.choose_machine_text(payload), reply_to=message_id,
-                                      reply_markup=buttons.choose_target(token, options))
+            self.pending[token] = Pending(
+                token, user_id, user, chat_id, payload, time.monotonic() + CHOICE_SECONDS, options=options
+            )
+            sent = await self.tg.send(
+                chat_id,
+                render.choose_machine_text(payload),
+                reply_to=message_id,
+                reply_markup=buttons.choose_target(token, options),
+            )
             self.pending[token].message_id = sent.message_id
             return
         await self.checked_submit(user_id, user, chat_id, spec, payload, reply_to=message_id)
 
-    async def checked_submit(self, user_id: int, user: str, chat_id: int, spec: str, payload: str, *,
-                             reply_to: int | None = None, status_message_id: int | None = None,
-                             confirmed: bool = False, extra: dict[str, Any] | None = None) -> None:
+    async def checked_submit(
+        self,
+        user_id: int,
+        user: str,
+        chat_id: int,
+        spec: str,
+        payload: str,
+        *,
+        reply_to: int | None = None,
+        status_message_id: int | None = None,
+        confirmed: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         """Submit after the checks of targets and danger (``status_message_id``: a message of the bot's
         to edit, e.g. the keyboard that chose the target, instead of a new one)."""
+
         async def say(text: str) -> None:
             if status_message_id is not None:
                 await self.tg.edit(chat_id, status_message_id, text, None)
@@ -135,20 +165,46 @@ class Submitter:
             return
         forbidden = self.settings.forbidden_hosts(user_id, hosts, self.resolve)
         if forbidden:
-            self.audit("bot_refused", message=f"target not allowed: {', '.join(forbidden)}", user=user,
-                       reason="target_not_allowed", target=spec, chat_id=chat_id)
+            self.audit(
+                "bot_refused",
+                message=f"target not allowed: {', '.join(forbidden)}",
+                user=user,
+                reason="target_not_allowed",
+                target=spec,
+                chat_id=chat_id,
+            )
             await say(render.may_not("send orders to", forbidden))
             return
         reason = None if confirmed else self.settings.danger(hosts, payload, self.resolve)
         if reason:
-            await self._ask_confirmation(user_id, user, chat_id, spec, hosts, payload, reason, reply_to=reply_to,
-                                         status_message_id=status_message_id, extra=extra)
+            await self._ask_confirmation(
+                user_id,
+                user,
+                chat_id,
+                spec,
+                hosts,
+                payload,
+                reason,
+                reply_to=reply_to,
+                status_message_id=status_message_id,
+                extra=extra,
+            )
             return
-        await self._submit(user, chat_id, spec, payload, reply_to=reply_to, status_message_id=status_message_id,
-                           extra=extra)
+        await self._submit(
+            user, chat_id, spec, payload, reply_to=reply_to, status_message_id=status_message_id, extra=extra
+        )
 
-    async def _submit(self, user: str, chat_id: int, spec: str, payload: str, *, reply_to: int | None = None,
-                      status_message_id: int | None = None, extra: dict[str, Any] | None = None) -> None:
+    async def _submit(
+        self,
+        user: str,
+        chat_id: int,
+        spec: str,
+        payload: str,
+        *,
+        reply_to: int | None = None,
+        status_message_id: int | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         if status_message_id is None:
             status = await self.tg.send(chat_id, render.sending_text(spec, payload), reply_to=reply_to)
             status_message_id = status.message_id
@@ -156,8 +212,9 @@ class Submitter:
             await self.tg.edit(chat_id, status_message_id, render.sending_text(spec, payload), None)
         extra = dict(extra or {})
         try:
-            records = await asyncio.to_thread(self.fleet.submit, spec, payload, sender=user, chat_id=chat_id,
-                                              message_id=status_message_id, **extra)
+            records = await asyncio.to_thread(
+                self.fleet.submit, spec, payload, sender=user, chat_id=chat_id, message_id=status_message_id, **extra
+            )
         except (TargetError, ValueError) as exc:
             await self.tg.edit(chat_id, status_message_id, render.not_sent_text(exc), None)
             return
@@ -168,13 +225,34 @@ class Submitter:
         await self.follow.follow(records, chat_id, status_message_id, spec)
 
     # -- waiting orders: a machine to choose, a confirmation ---------------------------------------
-    async def _ask_confirmation(self, user_id: int, user: str, chat_id: int, spec: str, hosts: list[str],
-                                payload: str, reason: str, *, reply_to: int | None,
-                                status_message_id: int | None, extra: dict[str, Any] | None) -> None:
+    async def _ask_confirmation(
+        self,
+        user_id: int,
+        user: str,
+        chat_id: int,
+        spec: str,
+        hosts: list[str],
+        payload: str,
+        reason: str,
+        *,
+        reply_to: int | None,
+        status_message_id: int | None,
+        extra: dict[str, Any] | None,
+    ) -> None:
         seconds = self.settings.dangerous.confirm_seconds
         token = secrets.token_hex(4)
-        pending = Pending(token, user_id, user, chat_id, payload, time.monotonic() + seconds, spec=spec,
-                          hosts=hosts, reason=reason, extra=dict(extra or {}))
+        pending = Pending(
+            token,
+            user_id,
+            user,
+            chat_id,
+            payload,
+            time.monotonic() + seconds,
+            spec=spec,
+            hosts=hosts,
+            reason=reason,
+            extra=dict(extra or {}),
+        )
         text = render.confirm_text(spec, reason, payload, seconds)
         markup = buttons.confirm(token)
         if status_message_id is not None:
@@ -192,10 +270,17 @@ class Submitter:
         pending = self.pending.pop(str(token), None)
         if pending is None or pending.message_id is None:
             return
-        self.audit("bot_confirm_expired", severity="info", message=f"not confirmed: {pending.reason}",
-                   user=pending.user, target=pending.spec, chat_id=pending.chat_id)
-        await self.tg.edit(pending.chat_id, pending.message_id,
-                           render.confirm_expired_text(pending.spec, pending.payload), None)
+        self.audit(
+            "bot_confirm_expired",
+            severity="info",
+            message=f"not confirmed: {pending.reason}",
+            user=pending.user,
+            target=pending.spec,
+            chat_id=pending.chat_id,
+        )
+        await self.tg.edit(
+            pending.chat_id, pending.message_id, render.confirm_expired_text(pending.spec, pending.payload), None
+        )
 
     def waiting(self, token: str) -> Pending | None:
         """The waiting order ``token``, if it has not expired."""
@@ -215,10 +300,24 @@ class Submitter:
         """Its sender pressed Confirm: the dangerous order goes out."""
         self.pending.pop(pending.token, None)
         self._cancel_job(f"confirm:{pending.token}")
-        self.audit("bot_confirmed", severity="info", message=pending.reason, user=pending.user, target=pending.spec,
-                   chat_id=chat_id)
-        await self.checked_submit(pending.user_id, pending.user, chat_id, pending.spec or "", pending.payload,
-                                  status_message_id=pending.message_id, confirmed=True, extra=pending.extra)
+        self.audit(
+            "bot_confirmed",
+            severity="info",
+            message=pending.reason,
+            user=pending.user,
+            target=pending.spec,
+            chat_id=chat_id,
+        )
+        await self.checked_submit(
+            pending.user_id,
+            pending.user,
+            chat_id,
+            pending.spec or "",
+            pending.payload,
+            status_message_id=pending.message_id,
+            confirmed=True,
+            extra=pending.extra,
+        )
 
     def choice(self, pending: Pending, index: str) -> str | None:
         """The machine its sender chose on the keyboard (the order then goes through ``checked_submit``);
@@ -267,20 +366,35 @@ class Submitter:
             except Exception as exc:
                 lines.append(render.cancel_line(rec.host, error=exc))
                 failed = True
-        self.audit("bot_cancel", severity="info", message="; ".join(render.html_to_text(x) for x in lines),
-                   user=user, order_ids=[r.id for r in records])
+        self.audit(
+            "bot_cancel",
+            severity="info",
+            message="; ".join(render.html_to_text(x) for x in lines),
+            user=user,
+            order_ids=[r.id for r in records],
+        )
         return "\n".join(lines) or render.NOTHING_TO_CANCEL, failed
 
     async def retry(self, user_id: int, user: str, chat_id: int, rec: Any, reply_to: int | None) -> None:
         wait = self.rates.check(user_id, self.settings.rate_for(user_id))
         if wait:
-            self.audit("bot_refused", message="rate limited: retry", user=user, reason="rate_limited",
-                       chat_id=chat_id)
+            self.audit("bot_refused", message="rate limited: retry", user=user, reason="rate_limited", chat_id=chat_id)
             await self.tg.send(chat_id, render.slow_down(wait), reply_to=reply_to)
             return
         # A retry is a new order with the same host, payload, executor, options and session
         # (it goes through the same checks: a dangerous order is confirmed again).
-        extra = {"executor": rec.executor, "options": rec.options or None, "session": rec.session,
-                 "timeout": rec.timeout}
-        await self.checked_submit(user_id, user, chat_id, rec.host, rec.payload, reply_to=reply_to,
-                                  extra={k: v for k, v in extra.items() if v is not None})
+        extra = {
+            "executor": rec.executor,
+            "options": rec.options or None,
+            "session": rec.session,
+            "timeout": rec.timeout,
+        }
+        await self.checked_submit(
+            user_id,
+            user,
+            chat_id,
+            rec.host,
+            rec.payload,
+            reply_to=reply_to,
+            extra={k: v for k, v in extra.items() if v is not None},
+        )

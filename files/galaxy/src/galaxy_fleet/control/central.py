@@ -9,6 +9,7 @@ order has a complete life cycle and that no node's chain has gaps.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections import defaultdict
@@ -16,12 +17,13 @@ from typing import Any
 
 from galaxy_fleet.control.store import Store
 from galaxy_fleet.order import TERMINAL_EVENTS as TERMINAL_TYPES
+
 SEVERITIES = ("debug", "info", "warning", "error", "critical")
 
 
 def _severity(value: str | None) -> str | None:
     if value and value.endswith("+"):
-        return ",".join(SEVERITIES[SEVERITIES.index(value[:-1]):])
+        return ",".join(SEVERITIES[SEVERITIES.index(value[:-1]) :])
     return value
 
 
@@ -37,7 +39,7 @@ def completeness(store: Store, *, since: str | None, until: str | None, host: st
     gaps = {}
     for h, values in seqs.items():
         values.sort()
-        missing = [a + 1 for a, b in zip(values, values[1:]) if b != a + 1]
+        missing = [a + 1 for a, b in itertools.pairwise(values) if b != a + 1]
         if missing:
             gaps[h] = missing[:20]
     incomplete, in_flight, complete = [], [], 0
@@ -63,9 +65,16 @@ def completeness(store: Store, *, since: str | None, until: str | None, host: st
             incomplete.append({"host": h, "order_id": oid, "problems": problems, "events": types})
         else:
             complete += 1
-    return {"since": since, "until": until, "orders": complete + len(incomplete) + len(in_flight),
-            "complete": complete, "in_flight": in_flight, "incomplete": incomplete, "chain_gaps": gaps,
-            "ok": not incomplete and not gaps}
+    return {
+        "since": since,
+        "until": until,
+        "orders": complete + len(incomplete) + len(in_flight),
+        "complete": complete,
+        "in_flight": in_flight,
+        "incomplete": incomplete,
+        "chain_gaps": gaps,
+        "ok": not incomplete and not gaps,
+    }
 
 
 def run(args: argparse.Namespace, store_path: str) -> int:
@@ -78,16 +87,25 @@ def run(args: argparse.Namespace, store_path: str) -> int:
             if args.json:
                 print(json.dumps(report))
             else:
-                print(f"{report['orders']} orders in the window: {report['complete']} complete, "
-                      f"{len(report['in_flight'])} still running, {len(report['incomplete'])} incomplete")
+                print(
+                    f"{report['orders']} orders in the window: {report['complete']} complete, "
+                    f"{len(report['in_flight'])} still running, {len(report['incomplete'])} incomplete"
+                )
                 for item in report["incomplete"]:
                     print(f"  INCOMPLETE {item['host']} {item['order_id']}: {'; '.join(item['problems'])}")
                 for h, missing in report["chain_gaps"].items():
                     print(f"  GAP {h}: events {', '.join(map(str, missing))} missing")
                 print("COMPLETE" if report["ok"] else "NOT COMPLETE")
             return 0 if report["ok"] else 1
-        events = store.events(host=args.host, limit=args.limit or None, severity=_severity(args.severity),
-                              type=args.type, order_id=args.order, since=args.since, until=args.until)
+        events = store.events(
+            host=args.host,
+            limit=args.limit or None,
+            severity=_severity(args.severity),
+            type=args.type,
+            order_id=args.order,
+            since=args.since,
+            until=args.until,
+        )
         if args.json:
             sys.stdout.write("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in events))
         else:

@@ -16,22 +16,33 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from galaxy_fleet.control import inventory as inv
 from galaxy_fleet.config import Config, ConfigError
+from galaxy_fleet.control import inventory as inv
 from galaxy_fleet.control.inventory import TargetError
-from galaxy_fleet.node_status import node_status
-from galaxy_fleet.order import ACTIVE, DONE, FAILED, QUEUED, RECEIVED, RUNNING, build, is_terminal, new_id, \
-    state_of_event, utcnow
 from galaxy_fleet.control.router import NodeBusy, NodeError, NodeUnavailable, Router
 from galaxy_fleet.control.store import OrderRecord, Store
+from galaxy_fleet.node_status import node_status
+from galaxy_fleet.order import (
+    ACTIVE,
+    DONE,
+    FAILED,
+    QUEUED,
+    RECEIVED,
+    RUNNING,
+    build,
+    is_terminal,
+    new_id,
+    state_of_event,
+    utcnow,
+)
 
-__all__ = ["Fleet", "FleetEvent", "OrderRecord", "TargetError", "NodeUnavailable", "NodeError"]
+__all__ = ["Fleet", "FleetEvent", "NodeError", "NodeUnavailable", "OrderRecord", "TargetError"]
 
 log = logging.getLogger("galaxy.control")
-
 
 
 @dataclass
@@ -86,8 +97,13 @@ class Fleet:
         self._audit: Any = None
         self._lost_marked: set[str] = set()
         self._forged: set[str] = set()  # nodes that reported another node's order (alerted once)
-        self.router = Router(self.inventory.hosts, self.settings, on_message=self._on_message,
-                             on_state=self._on_state, cursor=self._cursor)
+        self.router = Router(
+            self.inventory.hosts,
+            self.settings,
+            on_message=self._on_message,
+            on_state=self._on_state,
+            cursor=self._cursor,
+        )
         self._stop = threading.Event()
         self._watch = threading.Thread(target=self._watch_lost, name="galaxy-lost", daemon=True)
 
@@ -131,24 +147,48 @@ class Fleet:
             link = self.router.links[name]
             node = stored.get(name) or {}
             health = node.get("health") or {}
-            hb: dict[str, Any] = next((c.get("data", {}) for c in health.get("checks", []) if c.get("name") == "worker"), {})
-            verdict = node_status(connected=link.connected, health=health, error=link.error,
-                                  seen=link.connected or node.get("last_seen") is not None,
-                                  worker_silent=name in self._silent)
-            out.append({
-                "name": name, "address": host.address, "groups": host.groups, "connected": link.connected,
-                "status": verdict.status, "reason": verdict.reason,
-                "healthy": health.get("healthy") if health else None,
-                "last_seen": node.get("last_seen"),
-                "running": len(hb.get("running", [])), "queued": hb.get("queued", 0),
-                "error": link.error, "version": link.hello.get("version"),
-            })
+            hb: dict[str, Any] = next(
+                (c.get("data", {}) for c in health.get("checks", []) if c.get("name") == "worker"), {}
+            )
+            verdict = node_status(
+                connected=link.connected,
+                health=health,
+                error=link.error,
+                seen=link.connected or node.get("last_seen") is not None,
+                worker_silent=name in self._silent,
+            )
+            out.append(
+                {
+                    "name": name,
+                    "address": host.address,
+                    "groups": host.groups,
+                    "connected": link.connected,
+                    "status": verdict.status,
+                    "reason": verdict.reason,
+                    "healthy": health.get("healthy") if health else None,
+                    "last_seen": node.get("last_seen"),
+                    "running": len(hb.get("running", [])),
+                    "queued": hb.get("queued", 0),
+                    "error": link.error,
+                    "version": link.hello.get("version"),
+                }
+            )
         return out
 
     # -- orders --------------------------------------------------------------------
-    def submit(self, spec: str, payload: str, *, sender: str, chat_id: int | None = None,
-               message_id: int | None = None, executor: str | None = None, options: dict[str, Any] | None = None,
-               session: str | None = None, timeout: float | None = None) -> list[OrderRecord]:
+    def submit(
+        self,
+        spec: str,
+        payload: str,
+        *,
+        sender: str,
+        chat_id: int | None = None,
+        message_id: int | None = None,
+        executor: str | None = None,
+        options: dict[str, Any] | None = None,
+        session: str | None = None,
+        timeout: float | None = None,
+    ) -> list[OrderRecord]:
         """Send one order to every node the target names, in parallel.
 
         Each part is stored before it is sent. A node that cannot be reached
@@ -161,28 +201,58 @@ class Fleet:
             key = session
             if key is None and chat_id is not None:
                 key = self.sessions.get(chat_id, name)
-            rec = OrderRecord(id=new_id(), host=name, payload=payload, state=RECEIVED, batch=batch,
-                              target_spec=spec, sender=sender, chat_id=chat_id, message_id=message_id,
-                              executor=executor, session=key, timeout=timeout, options=dict(options or {}))
+            rec = OrderRecord(
+                id=new_id(),
+                host=name,
+                payload=payload,
+                state=RECEIVED,
+                batch=batch,
+                target_spec=spec,
+                sender=sender,
+                chat_id=chat_id,
+                message_id=message_id,
+                executor=executor,
+                session=key,
+                timeout=timeout,
+                options=dict(options or {}),
+            )
             records[name] = self.store.add_order(rec)
         self._send(records)
         return [self.store.order(r.id) or r for r in records.values()]
 
     @staticmethod
     def _order_json(rec: OrderRecord) -> dict[str, Any]:
-        return build(rec.payload, id=rec.id, sender=rec.sender, target=rec.host, executor=rec.executor,
-                     timeout=rec.timeout, session=rec.session, options=rec.options)
+        return build(
+            rec.payload,
+            id=rec.id,
+            sender=rec.sender,
+            target=rec.host,
+            executor=rec.executor,
+            timeout=rec.timeout,
+            session=rec.session,
+            options=rec.options,
+        )
 
     def _send(self, records: dict[str, OrderRecord]) -> None:
         results = self.router.fanout(list(records), "submit", lambda n: {"order": self._order_json(records[n])})
         for name, result in results.items():
             rec = records[name]
             if isinstance(result, NodeBusy):  # refused at the door: nothing runs, say so
-                self._update(rec.id, state=FAILED, error=str(result), finished=time.time(),
-                             details={"busy": True, "queued": result.queued, "limit": result.limit})
+                self._update(
+                    rec.id,
+                    state=FAILED,
+                    error=str(result),
+                    finished=time.time(),
+                    details={"busy": True, "queued": result.queued, "limit": result.limit},
+                )
             elif isinstance(result, Exception):
-                self._update(rec.id, state=FAILED, error=str(result), finished=time.time(),
-                             details={"unreachable": isinstance(result, NodeUnavailable)})
+                self._update(
+                    rec.id,
+                    state=FAILED,
+                    error=str(result),
+                    finished=time.time(),
+                    details={"unreachable": isinstance(result, NodeUnavailable)},
+                )
             else:
                 self._update(rec.id, state=QUEUED)
 
@@ -212,15 +282,23 @@ class Fleet:
         self.router.request(rec.host, "cancel", order_id=order_id, user=user)
         return self.store.order(order_id) or rec
 
-    def retry(self, order_id: str, *, sender: str, chat_id: int | None = None,
-              message_id: int | None = None) -> list[OrderRecord]:
+    def retry(
+        self, order_id: str, *, sender: str, chat_id: int | None = None, message_id: int | None = None
+    ) -> list[OrderRecord]:
         rec = self.store.order(order_id)
         if rec is None:
             raise KeyError(f"no order {order_id!r}")
-        return self.submit(rec.host, rec.payload, sender=sender,
-                           chat_id=chat_id if chat_id is not None else rec.chat_id, message_id=message_id,
-                           executor=rec.executor, options=dict(rec.options), session=rec.session,
-                           timeout=rec.timeout)
+        return self.submit(
+            rec.host,
+            rec.payload,
+            sender=sender,
+            chat_id=chat_id if chat_id is not None else rec.chat_id,
+            message_id=message_id,
+            executor=rec.executor,
+            options=dict(rec.options),
+            session=rec.session,
+            timeout=rec.timeout,
+        )
 
     def wait(self, order_ids: list[str], timeout: float | None = None) -> list[OrderRecord]:
         """Block until every order is finished (or ``timeout``); returns their records."""
@@ -313,8 +391,9 @@ class Fleet:
         self._last_hash[host] = digest
         return seq
 
-    def _anchor(self, host: str, hello: dict[str, Any], ask: Callable[..., Any], seq: int,
-                digest: str | None) -> tuple[str, str] | None:
+    def _anchor(
+        self, host: str, hello: dict[str, Any], ask: Callable[..., Any], seq: int, digest: str | None
+    ) -> tuple[str, str] | None:
         """Whether the node's audit log is still the one whose events up to ``seq`` are stored: None
         if it is, else ("reset", why) (another identity, an end before ``seq``, an event at ``seq``
         unlike the stored copy) or ("gap", why) (the same log, but the events from ``seq`` on to the
@@ -327,11 +406,12 @@ class Fleet:
             return None
         end = hello.get("cursor")
         if isinstance(end, int) and end < seq:
-            return "reset", (f"its audit log ends at event {end}, before the {seq} events already received"
-                             " (truncated or reset)")
+            return "reset", (
+                f"its audit log ends at event {end}, before the {seq} events already received (truncated or reset)"
+            )
         found = (ask("audit", after=seq - 1, limit=1) or {}).get("events") or []
-        theirs = found[0] if found and isinstance(found[0], dict) else None
-        first = theirs.get("seq") if theirs is not None else None
+        theirs: dict[str, Any] = found[0] if found and isinstance(found[0], dict) else {}
+        first = theirs.get("seq") if theirs else None
         if not isinstance(first, int) or first < seq:
             return "reset", f"event {seq} of its audit log is missing (deleted)"
         if first == seq:
@@ -343,9 +423,11 @@ class Fleet:
             return None  # the segment that held event seq was removed; the next event still links to it
         if known is None:
             return "reset", f"event {seq} of its audit log is missing (deleted)"
-        return "gap", (f"events {seq + 1} to {first - 1} of its audit log are gone before the control node received "
-                       f"them (removed by retention, or deleted); the events after them cannot be checked against "
-                       f"the copy received")
+        return "gap", (
+            f"events {seq + 1} to {first - 1} of its audit log are gone before the control node received "
+            f"them (removed by retention, or deleted); the events after them cannot be checked against "
+            f"the copy received"
+        )
 
     def _log_reset(self, host: str, hello: dict[str, Any], seq: int, reason: str) -> None:
         """Alert, record it in the control node's own trail, keep the stored events of the old log
@@ -354,11 +436,23 @@ class Fleet:
         new = hello.get("log_id") if isinstance(hello.get("log_id"), str) else None
         moved = self.store.supersede_events(host, old)
         self.store.put(f"log_id:{host}", new or "")
-        message = (f"{host}: {reason}. The audit trail was reset or rewritten; the {moved} events received "
-                   f"before are kept aside and its log is read again from the start")
+        message = (
+            f"{host}: {reason}. The audit trail was reset or rewritten; the {moved} events received "
+            f"before are kept aside and its log is read again from the start"
+        )
         try:
-            self.audit_event("audit_reset", severity="critical", message=message, node=host, reason=reason,
-                             old_log=old, new_log=new, cursor=seq, node_end=hello.get("cursor"), superseded=moved)
+            self.audit_event(
+                "audit_reset",
+                severity="critical",
+                message=message,
+                node=host,
+                reason=reason,
+                old_log=old,
+                new_log=new,
+                cursor=seq,
+                node_end=hello.get("cursor"),
+                superseded=moved,
+            )
         except (OSError, ValueError) as exc:
             log.error("cannot record the audit reset of %s in the control trail: %s", host, exc)
         self._fleet_alert(host, "audit_reset", "critical", message)
@@ -401,13 +495,21 @@ class Fleet:
         self.store.set_node(host, last_seen=time.time())
         if host in self._silent and not beat.get("stopped"):
             self._silent.discard(host)
-            self._fleet_alert(host, "worker_heard", "info", f"{host}: the order worker answers again "
-                                                            f"(pid {beat.get('pid')})")
+            self._fleet_alert(
+                host, "worker_heard", "info", f"{host}: the order worker answers again (pid {beat.get('pid')})"
+            )
 
     def _fleet_alert(self, host: str, kind: str, severity: str, message: str) -> None:
         """An alert raised by the control node itself (stored, then handed to subscribers)."""
-        alert = {"id": f"ctl-{new_id()}", "host": host, "kind": kind, "severity": severity,
-                 "ts": utcnow(), "message": message, "origin": "control"}
+        alert = {
+            "id": f"ctl-{new_id()}",
+            "host": host,
+            "kind": kind,
+            "severity": severity,
+            "ts": utcnow(),
+            "message": message,
+            "origin": "control",
+        }
         if self.store.add_alert(alert):
             self._emit(FleetEvent("alert", host, alert=alert))
 
@@ -430,8 +532,12 @@ class Fleet:
             if silent_for > max(2.0 * interval + 1.0, 3.0):
                 self._silent.add(host)
                 why = "stopped cleanly" if beat.get("stopped") else "stopped beating"
-                self._fleet_alert(host, "worker_silent", "error",
-                                  f"{host}: the order worker {why} ({silent_for:.0f} s without a heartbeat)")
+                self._fleet_alert(
+                    host,
+                    "worker_silent",
+                    "error",
+                    f"{host}: the order worker {why} ({silent_for:.0f} s without a heartbeat)",
+                )
 
     def _on_event(self, host: str, event: dict[str, Any], response: dict[str, Any] | None) -> None:
         if host in self._halted:
@@ -446,9 +552,12 @@ class Fleet:
                 self.router.link(host).drop(f"audit event {event.get('seq')} does not follow the one before")
                 return
             self._rechecked.discard(host)
-            self._fleet_alert(host, "audit_chain_broken", "critical",
-                              f"{host}: audit event {event.get('seq')} does not follow the one before it "
-                              f"(edited or deleted events)")
+            self._fleet_alert(
+                host,
+                "audit_chain_broken",
+                "critical",
+                f"{host}: audit event {event.get('seq')} does not follow the one before it (edited or deleted events)",
+            )
         self._last_hash[host] = event.get("hash")
         self.store.add_events(host, [event])
         self.store.set_node(host, last_seen=time.time())
@@ -473,13 +582,19 @@ class Fleet:
             # The node's sidecar: the answer and its figures as fields (see node/answer.py).
             resp = response or {}
             details = dict(resp.get("details") or {})
-            details.update({k: resp.get(k) for k in ("exit_code", "timings", "bytes_out", "truncated", "executor")
-                            if k in resp})
+            details.update(
+                {k: resp.get(k) for k in ("exit_code", "timings", "bytes_out", "truncated", "executor") if k in resp}
+            )
             answer = resp.get("answer")
-            self._update(oid, state=state, error=resp.get("error") or (event.get("message")
-                                                                         if state != DONE else None),
-                         answer=answer if isinstance(answer, str) else None, response=resp.get("response"),
-                         details=details, finished=time.time())
+            self._update(
+                oid,
+                state=state,
+                error=resp.get("error") or (event.get("message") if state != DONE else None),
+                answer=answer if isinstance(answer, str) else None,
+                response=resp.get("response"),
+                details=details,
+                finished=time.time(),
+            )
 
     def _owns(self, host: str, order_id: str, etype: str) -> bool:
         """An event changes an order only when it comes from the node the order was sent to: what a
@@ -490,9 +605,13 @@ class Fleet:
         log.warning("%s sent %s for order %s, which belongs to %s: refused", host, etype, order_id, rec.host)
         if not self.passive and host not in self._forged:
             self._forged.add(host)
-            self._fleet_alert(host, "event_refused", "critical",
-                              f"{host} sent {etype} for order {order_id}, which belongs to {rec.host}: refused "
-                              "(a node may report only its own orders)")
+            self._fleet_alert(
+                host,
+                "event_refused",
+                "critical",
+                f"{host} sent {etype} for order {order_id}, which belongs to {rec.host}: refused "
+                "(a node may report only its own orders)",
+            )
         return False
 
     def _watch_lost(self) -> None:
@@ -517,6 +636,10 @@ class Fleet:
                     continue
                 self._lost_marked.add(name)
                 for rec in self.store.orders(limit=10000, host=name, states=ACTIVE):
-                    self._update(rec.id, state=FAILED, finished=time.time(),
-                                 error=f"lost contact with {name} ({link.error}); the answer will follow if it "
-                                       "comes back", details={**rec.details, "lost": True})
+                    self._update(
+                        rec.id,
+                        state=FAILED,
+                        finished=time.time(),
+                        error=f"lost contact with {name} ({link.error}); the answer will follow if it comes back",
+                        details={**rec.details, "lost": True},
+                    )

@@ -74,8 +74,15 @@ class Inventory:
         return names
 
 
-def _walk(name: str, body: Any, chain: list[dict[str, Any]], layers: dict[str, list[dict[str, Any]]],
-          own: dict[str, dict[str, Any]], groups: dict[str, list[str]], lineage: list[str]) -> None:
+def _walk(
+    name: str,
+    body: Any,
+    chain: list[dict[str, Any]],
+    layers: dict[str, list[dict[str, Any]]],
+    own: dict[str, dict[str, Any]],
+    groups: dict[str, list[str]],
+    lineage: list[str],
+) -> None:
     """Collect group membership; for every host, the group vars on its way (outer first) and its own."""
     if body is None:
         body = {}
@@ -83,7 +90,7 @@ def _walk(name: str, body: Any, chain: list[dict[str, Any]], layers: dict[str, l
         raise InventoryError(f"group {name!r}: expected a mapping")
     if name in lineage:
         raise InventoryError(f"group {name!r} contains itself")
-    chain = chain + [dict(body.get("vars") or {})]
+    chain = [*chain, dict(body.get("vars") or {})]
     members = groups.setdefault(name, [])
     for host, hvars in (body.get("hosts") or {}).items():
         host = str(host)
@@ -94,7 +101,7 @@ def _walk(name: str, body: Any, chain: list[dict[str, Any]], layers: dict[str, l
         if host not in members:
             members.append(host)
     for child, cbody in (body.get("children") or {}).items():
-        _walk(str(child), cbody, chain, layers, own, groups, lineage + [name])
+        _walk(str(child), cbody, chain, layers, own, groups, [*lineage, name])
         for h in groups.get(str(child), []):
             if h not in members:
                 members.append(h)
@@ -138,12 +145,15 @@ def load(path: str | Path, *, nodes_group: str = "galaxy_nodes", default_key: st
         except (TypeError, ValueError):
             raise InventoryError(f"{p}: host {name!r}: ansible_port must be a number") from None
         hosts[name] = Host(
-            name=name, address=str(v.get("ansible_host", name)), port=port,
+            name=name,
+            address=str(v.get("ansible_host", name)),
+            port=port,
             user=str(v.get("galaxy_route_user", "galaxy")),
             key=v.get("galaxy_route_key", default_key),
             connection=str(v.get("ansible_connection", "ssh")),
             groups=sorted(g for g, m in groups.items() if name in m and g != "all"),
-            vars=v, config=v.get("galaxy_config_path"),
+            vars=v,
+            config=v.get("galaxy_config_path"),
         )
     node_groups = {g: [h for h in m if h in hosts] for g, m in groups.items()}
     return Inventory(hosts, {g: m for g, m in node_groups.items() if m})

@@ -20,10 +20,18 @@ from galaxy_fleet.control.policy import EntryPolicy, Gate, Refused
 
 
 def _brief(rec: Any) -> dict[str, Any]:
-    return {"order_id": rec.id, "host": rec.host, "state": rec.state, "error": rec.error,
-            "answer": rec.answer, "progress": rec.progress,
-            "tokens_in": rec.details.get("tokens_in"), "tokens_out": rec.details.get("tokens_out"),
-            "cost": rec.details.get("cost"), "busy": bool(rec.details.get("busy"))}
+    return {
+        "order_id": rec.id,
+        "host": rec.host,
+        "state": rec.state,
+        "error": rec.error,
+        "answer": rec.answer,
+        "progress": rec.progress,
+        "tokens_in": rec.details.get("tokens_in"),
+        "tokens_out": rec.details.get("tokens_out"),
+        "cost": rec.details.get("cost"),
+        "busy": bool(rec.details.get("busy")),
+    }
 
 
 def build_server(fleet: Any, gate: Gate) -> Any:
@@ -33,8 +41,11 @@ def build_server(fleet: Any, gate: Gate) -> Any:
 
     from galaxy_fleet import __version__
 
-    server = MCPServer("galaxy", version=__version__,
-                       instructions="Tools to run orders on the Galaxy fleet and inspect its health and audit trail.")
+    server = MCPServer(
+        "galaxy",
+        version=__version__,
+        instructions="Tools to run orders on the Galaxy fleet and inspect its health and audit trail.",
+    )
 
     async def blocking(fn: Any, *args: Any, **kw: Any) -> Any:
         return await anyio.to_thread.run_sync(lambda: fn(*args, **kw))
@@ -56,8 +67,9 @@ def build_server(fleet: Any, gate: Gate) -> Any:
         return ",".join(hosts)
 
     @server.tool()
-    async def send_order(target: str, text: str, executor: str | None = None,
-                         wait_seconds: float = 600.0) -> list[dict[str, Any]]:
+    async def send_order(
+        target: str, text: str, executor: str | None = None, wait_seconds: float = 600.0
+    ) -> list[dict[str, Any]]:
         """Send an order to a machine, a group or "all" and wait for the answers (one per machine).
 
         Orders still running after wait_seconds are returned with their current state;
@@ -84,12 +96,24 @@ def build_server(fleet: Any, gate: Gate) -> Any:
         return await blocking(fleet.health, scope(target))
 
     @server.tool()
-    async def query_audit(target: str | None = None, severity: str | None = None, type: str | None = None,
-                          order_id: str | None = None, since: str | None = None,
-                          limit: int = 50) -> list[dict[str, Any]]:
+    async def query_audit(
+        target: str | None = None,
+        severity: str | None = None,
+        type: str | None = None,
+        order_id: str | None = None,
+        since: str | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
         """Events of the fleet's audit trail, newest last (filters as `galaxy audit`)."""
-        return await blocking(fleet.audit, scope(target), severity=severity, type=type, order_id=order_id,
-                              since=since, limit=min(max(1, limit), 1000))
+        return await blocking(
+            fleet.audit,
+            scope(target),
+            severity=severity,
+            type=type,
+            order_id=order_id,
+            since=since,
+            limit=min(max(1, limit), 1000),
+        )
 
     return server
 

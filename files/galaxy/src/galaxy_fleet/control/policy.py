@@ -123,8 +123,10 @@ def stored_rate_wait(store: Any, user: str, limit: int, now: float | None = None
     if limit <= 0:
         return 0.0
     now = time.time() if now is None else now
-    rows = store._exec("SELECT MIN(created) AS t FROM orders WHERE sender = ? AND created > ? "
-                       "GROUP BY COALESCE(batch, id) ORDER BY t", (user, now - RATE_WINDOW)).fetchall()
+    rows = store._exec(
+        "SELECT MIN(created) AS t FROM orders WHERE sender = ? AND created > ? GROUP BY COALESCE(batch, id) ORDER BY t",
+        (user, now - RATE_WINDOW),
+    ).fetchall()
     if len(rows) < limit:
         return 0.0
     return max(0.1, rows[len(rows) - limit]["t"] + RATE_WINDOW - now)
@@ -133,6 +135,7 @@ def stored_rate_wait(store: Any, user: str, limit: int, now: float | None = None
 @dataclass
 class EntryPolicy:
     """The ``mcp:`` or ``send:`` section: who the callers are and what they may do."""
+
     entry: str
     identity: str | None = None
     default: UserPolicy = field(default_factory=lambda: UserPolicy(rate_per_minute=20))
@@ -144,10 +147,14 @@ class EntryPolicy:
     def from_config(cls, config: Config, entry: str) -> EntryPolicy:
         """The policy of ``mcp`` or ``send`` from the typed config (checked when it was loaded)."""
         section: McpConfig | SendConfig = config.mcp if entry == "mcp" else config.send
-        return cls(entry, identity=section.identity,
-                   default=UserPolicy(section.targets, section.rate_per_minute, section.executors),
-                   users=dict(getattr(section, "users", {})), dangerous_mode=section.dangerous,
-                   dangerous=config.bot.dangerous)
+        return cls(
+            entry,
+            identity=section.identity,
+            default=UserPolicy(section.targets, section.rate_per_minute, section.executors),
+            users=dict(getattr(section, "users", {})),
+            dangerous_mode=section.dangerous,
+            dangerous=config.bot.dangerous,
+        )
 
     def caller(self) -> Caller:
         """The caller's identity and limits. For `galaxy send`: the configured identity or the
@@ -203,25 +210,42 @@ class Gate:
         hosts = self.fleet.resolve(spec)  # TargetError: an unknown target is the caller's mistake, not a refusal
         forbidden = forbidden_hosts(limits, hosts, self.fleet.resolve)
         if forbidden:
-            self._refuse("target_not_allowed", f"{self.caller.identity} may not send orders to "
-                                               f"{', '.join(forbidden)}", spec, payload)
+            self._refuse(
+                "target_not_allowed",
+                f"{self.caller.identity} may not send orders to {', '.join(forbidden)}",
+                spec,
+                payload,
+            )
         if limits.executors is not None:
             if executor is None and limits.executors:
                 executor = limits.executors[0]
             if executor not in limits.executors:
-                self._refuse("executor_not_allowed", f"{self.caller.identity} may not use the executor {executor!r} "
-                                                     f"(allowed: {', '.join(limits.executors) or 'none'})",
-                             spec, payload)
+                self._refuse(
+                    "executor_not_allowed",
+                    f"{self.caller.identity} may not use the executor {executor!r} "
+                    f"(allowed: {', '.join(limits.executors) or 'none'})",
+                    spec,
+                    payload,
+                )
         why = danger(self.policy.dangerous, hosts, payload, self.fleet.resolve)
         if why and self.policy.dangerous_mode != "allow":
-            self._refuse("dangerous", f"dangerous order refused: {why}; {self.caller.entry} has nobody to "
-                                      "confirm it (send it through the bot, which asks for a confirmation)",
-                         spec, payload)
+            self._refuse(
+                "dangerous",
+                f"dangerous order refused: {why}; {self.caller.entry} has nobody to "
+                "confirm it (send it through the bot, which asks for a confirmation)",
+                spec,
+                payload,
+            )
         wait = stored_rate_wait(self.fleet.store, self.caller.identity, limits.rate_per_minute or 0)
         if wait:
-            self._refuse("rate_limited", f"rate limited: at most {limits.rate_per_minute} orders a minute for "
-                                         f"{self.caller.identity}; try again in {int(wait) + 1} s",
-                         spec, payload, wait)
+            self._refuse(
+                "rate_limited",
+                f"rate limited: at most {limits.rate_per_minute} orders a minute for "
+                f"{self.caller.identity}; try again in {int(wait) + 1} s",
+                spec,
+                payload,
+                wait,
+            )
         return executor
 
     def submit(self, spec: str, payload: str, *, executor: str | None = None, **kw: Any) -> list[Any]:
@@ -230,8 +254,16 @@ class Gate:
 
     def _refuse(self, reason: str, message: str, spec: str, payload: str, wait: float = 0.0) -> None:
         try:
-            self.fleet.audit_event("order_refused", severity="warning", message=message, user=self.caller.identity,
-                                   reason=reason, entry=self.caller.entry, target=spec, payload=payload[:200])
+            self.fleet.audit_event(
+                "order_refused",
+                severity="warning",
+                message=message,
+                user=self.caller.identity,
+                reason=reason,
+                entry=self.caller.entry,
+                target=spec,
+                payload=payload[:200],
+            )
         except Exception as exc:  # the refusal stands even when the trail cannot be written
             raise Refused(reason, f"{message} (and the refusal could not be audited: {exc})", wait) from None
         raise Refused(reason, message, wait)

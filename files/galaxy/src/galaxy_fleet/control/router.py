@@ -18,9 +18,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Callable
+from typing import Any
 
 from galaxy_fleet.config import ControlConfig
 from galaxy_fleet.control.inventory import Host
@@ -71,9 +72,17 @@ def _ssh_connect(host: Host, settings: RouterSettings) -> _Conn:
         raise NodeUnavailable(f"cannot read known_hosts {settings.known_hosts}: {exc.strerror}") from None
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
-        client.connect(host.address, port=host.port, username=host.user, key_filename=host.key,
-                       timeout=settings.connect_timeout, banner_timeout=settings.connect_timeout,
-                       auth_timeout=settings.connect_timeout, allow_agent=False, look_for_keys=False)
+        client.connect(
+            host.address,
+            port=host.port,
+            username=host.user,
+            key_filename=host.key,
+            timeout=settings.connect_timeout,
+            banner_timeout=settings.connect_timeout,
+            auth_timeout=settings.connect_timeout,
+            allow_agent=False,
+            look_for_keys=False,
+        )
         transport = client.get_transport()
         assert transport is not None
         transport.set_keepalive(max(1, int(settings.ping_interval)))
@@ -106,8 +115,9 @@ def _local_connect(host: Host, settings: RouterSettings) -> _Conn:
     argv = [sys.executable, "-m", "galaxy_fleet.cli"]
     if host.config:
         argv += ["--config", host.config]
-    proc = subprocess.Popen(argv + ["remote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, close_fds=True)
+    proc = subprocess.Popen(
+        [*argv, "remote"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True
+    )
     assert proc.stdin is not None and proc.stdout is not None
     stdin = proc.stdin
 
@@ -130,10 +140,15 @@ def _local_connect(host: Host, settings: RouterSettings) -> _Conn:
 
 
 class NodeLink(threading.Thread):
-    def __init__(self, host: Host, settings: RouterSettings, *,
-                 on_message: Callable[[str, dict[str, Any]], None],
-                 on_state: Callable[[str, bool, str | None], None],
-                 cursor: Callable[[str, dict[str, Any], Callable[..., Any]], int | None]):
+    def __init__(
+        self,
+        host: Host,
+        settings: RouterSettings,
+        *,
+        on_message: Callable[[str, dict[str, Any]], None],
+        on_state: Callable[[str, bool, str | None], None],
+        cursor: Callable[[str, dict[str, Any], Callable[..., Any]], int | None],
+    ):
         super().__init__(name=f"galaxy-link-{host.name}", daemon=True)
         self.host = host
         self.settings = settings
@@ -188,8 +203,9 @@ class NodeLink(threading.Thread):
         try:
             return fut.result(timeout or self.settings.request_timeout)
         except FutureTimeout:
-            raise NodeUnavailable(f"{self.host.name} did not answer {op!r} within "
-                                  f"{timeout or self.settings.request_timeout:g} s") from None
+            raise NodeUnavailable(
+                f"{self.host.name} did not answer {op!r} within {timeout or self.settings.request_timeout:g} s"
+            ) from None
 
     def wait_up(self, timeout: float) -> bool:
         return self._up.wait(timeout)
@@ -355,13 +371,20 @@ class NodeLink(threading.Thread):
 
 
 class Router:
-    def __init__(self, hosts: dict[str, Host], settings: RouterSettings, *,
-                 on_message: Callable[[str, dict[str, Any]], None],
-                 on_state: Callable[[str, bool, str | None], None],
-                 cursor: Callable[[str, dict[str, Any], Callable[..., Any]], int | None]):
+    def __init__(
+        self,
+        hosts: dict[str, Host],
+        settings: RouterSettings,
+        *,
+        on_message: Callable[[str, dict[str, Any]], None],
+        on_state: Callable[[str, bool, str | None], None],
+        cursor: Callable[[str, dict[str, Any], Callable[..., Any]], int | None],
+    ):
         self.settings = settings
-        self.links = {name: NodeLink(h, settings, on_message=on_message, on_state=on_state, cursor=cursor)
-                      for name, h in hosts.items()}
+        self.links = {
+            name: NodeLink(h, settings, on_message=on_message, on_state=on_state, cursor=cursor)
+            for name, h in hosts.items()
+        }
         self._pool = ThreadPoolExecutor(max_workers=min(64, max(4, len(hosts))), thread_name_prefix="galaxy-fanout")
         self._halt = threading.Event()
         self._keeper = threading.Thread(target=self._keep, name="galaxy-keeper", daemon=True)
@@ -418,4 +441,3 @@ class Router:
                     link.drop(f"no answer for {idle:.0f} s")
                 elif idle > interval:
                     link.request_async("ping")
-

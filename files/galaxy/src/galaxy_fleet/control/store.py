@@ -12,9 +12,10 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from galaxy_fleet.order import TERMINAL, is_terminal, rank
 
@@ -73,7 +74,7 @@ def _answer_of_document(payload: str, document: str | None) -> str | None:
     at = document.find(marker)
     if at < 0:
         return None
-    answer = document[at + len(marker):]
+    answer = document[at + len(marker) :]
     answer = answer[:-1] if answer.endswith("\n") else answer
     return "" if answer == "(no output)" else answer
 
@@ -95,8 +96,10 @@ def migrate(db: sqlite3.Connection) -> None:
         for oid, payload, options, response in rows:
             opts = json.loads(options or "{}")
             timeout = opts.pop("_timeout", None)
-            db.execute("UPDATE orders SET timeout = ?, options = ?, answer = ? WHERE id = ?",
-                       (timeout, json.dumps(opts), _answer_of_document(payload, response), oid))
+            db.execute(
+                "UPDATE orders SET timeout = ?, options = ?, answer = ? WHERE id = ?",
+                (timeout, json.dumps(opts), _answer_of_document(payload, response), oid),
+            )
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
@@ -104,8 +107,9 @@ def migrate(db: sqlite3.Connection) -> None:
         raise
 
 
-def events_query(*, limit: int | None, since: str | None = None, until: str | None = None,
-                 **filters: str | None) -> tuple[str, list[Any]]:
+def events_query(
+    *, limit: int | None, since: str | None = None, until: str | None = None, **filters: str | None
+) -> tuple[str, list[Any]]:
     """SQL (newest first) for the central trail with `galaxy audit`'s filters.
 
     ``filters`` are columns (host, severity, type, order_id, user) with one value or
@@ -218,18 +222,40 @@ class Store:
         self._exec(
             "INSERT OR IGNORE INTO orders (id, batch, host, target_spec, sender, chat_id, message_id, payload,"
             " executor, session, timeout, options, state, created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (rec.id, rec.batch, rec.host, rec.target_spec, rec.sender, rec.chat_id, rec.message_id, rec.payload,
-             rec.executor, rec.session, rec.timeout, json.dumps(rec.options), rec.state, rec.created,
-             rec.updated))
+            (
+                rec.id,
+                rec.batch,
+                rec.host,
+                rec.target_spec,
+                rec.sender,
+                rec.chat_id,
+                rec.message_id,
+                rec.payload,
+                rec.executor,
+                rec.session,
+                rec.timeout,
+                json.dumps(rec.options),
+                rec.state,
+                rec.created,
+                rec.updated,
+            ),
+        )
         return rec
 
     def order(self, order_id: str) -> OrderRecord | None:
         row = self._exec("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
         return _record(row) if row else None
 
-    def orders(self, *, limit: int = 20, chat_id: int | None = None, host: str | None = None,
-               batch: str | None = None, states: Iterable[str] | None = None) -> list[OrderRecord]:
-        sql, args = "SELECT * FROM orders WHERE 1=1", []
+    def orders(
+        self,
+        *,
+        limit: int = 20,
+        chat_id: int | None = None,
+        host: str | None = None,
+        batch: str | None = None,
+        states: Iterable[str] | None = None,
+    ) -> list[OrderRecord]:
+        sql, args = "SELECT * FROM orders WHERE 1=1", list[Any]()
         if chat_id is not None:
             sql += " AND chat_id = ?"
             args.append(chat_id)
@@ -276,16 +302,20 @@ class Store:
             for key in ("details", "options"):
                 if key in cols:
                     cols[key] = json.dumps(cols[key])
-            self._exec(f"UPDATE orders SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?",
-                       [*cols.values(), order_id])
+            self._exec(
+                f"UPDATE orders SET {', '.join(f'{k} = ?' for k in cols)} WHERE id = ?", [*cols.values(), order_id]
+            )
             return rec
 
     def mark_delivered(self, order_id: str) -> None:
         self._exec("UPDATE orders SET delivered = 1 WHERE id = ?", (order_id,))
 
     def undelivered_orders(self) -> list[OrderRecord]:
-        rows = self._exec("SELECT * FROM orders WHERE delivered = 0 AND chat_id IS NOT NULL AND state IN "
-                          f"({','.join('?' * len(TERMINAL))}) ORDER BY created", TERMINAL).fetchall()
+        rows = self._exec(
+            "SELECT * FROM orders WHERE delivered = 0 AND chat_id IS NOT NULL AND state IN "
+            f"({','.join('?' * len(TERMINAL))}) ORDER BY created",
+            TERMINAL,
+        ).fetchall()
         return [_record(r) for r in rows]
 
     # -- events (central audit) ----------------------------------------------
@@ -294,9 +324,22 @@ class Store:
 
         ``advance_cursor``: the events came in order from the host's stream, so
         its resume point moves on (not for events written here, out of band)."""
-        rows = [(host, e["seq"], e.get("ts", ""), e.get("type", ""), e.get("severity", "info"), e.get("order_id"),
-                 e.get("user"), e.get("message"), e.get("hash"), e.get("prev"),
-                 json.dumps(e, ensure_ascii=False, separators=(",", ":"))) for e in events]
+        rows = [
+            (
+                host,
+                e["seq"],
+                e.get("ts", ""),
+                e.get("type", ""),
+                e.get("severity", "info"),
+                e.get("order_id"),
+                e.get("user"),
+                e.get("message"),
+                e.get("hash"),
+                e.get("prev"),
+                json.dumps(e, ensure_ascii=False, separators=(",", ":")),
+            )
+            for e in events
+        ]
         with self._lock:
             before = self.db.total_changes
             self.db.execute("BEGIN")
@@ -308,7 +351,8 @@ class Store:
                     self.db.execute(
                         "INSERT INTO cursors (host, seq, hash) VALUES (?, ?, ?) ON CONFLICT(host) DO UPDATE SET"
                         " seq = excluded.seq, hash = excluded.hash WHERE excluded.seq > cursors.seq",
-                        (host, last["seq"], last.get("hash")))
+                        (host, last["seq"], last.get("hash")),
+                    )
                 self.db.execute("COMMIT")
             except BaseException:
                 self.db.execute("ROLLBACK")
@@ -327,10 +371,14 @@ class Store:
         with self._lock:
             self.db.execute("BEGIN")
             try:
-                self.db.execute("CREATE TABLE IF NOT EXISTS events_superseded (host TEXT NOT NULL, log_id TEXT,"
-                                " seq INTEGER NOT NULL, superseded REAL NOT NULL, data TEXT NOT NULL)")
-                moved = self.db.execute("INSERT INTO events_superseded SELECT host, ?, seq, ?, data FROM events"
-                                        " WHERE host = ?", (log_id, time.time(), host)).rowcount
+                self.db.execute(
+                    "CREATE TABLE IF NOT EXISTS events_superseded (host TEXT NOT NULL, log_id TEXT,"
+                    " seq INTEGER NOT NULL, superseded REAL NOT NULL, data TEXT NOT NULL)"
+                )
+                moved = self.db.execute(
+                    "INSERT INTO events_superseded SELECT host, ?, seq, ?, data FROM events WHERE host = ?",
+                    (log_id, time.time(), host),
+                ).rowcount
                 self.db.execute("DELETE FROM events WHERE host = ?", (host,))
                 self.db.execute("DELETE FROM cursors WHERE host = ?", (host,))
                 self.db.execute("COMMIT")
@@ -343,12 +391,21 @@ class Store:
         row = self._exec("SELECT seq, hash FROM cursors WHERE host = ?", (host,)).fetchone()
         return (row["seq"], row["hash"]) if row else (0, None)
 
-    def events(self, *, host: str | None = None, limit: int | None = 100, severity: str | None = None,
-               type: str | None = None, order_id: str | None = None, since: str | None = None,
-               until: str | None = None) -> list[dict[str, Any]]:
+    def events(
+        self,
+        *,
+        host: str | None = None,
+        limit: int | None = 100,
+        severity: str | None = None,
+        type: str | None = None,
+        order_id: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[dict[str, Any]]:
         """Newest matching events across the fleet, returned oldest first."""
-        sql, args = events_query(host=host, severity=severity, type=type, order_id=order_id, since=since,
-                                 until=until, limit=limit)
+        sql, args = events_query(
+            host=host, severity=severity, type=type, order_id=order_id, since=since, until=until, limit=limit
+        )
         return [json.loads(r["data"]) for r in reversed(self._exec(sql, args).fetchall())]
 
     # -- alerts --------------------------------------------------------------
@@ -356,8 +413,17 @@ class Store:
         cur = self._exec(
             "INSERT OR IGNORE INTO alerts (id, host, kind, severity, message, ts, data, received)"
             " VALUES (?,?,?,?,?,?,?,?)",
-            (alert["id"], alert.get("host", "?"), alert.get("kind", "alert"), alert.get("severity"),
-             alert.get("message"), alert.get("ts"), json.dumps(alert, ensure_ascii=False), time.time()))
+            (
+                alert["id"],
+                alert.get("host", "?"),
+                alert.get("kind", "alert"),
+                alert.get("severity"),
+                alert.get("message"),
+                alert.get("ts"),
+                json.dumps(alert, ensure_ascii=False),
+                time.time(),
+            ),
+        )
         return cur.rowcount > 0
 
     def undelivered_alerts(self) -> list[dict[str, Any]]:
@@ -373,14 +439,15 @@ class Store:
 
     # -- sessions --------------------------------------------------------------
     def session(self, chat_id: int, host: str) -> str | None:
-        row = self._exec("SELECT session_key FROM sessions WHERE chat_id = ? AND host = ?",
-                         (chat_id, host)).fetchone()
+        row = self._exec("SELECT session_key FROM sessions WHERE chat_id = ? AND host = ?", (chat_id, host)).fetchone()
         return row["session_key"] if row else None
 
     def set_session(self, chat_id: int, host: str, key: str) -> None:
-        self._exec("INSERT INTO sessions VALUES (?,?,?,?) ON CONFLICT(chat_id, host) DO UPDATE SET"
-                   " session_key = excluded.session_key, created = excluded.created",
-                   (chat_id, host, key, time.time()))
+        self._exec(
+            "INSERT INTO sessions VALUES (?,?,?,?) ON CONFLICT(chat_id, host) DO UPDATE SET"
+            " session_key = excluded.session_key, created = excluded.created",
+            (chat_id, host, key, time.time()),
+        )
 
     # -- nodes -------------------------------------------------------------------
     def set_node(self, name: str, **fields: Any) -> None:
@@ -390,8 +457,9 @@ class Store:
         with self._lock:
             self._exec("INSERT OR IGNORE INTO nodes (name) VALUES (?)", (name,))
             if fields:
-                self._exec(f"UPDATE nodes SET {', '.join(f'{k} = ?' for k in fields)} WHERE name = ?",
-                           [*fields.values(), name])
+                self._exec(
+                    f"UPDATE nodes SET {', '.join(f'{k} = ?' for k in fields)} WHERE name = ?", [*fields.values(), name]
+                )
 
     def nodes(self) -> dict[str, dict[str, Any]]:
         out = {}

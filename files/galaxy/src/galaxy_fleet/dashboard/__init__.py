@@ -15,7 +15,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["create_app", "add_arguments", "run"]
+__all__ = ["add_arguments", "create_app", "run"]
 
 
 @dataclass
@@ -51,8 +51,10 @@ def create_app(config: Any, **overrides: Any) -> Any:
     @app.after_request
     def _headers(resp: Any) -> Any:
         resp.headers.setdefault(
-            "Content-Security-Policy", "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' "
-            "data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+            "Content-Security-Policy",
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' "
+            "data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        )
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Referrer-Policy", "no-referrer")
         return resp
@@ -61,8 +63,10 @@ def create_app(config: Any, **overrides: Any) -> Any:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", help="address to listen on (default: dashboard.host or 127.0.0.1; any"
-                        " non-loopback address requires a token)")
+    parser.add_argument(
+        "--host",
+        help="address to listen on (default: dashboard.host or 127.0.0.1; any non-loopback address requires a token)",
+    )
     parser.add_argument("--port", type=int, help="TCP port (default: dashboard.port or 5000; 0 picks a free one)")
     parser.add_argument("--store", help="the control node's store (default: control.store)")
     parser.add_argument("--threads", type=int, help="WSGI worker threads (default: dashboard.threads or 8)")
@@ -77,8 +81,11 @@ def run(args: argparse.Namespace, config: Any) -> int:
     from galaxy_fleet.config import ConfigError
     from galaxy_fleet.dashboard import settings
 
-    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     log = logging.getLogger("galaxy.dashboard")
     try:
         app = create_app(config, host=args.host, port=args.port, store=args.store, threads=args.threads)
@@ -91,8 +98,16 @@ def run(args: argparse.Namespace, config: Any) -> int:
     from waitress.server import create_server
 
     try:
-        server = create_server(app, host=s.host, port=s.port, threads=s.threads, ident="galaxy-dashboard",
-                               connection_limit=1000, channel_timeout=60, clear_untrusted_proxy_headers=True)
+        server = create_server(
+            app,
+            host=s.host,
+            port=s.port,
+            threads=s.threads,
+            ident="galaxy-dashboard",
+            connection_limit=1000,
+            channel_timeout=60,
+            clear_untrusted_proxy_headers=True,
+        )
     except OSError as exc:
         print(f"galaxy dashboard: cannot listen on {s.host}:{s.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
@@ -103,8 +118,11 @@ def run(args: argparse.Namespace, config: Any) -> int:
     signal.signal(signal.SIGTERM, stop)
     listen = getattr(server, "effective_listen", None) or [(server.effective_host, server.effective_port)]
     urls = " ".join(f"http://{f'[{h}]' if ':' in str(h) else h}:{p}/" for h, p in listen)
-    print(f"galaxy dashboard: serving {s.store} on {urls}{' (token required)' if s.token else ''}",
-          file=sys.stderr, flush=True)
+    print(
+        f"galaxy dashboard: serving {s.store} on {urls}{' (token required)' if s.token else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
     if not s.store.exists():
         log.warning("%s does not exist yet: the page shows an error until galaxy-bot creates it", s.store)
     try:

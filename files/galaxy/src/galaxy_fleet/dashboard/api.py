@@ -101,10 +101,15 @@ def orders() -> Any:
 
     since, until = _time("since"), _time("until")
     rows = _state().reader.orders(
-        limit=_limit(50), host=request.args.get("host"), state=request.args.get("state"),
-        sender=request.args.get("from") or request.args.get("user"), batch=request.args.get("batch"),
+        limit=_limit(50),
+        host=request.args.get("host"),
+        state=request.args.get("state"),
+        sender=request.args.get("from") or request.args.get("user"),
+        batch=request.args.get("batch"),
         order_id=request.args.get("id"),
-        since=epoch(since) if since else None, until=epoch(until) if until else None)
+        since=epoch(since) if since else None,
+        until=epoch(until) if until else None,
+    )
     return jsonify(orders=[order_row(o) for o in rows], count=len(rows))
 
 
@@ -114,9 +119,15 @@ def audit() -> Any:
     host, order_id, user (comma-separated lists), since, until, limit."""
     args = request.args
     events = _state().reader.events(
-        host=args.get("host"), severity=args.get("severity"), type=args.get("type"),
-        order_id=args.get("order_id"), user=args.get("user"), since=_time("since"), until=_time("until"),
-        limit=_limit(100))
+        host=args.get("host"),
+        severity=args.get("severity"),
+        type=args.get("type"),
+        order_id=args.get("order_id"),
+        user=args.get("user"),
+        since=_time("since"),
+        until=_time("until"),
+        limit=_limit(100),
+    )
     return jsonify(events=events, count=len(events))
 
 

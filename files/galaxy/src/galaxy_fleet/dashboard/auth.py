@@ -77,7 +77,7 @@ def host_name(header: str | None) -> str | None:
         end = host.find("]")
         if end < 0:
             return None
-        name, rest = host[:end + 1], host[end + 1:]
+        name, rest = host[: end + 1], host[end + 1 :]
     else:
         name, _, port = host.partition(":")
         rest = f":{port}" if port or host.endswith(":") else ""
@@ -96,7 +96,12 @@ def host_guard(allowed: set[str]) -> Any:
         name = host_name(request.headers.get("Host"))
         if name is not None and name in allowed:
             return None
-        return ("misdirected request: this dashboard answers to " + ", ".join(sorted(allowed))
-                + " (add other names to dashboard.allowed_hosts)\n", 421, {"Content-Type": "text/plain"})
+        return (
+            "misdirected request: this dashboard answers to "
+            + ", ".join(sorted(allowed))
+            + " (add other names to dashboard.allowed_hosts)\n",
+            421,
+            {"Content-Type": "text/plain"},
+        )
 
     return check

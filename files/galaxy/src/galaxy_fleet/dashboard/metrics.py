@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from galaxy_fleet.dashboard.reader import DURATION_BUCKETS, StoreReader, StoreUnavailable
 from galaxy_fleet.dashboard.summary import Summary
@@ -43,21 +44,34 @@ class FleetCollector:
                 orders.add_metric([host, state], counts[host].get(state, 0))
         yield orders
 
-        up = GaugeMetricFamily("galaxy_node_up", "1 when the control node's connection to the node is up",
-                               labels=["host"])
-        healthy = GaugeMetricFamily("galaxy_node_healthy", "1 when the node's last health check passed, 0 when it"
-                                    " failed (absent when unknown)", labels=["host"])
-        seen = GaugeMetricFamily("galaxy_node_last_seen_timestamp_seconds", "When the node was last heard from",
-                                 labels=["host"])
-        disk = GaugeMetricFamily("galaxy_node_disk_used_percent", "Highest disk use of the node's spool and audit"
-                                 " file systems", labels=["host"])
-        queued = GaugeMetricFamily("galaxy_node_queued_orders", "Orders waiting in the node's queue (last health"
-                                   " report)", labels=["host"])
-        uptime = GaugeMetricFamily("galaxy_node_worker_uptime_seconds", "Seconds since the node's worker started",
-                                   labels=["host"])
-        status = GaugeMetricFamily("galaxy_node_status", "1 for the node's status (healthy, degraded, down, unknown:"
-                                   " the rule the bot and the health playbook apply), 0 for the others",
-                                   labels=["host", "status"])
+        up = GaugeMetricFamily(
+            "galaxy_node_up", "1 when the control node's connection to the node is up", labels=["host"]
+        )
+        healthy = GaugeMetricFamily(
+            "galaxy_node_healthy",
+            "1 when the node's last health check passed, 0 when it failed (absent when unknown)",
+            labels=["host"],
+        )
+        seen = GaugeMetricFamily(
+            "galaxy_node_last_seen_timestamp_seconds", "When the node was last heard from", labels=["host"]
+        )
+        disk = GaugeMetricFamily(
+            "galaxy_node_disk_used_percent",
+            "Highest disk use of the node's spool and audit file systems",
+            labels=["host"],
+        )
+        queued = GaugeMetricFamily(
+            "galaxy_node_queued_orders", "Orders waiting in the node's queue (last health report)", labels=["host"]
+        )
+        uptime = GaugeMetricFamily(
+            "galaxy_node_worker_uptime_seconds", "Seconds since the node's worker started", labels=["host"]
+        )
+        status = GaugeMetricFamily(
+            "galaxy_node_status",
+            "1 for the node's status (healthy, degraded, down, unknown:"
+            " the rule the bot and the health playbook apply), 0 for the others",
+            labels=["host", "status"],
+        )
         for n in nodes:
             for name in STATUSES:
                 status.add_metric([n["name"], name], 1 if n["status"] == name else 0)
@@ -74,19 +88,24 @@ class FleetCollector:
                 uptime.add_metric([n["name"]], n["worker"]["uptime_s"])
         yield from (status, up, healthy, seen, disk, queued, uptime)
 
-        duration = HistogramMetricFamily("galaxy_order_duration_seconds", "Time from receiving an order to its"
-                                         " answer, finished orders", labels=["host"])
+        duration = HistogramMetricFamily(
+            "galaxy_order_duration_seconds",
+            "Time from receiving an order to its answer, finished orders",
+            labels=["host"],
+        )
         for host in sorted(histogram):
             h = histogram[host]
-            buckets = [(str(float(b)), n) for b, n in zip(DURATION_BUCKETS, h["buckets"])]
+            buckets = [(str(float(b)), n) for b, n in zip(DURATION_BUCKETS, h["buckets"], strict=False)]
             buckets.append(("+Inf", h["count"]))
             duration.add_metric([host], buckets, h["sum"])
         yield duration
 
-        alert_total = GaugeMetricFamily("galaxy_alerts", "Alerts received from the fleet",
-                                        labels=["host", "kind", "severity"])
-        undelivered = GaugeMetricFamily("galaxy_alerts_undelivered", "Alerts not yet delivered to Telegram",
-                                        labels=["host"])
+        alert_total = GaugeMetricFamily(
+            "galaxy_alerts", "Alerts received from the fleet", labels=["host", "kind", "severity"]
+        )
+        undelivered = GaugeMetricFamily(
+            "galaxy_alerts_undelivered", "Alerts not yet delivered to Telegram", labels=["host"]
+        )
         pending: dict[str, int] = {}
         for a in alerts:
             alert_total.add_metric([a["host"], a["kind"], a["severity"]], a["n"])
@@ -96,8 +115,11 @@ class FleetCollector:
         yield alert_total
         yield undelivered
 
-        events = GaugeMetricFamily("galaxy_audit_events_received", "The newest audit event sequence number"
-                                   " received from each node", labels=["host"])
+        events = GaugeMetricFamily(
+            "galaxy_audit_events_received",
+            "The newest audit event sequence number received from each node",
+            labels=["host"],
+        )
         for host in sorted(cursors):
             events.add_metric([host], cursors[host])
         yield events
@@ -108,6 +130,6 @@ def registry(reader: StoreReader, summary: Summary) -> Any:
     from prometheus_client.process_collector import ProcessCollector
 
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(FleetCollector(reader, summary))  # type: ignore[arg-type]
+    reg.register(FleetCollector(reader, summary))
     ProcessCollector(namespace="galaxy_dashboard", registry=reg)
     return reg

@@ -23,6 +23,7 @@ LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 @dataclass
 class Settings(DashboardConfig):
     """The ``dashboard:`` section with the store it reads and the token it requires."""
+
     store: Path = field(default_factory=lambda: ControlConfig().store)
     token: str | None = None
 
@@ -30,7 +31,7 @@ class Settings(DashboardConfig):
         """The Host header names this dashboard answers to (lowercase, IPv6 in brackets)."""
         names = set(LOOPBACK_NAMES)
         bind = self.host.strip("[]").lower()
-        if bind and bind not in ("0.0.0.0", "::"):
+        if bind and bind not in ("0.0.0.0", "::"):  # noqa: S104 - a wildcard bind names no host
             names.add(f"[{bind}]" if ":" in bind else bind)
         for name in self.allowed_hosts:
             name = name.strip("[]").lower()
@@ -38,8 +39,10 @@ class Settings(DashboardConfig):
         return names
 
     def __repr__(self) -> str:  # never print the token
-        return (f"Settings(store={str(self.store)!r}, host={self.host!r}, port={self.port}, "
-                f"token={'set' if self.token else None})")
+        return (
+            f"Settings(store={str(self.store)!r}, host={self.host!r}, port={self.port}, "
+            f"token={'set' if self.token else None})"
+        )
 
 
 def is_loopback(host: str) -> bool:
@@ -73,8 +76,10 @@ def read_token(section: DashboardConfig) -> str | None:
         return None
     token = token.strip()
     if len(token) < MIN_TOKEN_LENGTH or any(c.isspace() for c in token):
-        raise ConfigError(f"dashboard token from {source}: use at least {MIN_TOKEN_LENGTH} characters without"
-                          " spaces (e.g. `openssl rand -hex 24`)")
+        raise ConfigError(
+            f"dashboard token from {source}: use at least {MIN_TOKEN_LENGTH} characters without"
+            " spaces (e.g. `openssl rand -hex 24`)"
+        )
     return token
 
 
@@ -97,4 +102,5 @@ def check_bind(settings: Settings) -> None:
         raise ConfigError(
             f"the dashboard would listen on {settings.host}, which is not a loopback address, without a token:"
             f" set dashboard.token_file (mode 0600/0640), ${TOKEN_ENV} or the systemd credential"
-            f" {TOKEN_CREDENTIAL}, or listen on 127.0.0.1")
+            f" {TOKEN_CREDENTIAL}, or listen on 127.0.0.1"
+        )

@@ -14,7 +14,8 @@ import socket
 import statistics
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from galaxy_fleet.dashboard.reader import StoreReader, epoch, iso, window_start
 from galaxy_fleet.node_status import DEGRADED, DOWN, HEALTHY, UNKNOWN, node_status
@@ -41,14 +42,17 @@ def status_report(report: dict[str, Any], healthy: bool | None, failing: list[st
     report, or a newer health_check event's verdict (which names the failing checks)."""
     if healthy is None:
         return report or None
-    if report and healthy == report.get("healthy") and failing == [c.get("name") for c in report.get("checks") or []
-                                                                   if not c.get("ok")]:
+    if (
+        report
+        and healthy == report.get("healthy")
+        and failing == [c.get("name") for c in report.get("checks") or [] if not c.get("ok")]
+    ):
         return report
     return {"healthy": healthy, "checks": [{"name": name, "ok": False} for name in failing]}
 
 
 def order_figures(states: dict[str, int]) -> dict[str, int]:
-    """The seed's pending/processed/failed, plus the states behind them."""
+    """The classic pending/processed/failed figures, plus the states behind them."""
     return {
         "pending": sum(states.get(s, 0) for s in ACTIVE),
         "running": states.get(RUNNING, 0),
@@ -60,13 +64,20 @@ def order_figures(states: dict[str, int]) -> dict[str, int]:
     }
 
 
-def node_figures(node: dict[str, Any], states: dict[str, int], last_check: dict[str, Any] | None,
-                 worker_start: str | None, now: float, worker_silent: bool = False) -> dict[str, Any]:
-    """One node as the page shows it: the seed's figures from the newest full health
+def node_figures(
+    node: dict[str, Any],
+    states: dict[str, int],
+    last_check: dict[str, Any] | None,
+    worker_start: str | None,
+    now: float,
+    worker_silent: bool = False,
+) -> dict[str, Any]:
+    """One node as the page shows it: the classic figures from the newest full health
     report the Fleet stored, and the newest health_check event when that is newer."""
     report = node.get("health") or {}
     report_ts = node.get("health_ts") or epoch(report.get("ts"))
     check_ts = epoch(last_check.get("ts")) if last_check else None
+    last_check = last_check or {}
     healthy: bool | None = report.get("healthy") if report else None
     failing = [c.get("name") for c in report.get("checks") or [] if not c.get("ok")]
     health_ts = report_ts
@@ -76,8 +87,11 @@ def node_figures(node: dict[str, Any], states: dict[str, int], last_check: dict[
     worker = _check(report, "worker")
     wdata = (worker or {}).get("data") or {}
     opencode = _check(report, "opencode")
-    disks = [{"label": c["name"][5:], "used_percent": (c.get("data") or {}).get("used_percent"), "ok": c.get("ok")}
-             for c in report.get("checks") or [] if str(c.get("name", "")).startswith("disk_")]
+    disks = [
+        {"label": c["name"][5:], "used_percent": (c.get("data") or {}).get("used_percent"), "ok": c.get("ok")}
+        for c in report.get("checks") or []
+        if str(c.get("name", "")).startswith("disk_")
+    ]
     memory = _check(report, "memory")
     disk_percent = max((d["used_percent"] for d in disks if d["used_percent"] is not None), default=None)
     opencode_ok = opencode.get("ok") if opencode else None
@@ -87,7 +101,7 @@ def node_figures(node: dict[str, Any], states: dict[str, int], last_check: dict[
         disk_percent = last_check.get("disk_percent", disk_percent)
         opencode_ok = last_check.get("opencode", opencode_ok)
         uptime = last_check.get("uptime_s", uptime)
-        uptime_ts = check_ts
+        uptime_ts: float | None = check_ts
     else:
         uptime_ts = report_ts
     if uptime is not None and uptime_ts is not None:
@@ -95,9 +109,13 @@ def node_figures(node: dict[str, Any], states: dict[str, int], last_check: dict[
     started = epoch(worker_start)
 
     connected = bool(node.get("connected"))
-    verdict = node_status(connected=connected, health=status_report(report, healthy, failing),
-                          error=node.get("error"), seen=node.get("last_seen") is not None,
-                          worker_silent=worker_silent)
+    verdict = node_status(
+        connected=connected,
+        health=status_report(report, healthy, failing),
+        error=node.get("error"),
+        seen=node.get("last_seen") is not None,
+        worker_silent=worker_silent,
+    )
     hello = node.get("hello") or {}
     return {
         "name": node["name"],
@@ -121,8 +139,11 @@ def node_figures(node: dict[str, Any], states: dict[str, int], last_check: dict[
             "started": started,
             "uptime_s": round(now - started, 1) if started is not None and connected else None,
         },
-        "opencode": {"ok": opencode_ok, "message": opencode.get("message") if opencode else None,
-                     "ms": ((opencode or {}).get("data") or {}).get("ms")},
+        "opencode": {
+            "ok": opencode_ok,
+            "message": opencode.get("message") if opencode else None,
+            "ms": ((opencode or {}).get("data") or {}).get("ms"),
+        },
         "disk": disks,
         "disk_percent": disk_percent,
         "memory_mb": ((memory or {}).get("data") or {}).get("available_mb"),
@@ -138,17 +159,25 @@ def _percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
-def latency_per_hour(samples: list[tuple[float, float, float | None]], now: float,
-                     hours: int = HISTORY_HOURS) -> list[dict[str, Any]]:
+def latency_per_hour(
+    samples: list[tuple[float, float, float | None]], now: float, hours: int = HISTORY_HOURS
+) -> list[dict[str, Any]]:
     start = window_start(now, hours * 3600, 3600)
     per: list[list[float]] = [[] for _ in range(hours)]
     for created, total, _run in samples:
         b = int((created - start) // 3600)
         if 0 <= b < hours:
             per[b].append(total)
-    return [{"start": start + i * 3600, "count": len(v),
-             "p50": _ms(_percentile(v, 50)), "p95": _ms(_percentile(v, 95)), "max": _ms(max(v) if v else None)}
-            for i, v in enumerate(per)]
+    return [
+        {
+            "start": start + i * 3600,
+            "count": len(v),
+            "p50": _ms(_percentile(v, 50)),
+            "p95": _ms(_percentile(v, 95)),
+            "max": _ms(max(v) if v else None),
+        }
+        for i, v in enumerate(per)
+    ]
 
 
 def order_row(o: dict[str, Any]) -> dict[str, Any]:
@@ -156,13 +185,28 @@ def order_row(o: dict[str, Any]) -> dict[str, Any]:
     duration = None
     if o.get("finished") is not None:
         duration = max(0.0, o["finished"] - o["created"])
-    return {**o, **{k: _ms(o.get(k)) for k in ("created", "updated", "started", "finished")},
-            "duration_s": _ms(duration),
-            "run_s": _ms(o["finished"] - o["started"]) if o.get("finished") and o.get("started") else None}
+    return {
+        **o,
+        **{k: _ms(o.get(k)) for k in ("created", "updated", "started", "finished")},
+        "duration_s": _ms(duration),
+        "run_s": _ms(o["finished"] - o["started"]) if o.get("finished") and o.get("started") else None,
+    }
 
 
-BRIEF_ORDER = ("id", "host", "from", "executor", "state", "created", "started", "finished", "payload", "progress",
-               "error", "duration_s")
+BRIEF_ORDER = (
+    "id",
+    "host",
+    "from",
+    "executor",
+    "state",
+    "created",
+    "started",
+    "finished",
+    "payload",
+    "progress",
+    "error",
+    "duration_s",
+)
 
 
 def brief_order(o: dict[str, Any]) -> dict[str, Any]:
@@ -177,8 +221,16 @@ HEALTH_MARK = {-1: "-", 0: "0", 1: "1"}
 
 
 class Summary:
-    def __init__(self, reader: StoreReader, *, ttl: float = 1.0, history_ttl: float = 15.0,
-                 clock: Callable[[], float] = time.time, recent_orders: int = 25, recent_alerts: int = 15):
+    def __init__(
+        self,
+        reader: StoreReader,
+        *,
+        ttl: float = 1.0,
+        history_ttl: float = 15.0,
+        clock: Callable[[], float] = time.time,
+        recent_orders: int = 25,
+        recent_alerts: int = 15,
+    ):
         self.reader = reader
         self.ttl = ttl
         self.history_ttl = history_ttl
@@ -192,8 +244,7 @@ class Summary:
         self._gzipped: tuple[str, bytes] | None = None
 
     # -- the pieces ------------------------------------------------------------------
-    def nodes(self, now: float | None = None, counts: dict[str, dict[str, int]] | None = None
-              ) -> list[dict[str, Any]]:
+    def nodes(self, now: float | None = None, counts: dict[str, dict[str, int]] | None = None) -> list[dict[str, Any]]:
         """Every node the Fleet knows (the inventory's), with its figures."""
         now = self.clock() if now is None else now
         r = self.reader
@@ -203,9 +254,12 @@ class Summary:
         starts = r.worker_starts()
         silent = r.silent_workers()
         # orders for hosts the store knows only from orders (removed from the inventory) are left out
-        return [node_figures(n, counts.get(n["name"], {}), checks.get(n["name"]), starts.get(n["name"]), now,
-                             n["name"] in silent)
-                for n in nodes]
+        return [
+            node_figures(
+                n, counts.get(n["name"], {}), checks.get(n["name"]), starts.get(n["name"]), now, n["name"] in silent
+            )
+            for n in nodes
+        ]
 
     def live(self, now: float) -> dict[str, Any]:
         r = self.reader
@@ -218,8 +272,12 @@ class Summary:
         return {
             "generated": iso(now),
             "control": {"host": socket.gethostname(), "uptime_s": _host_uptime()},
-            "fleet": {"nodes": len(nodes), "connected": sum(1 for n in nodes if n["connected"]), **by_status,
-                      "disk_percent_max": max(disks) if disks else None},
+            "fleet": {
+                "nodes": len(nodes),
+                "connected": sum(1 for n in nodes if n["connected"]),
+                **by_status,
+                "disk_percent_max": max(disks) if disks else None,
+            },
             "orders": totals,
             "alerts": {"last_day": r.alerts_since(day)},
             "nodes": nodes,
@@ -236,15 +294,25 @@ class Summary:
         latency = latency_per_hour(samples, now)
         totals = [t for _c, t, _r in samples]
         return {
-            "window": {"hours": HISTORY_HOURS, "end": now, "health_slots": HEALTH_SLOTS,
-                       "health_slot_s": slot, "health_start": window_start(now, HISTORY_HOURS * 3600, slot)},
+            "window": {
+                "hours": HISTORY_HOURS,
+                "end": now,
+                "health_slots": HEALTH_SLOTS,
+                "health_slot_s": slot,
+                "health_start": window_start(now, HISTORY_HOURS * 3600, slot),
+            },
             "orders_per_hour": per_hour,
             "latency": latency,
-            "latency_day": {"count": len(totals), "p50": _ms(_percentile(totals, 50)),
-                            "p95": _ms(_percentile(totals, 95))},
+            "latency_day": {
+                "count": len(totals),
+                "p50": _ms(_percentile(totals, 50)),
+                "p95": _ms(_percentile(totals, 95)),
+            },
             # one character per 15-minute slot: "-" no check ran, "0" all passed, "1" one failed
-            "health": {host: "".join(HEALTH_MARK[v] for v in slots)
-                       for host, slots in r.health_history(now, HISTORY_HOURS, HEALTH_SLOTS).items()},
+            "health": {
+                host: "".join(HEALTH_MARK[v] for v in slots)
+                for host, slots in r.health_history(now, HISTORY_HOURS, HEALTH_SLOTS).items()
+            },
             "last_day": {k: sum(b[k] for b in per_hour) for k in (DONE, FAILED, CANCELLED, "pending")},
         }
 
@@ -276,8 +344,11 @@ class Summary:
                 return cached[1], cached[2]
             if self._history is None or now - self._history[0] >= self.history_ttl:
                 self._history = (now, self.history(now))
-            body = {**self.live(now), "history": self._history[1],
-                    "dashboard": {"uptime_s": round(now - self.started, 1), "ttl": self.ttl}}
+            body = {
+                **self.live(now),
+                "history": self._history[1],
+                "dashboard": {"uptime_s": round(now - self.started, 1), "ttl": self.ttl},
+            }
             data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), default=str).encode()
             import hashlib
 

@@ -29,15 +29,25 @@ FIGURES = ("tokens_in", "tokens_out", "cost", "model", "agent")  # executor figu
 def sidecar_of(order: Order, host: str, executor: str, result: Result, timings: dict[str, Any]) -> dict[str, Any]:
     """The finished order as data: what every reader of the answer gets."""
     return {
-        "id": order.id, "state": result.status, "host": host, "target": order.target, "from": order.sender,
-        "executor": executor, "exit_code": result.exit_code, "error": result.error,
-        "answer": result.output or "", "bytes_out": result.bytes_out, "truncated": result.truncated,
-        "session": order.session, "timings": timings, "details": result.details,
+        "id": order.id,
+        "state": result.status,
+        "host": host,
+        "target": order.target,
+        "from": order.sender,
+        "executor": executor,
+        "exit_code": result.exit_code,
+        "error": result.error,
+        "answer": result.output or "",
+        "bytes_out": result.bytes_out,
+        "truncated": result.truncated,
+        "session": order.session,
+        "timings": timings,
+        "details": result.details,
     }
 
 
 def render_response(order: Order, sidecar: dict[str, Any]) -> str:
-    """The Markdown answer for people reading the spool, in the spirit of the seed's
+    """The Markdown answer for people reading the spool, like the classic
     galaxy-order-response-*.md (written from the sidecar, never read back)."""
     t = sidecar["timings"]
     exit_code = sidecar.get("exit_code")
@@ -56,8 +66,16 @@ def render_response(order: Order, sidecar: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def finish(spool: Spool, audit: AuditLog, host: str, proc_path: Path, order: Order, executor: str,
-           result: Result, timings: dict[str, Any]) -> dict[str, Any]:
+def finish(
+    spool: Spool,
+    audit: AuditLog,
+    host: str,
+    proc_path: Path,
+    order: Order,
+    executor: str,
+    result: Result,
+    timings: dict[str, Any],
+) -> dict[str, Any]:
     """Write the response and sidecar, audit, alert if needed, archive the order file.
 
     Order matters for crash safety: the durable response comes first, so a
@@ -66,25 +84,44 @@ def finish(spool: Spool, audit: AuditLog, host: str, proc_path: Path, order: Ord
     state = result.status
     sidecar = sidecar_of(order, host, executor, result, dict(timings, finished=utcnow()))
     # The .md first, the sidecar (which marks the order finished) second: both durable.
-    spool.write_pair([
-        (spool.responses / f"{order.id}.md", render_response(order, sidecar).encode()),
-        (spool.responses / f"{order.id}.json", json.dumps(sidecar, ensure_ascii=False, indent=1).encode() + b"\n"),
-    ])
+    spool.write_pair(
+        [
+            (spool.responses / f"{order.id}.md", render_response(order, sidecar).encode()),
+            (spool.responses / f"{order.id}.json", json.dumps(sidecar, ensure_ascii=False, indent=1).encode() + b"\n"),
+        ]
+    )
     figures = {k: result.details[k] for k in FIGURES if k in result.details}
-    audit.append(event_type(state), severity=SEVERITY.get(state, "error"), order_id=order.id,
-                 user=order.sender or None, message=result.error or "ok", executor=executor,
-                 exit_code=result.exit_code, run_s=sidecar["timings"].get("run_s"), bytes_out=result.bytes_out,
-                 **figures)
+    audit.append(
+        event_type(state),
+        severity=SEVERITY.get(state, "error"),
+        order_id=order.id,
+        user=order.sender or None,
+        message=result.error or "ok",
+        executor=executor,
+        exit_code=result.exit_code,
+        run_s=sidecar["timings"].get("run_s"),
+        bytes_out=result.bytes_out,
+        **figures,
+    )
     if state != DONE:
-        outbox.post(spool, host, event_type(state), f"Order {order.id} {state}: {result.error or state}",
-                    severity=SEVERITY.get(state, "error"), order_id=order.id, user=order.sender or None,
-                    target=order.target, retry=state in RETRYABLE)
+        outbox.post(
+            spool,
+            host,
+            event_type(state),
+            f"Order {order.id} {state}: {result.error or state}",
+            severity=SEVERITY.get(state, "error"),
+            order_id=order.id,
+            user=order.sender or None,
+            target=order.target,
+            retry=state in RETRYABLE,
+        )
     try:
         # Not synced: if this rename is lost, recovery finds the finished sidecar and redoes it.
         spool.move(proc_path, spool.archive / f"{order.id}.json", durable=False)
     except FileNotFoundError:
         pass
-    spool.write_state(order.id, {"id": order.id, "state": state, "updated": utcnow(),
-                                 "host": host, "error": result.error})
+    spool.write_state(
+        order.id, {"id": order.id, "state": state, "updated": utcnow(), "host": host, "error": result.error}
+    )
     spool.clear_cancel(order.id)
     return sidecar

@@ -13,11 +13,21 @@ from typing import Any
 
 from galaxy_fleet.audit import AuditLog
 from galaxy_fleet.config import Config
-from galaxy_fleet.node.executors import Result
 from galaxy_fleet.node.answer import finish
-from galaxy_fleet.order import CANCELLED, QUEUED, RUNNING, Order, OrderError, build, check_name, from_dict, \
-    is_terminal, utcnow
+from galaxy_fleet.node.executors import Result
 from galaxy_fleet.node.spool import Spool, read_json
+from galaxy_fleet.order import (
+    CANCELLED,
+    QUEUED,
+    RUNNING,
+    Order,
+    OrderError,
+    build,
+    check_name,
+    from_dict,
+    is_terminal,
+    utcnow,
+)
 
 
 class NotFound(LookupError):
@@ -28,8 +38,9 @@ class Busy(RuntimeError):
     """The node's queue is full (``worker.max_queued``): the order was not taken; try again later."""
 
     def __init__(self, host: str, queued: int, limit: int):
-        super().__init__(f"{host} is busy: {queued} orders queued (limit {limit}); the order was not "
-                         "taken, try again later")
+        super().__init__(
+            f"{host} is busy: {queued} orders queued (limit {limit}); the order was not taken, try again later"
+        )
         self.host, self.queued, self.limit = host, queued, limit
 
 
@@ -50,8 +61,7 @@ class Node:
     # -- submit ----------------------------------------------------------
     def build_order(self, data: dict[str, Any]) -> Order:
         """Validate an order as submitted (raises OrderError with the reason)."""
-        return from_dict(data, max_payload_bytes=self.config.worker.max_payload_bytes,
-                         executors=self.config.executors)
+        return from_dict(data, max_payload_bytes=self.config.worker.max_payload_bytes, executors=self.config.executors)
 
     def submit(self, data: dict[str, Any]) -> Order:
         """Validate and queue an order durably. Duplicate ids are accepted once.
@@ -63,24 +73,40 @@ class Node:
         try:
             order = self.build_order(data)
         except OrderError as exc:
-            self.audit.append("order_rejected", severity="error", message=str(exc),
-                              user=data.get("from") if isinstance(data, dict) and isinstance(data.get("from"), str) else None)
+            self.audit.append(
+                "order_rejected",
+                severity="error",
+                message=str(exc),
+                user=data.get("from") if isinstance(data, dict) and isinstance(data.get("from"), str) else None,
+            )
             raise
         if not order.id_assigned and self.known(order.id):
             order.duplicate = True
             return order
         queued, limit = self.spool.queued_count(), self.config.worker.max_queued
         if queued >= limit:  # admission control: a full queue refuses, it never grows without bound
-            self.audit.append("order_refused", severity="warning", order_id=order.id, user=order.sender or None,
-                              message=f"queue full: {queued} orders queued (limit {limit})", queued=queued)
+            self.audit.append(
+                "order_refused",
+                severity="warning",
+                order_id=order.id,
+                user=order.sender or None,
+                message=f"queue full: {queued} orders queued (limit {limit})",
+                queued=queued,
+            )
             raise Busy(self.config.host, queued, limit)
         order.extra["acknowledged"] = False
         user = order.sender or None
-        self.audit.append("order_received", order_id=order.id, user=user, target=order.target,
-                          executor=order.executor or self.config.worker.default_executor,
-                          message=order.payload[:200])
-        self.spool.write_state(order.id, {"id": order.id, "state": QUEUED, "updated": utcnow(),
-                                          "host": self.config.host})
+        self.audit.append(
+            "order_received",
+            order_id=order.id,
+            user=user,
+            target=order.target,
+            executor=order.executor or self.config.worker.default_executor,
+            message=order.payload[:200],
+        )
+        self.spool.write_state(
+            order.id, {"id": order.id, "state": QUEUED, "updated": utcnow(), "host": self.config.host}
+        )
         # The file is written first, the queued event next, and only then is the
         # file put where a worker can see it: so "queued" always precedes "delivered".
         staged = self.spool.stage(order.id, order.to_json())
@@ -94,8 +120,15 @@ class Node:
 
     def known(self, order_id: str) -> bool:
         sp = self.spool
-        return any(p.exists() for p in (sp.state_path(order_id), sp.orders / f"{order_id}.json",
-                                        sp.processing / f"{order_id}.json", sp.responses / f"{order_id}.json"))
+        return any(
+            p.exists()
+            for p in (
+                sp.state_path(order_id),
+                sp.orders / f"{order_id}.json",
+                sp.processing / f"{order_id}.json",
+                sp.responses / f"{order_id}.json",
+            )
+        )
 
     # -- status ----------------------------------------------------------
     def status(self, order_id: str, *, with_response: bool = False) -> dict[str, Any]:
@@ -199,10 +232,16 @@ class Node:
                     order = from_dict(read_json(claim.path), max_payload_bytes=1 << 30)
                 except (OSError, ValueError):
                     order = Order(id=order_id, payload="(unreadable)")
-                finish(self.spool, self.audit, self.config.host, claim.path, order,
-                       order.executor or self.config.worker.default_executor,
-                       Result(CANCELLED, error=f"cancelled before it ran{f' by {user}' if user else ''}"),
-                       {"received": order.timestamp, "run_s": 0.0})
+                finish(
+                    self.spool,
+                    self.audit,
+                    self.config.host,
+                    claim.path,
+                    order,
+                    order.executor or self.config.worker.default_executor,
+                    Result(CANCELLED, error=f"cancelled before it ran{f' by {user}' if user else ''}"),
+                    {"received": order.timestamp, "run_s": 0.0},
+                )
             finally:
                 claim.release()
         try:
@@ -226,10 +265,15 @@ class Node:
                 raise PromptNotFound(f"order {order_id} is {state or 'unknown'}: no permission prompt waits")
             return Prompts(self.config.spool_dir).answer(order_id, permission_id, answer, by)
         except (PromptError, PromptNotFound, NotFound) as exc:
-            self.audit.append("permission_answer_refused", severity="warning", message=str(exc),
-                              order_id=order_id[:128] if isinstance(order_id, str) else None,
-                              user=by[:128] if isinstance(by, str) and by else None,
-                              permission=str(permission_id)[:128], answer=str(answer)[:32])
+            self.audit.append(
+                "permission_answer_refused",
+                severity="warning",
+                message=str(exc),
+                order_id=order_id[:128] if isinstance(order_id, str) else None,
+                user=by[:128] if isinstance(by, str) and by else None,
+                permission=str(permission_id)[:128],
+                answer=str(answer)[:32],
+            )
             raise
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from galaxy_fleet.config import Config, HealthConfig, OpenCodeSpec
+from galaxy_fleet.node.spool import Spool, read_json
 from galaxy_fleet.node_status import node_status
 from galaxy_fleet.order import utcnow
-from galaxy_fleet.node.spool import Spool, read_json
+
 
 @dataclass
 class Check:
@@ -40,8 +41,13 @@ class Report:
         return all(c.ok for c in self.checks)
 
     def to_dict(self) -> dict[str, Any]:
-        report = {"host": self.host, "ts": self.ts, "healthy": self.healthy, "uptime_s": _uptime(),
-                  "checks": [asdict(c) for c in self.checks]}
+        report = {
+            "host": self.host,
+            "ts": self.ts,
+            "healthy": self.healthy,
+            "uptime_s": _uptime(),
+            "checks": [asdict(c) for c in self.checks],
+        }
         # asked on the node itself, so it is reachable: the shared rule gives status and reason
         verdict = node_status(connected=None, health=report)
         return {**report, "status": verdict.status, "reason": verdict.reason}
@@ -70,8 +76,12 @@ def check_worker(config: Config, spool: Spool, s: HealthConfig) -> Check:
     age = time.time() - float(hb.get("time", 0))
     pid = int(hb.get("pid", 0))
     alive = pid > 0 and Path(f"/proc/{pid}").exists()
-    data = {"pid": pid, "heartbeat_age_s": round(age, 1), "running": hb.get("running", []),
-            "queued": hb.get("queued", 0)}
+    data = {
+        "pid": pid,
+        "heartbeat_age_s": round(age, 1),
+        "running": hb.get("running", []),
+        "queued": hb.get("queued", 0),
+    }
     if not alive:
         return Check("worker", False, f"worker is not running (pid {pid} gone)", data)
     if age > max_age:
@@ -95,7 +105,7 @@ def check_opencode(config: Config, s: HealthConfig) -> Check | None:
     if not isinstance(spec, OpenCodeSpec):
         spec = OpenCodeSpec()
     url = spec.url.rstrip("/")
-    req = urllib.request.Request(url + "/global/health")
+    req = urllib.request.Request(url + "/global/health")  # noqa: S310 - http(s) only (config)
     # The same credential as the executor's (executors/opencode.py).
     password = secret(spec.password_credential, "OPENCODE_SERVER_PASSWORD")
     if password:
@@ -103,17 +113,20 @@ def check_opencode(config: Config, s: HealthConfig) -> Check | None:
         req.add_header("Authorization", f"Basic {token}")
     t0 = time.monotonic()
     try:
-        with urllib.request.urlopen(req, timeout=s.opencode_timeout) as resp:
+        with urllib.request.urlopen(req, timeout=s.opencode_timeout) as resp:  # noqa: S310 - http(s) only (config)
             body = resp.read(4096)
     except urllib.error.HTTPError as exc:
         ms = (time.monotonic() - t0) * 1000
         if exc.code == 401 and not password:
             # Run without the credential (by hand, or `galaxy remote` for the control node): the
             # server answered, so it is alive and not wedged; only its own report is out of reach.
-            return Check("opencode", True, f"opencode serve is answering ({ms:.0f} ms; no credential here "
-                         "to read its health report)", {"url": url, "ms": round(ms, 1), "authenticated": False})
-        return Check("opencode", False, f"opencode serve is not healthy: HTTP {exc.code} {exc.reason}",
-                     {"url": url})
+            return Check(
+                "opencode",
+                True,
+                f"opencode serve is answering ({ms:.0f} ms; no credential here to read its health report)",
+                {"url": url, "ms": round(ms, 1), "authenticated": False},
+            )
+        return Check("opencode", False, f"opencode serve is not healthy: HTTP {exc.code} {exc.reason}", {"url": url})
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
         return Check("opencode", False, f"opencode serve is not healthy: {reason}", {"url": url})
@@ -140,15 +153,25 @@ def check_disk(paths: dict[str, Path], s: HealthConfig) -> list[Check]:
         seen.add(dev)
         used = 100.0 * (1 - st.f_bavail / st.f_blocks) if st.f_blocks else 0.0
         ok = used < s.disk_max_percent
-        checks.append(Check(f"disk_{label}", ok,
-                            f"Disk space {'OK' if ok else 'LOW'} for {label} ({used:.0f}% used)",
-                            {"path": str(path), "used_percent": round(used, 1)}))
+        checks.append(
+            Check(
+                f"disk_{label}",
+                ok,
+                f"Disk space {'OK' if ok else 'LOW'} for {label} ({used:.0f}% used)",
+                {"path": str(path), "used_percent": round(used, 1)},
+            )
+        )
         if st.f_files:
             iused = 100.0 * (1 - st.f_favail / st.f_files)
             iok = iused < s.inodes_max_percent
-            checks.append(Check(f"inodes_{label}", iok,
-                                f"Inodes {'OK' if iok else 'LOW'} for {label} ({iused:.0f}% used)",
-                                {"path": str(path), "used_percent": round(iused, 1)}))
+            checks.append(
+                Check(
+                    f"inodes_{label}",
+                    iok,
+                    f"Inodes {'OK' if iok else 'LOW'} for {label} ({iused:.0f}% used)",
+                    {"path": str(path), "used_percent": round(iused, 1)},
+                )
+            )
     return checks
 
 
@@ -166,8 +189,9 @@ def check_stuck(config: Config, spool: Spool) -> Check:
         if age > limit + 60:
             stuck.append(path.stem)
     if stuck:
-        return Check("stuck", False, f"{len(stuck)} order(s) stuck past their timeout: {', '.join(stuck[:5])}",
-                     {"orders": stuck})
+        return Check(
+            "stuck", False, f"{len(stuck)} order(s) stuck past their timeout: {', '.join(stuck[:5])}", {"orders": stuck}
+        )
     return Check("stuck", True, "No orders stuck in processing")
 
 
@@ -213,14 +237,22 @@ def check_audit_chain(config: Config, spool: Spool, s: HealthConfig) -> Check:
             report = verify(config.audit.path)
             if not report.ok:
                 b = report.broken or {}
-                return Check("audit_chain", False, f"Audit chain BROKEN: event {b.get('seq')} "
-                             f"({b.get('segment')}, line {b.get('line')}) {b.get('reason')}: {b.get('detail')}",
-                             data)
+                return Check(
+                    "audit_chain",
+                    False,
+                    f"Audit chain BROKEN: event {b.get('seq')} "
+                    f"({b.get('segment')}, line {b.get('line')}) {b.get('reason')}: {b.get('detail')}",
+                    data,
+                )
             data["audit_full_ts"] = time.time()
             return Check("audit_chain", True, f"Audit chain intact (all {report.count} events checked)", data)
     except (OSError, ValueError) as exc:
-        return Check("audit_chain", False, f"Audit trail unreadable: {exc}",
-                     {"audit_seq": seq, "audit_hash": digest, "audit_full_ts": full_ts})
+        return Check(
+            "audit_chain",
+            False,
+            f"Audit trail unreadable: {exc}",
+            {"audit_seq": seq, "audit_hash": digest, "audit_full_ts": full_ts},
+        )
     return Check("audit_chain", True, f"Audit chain intact ({seq2 - seq} new events checked)", data)
 
 
@@ -232,15 +264,19 @@ def run_checks(config: Config) -> Report:
     if oc is not None:
         checks.append(oc)
     checks += check_disk({"spool": config.spool_dir, "audit": config.audit.path.parent}, s)
-    checks += [check_stuck(config, spool), check_backlog(spool, s), check_audit_chain(config, spool, s),
-               check_memory(s)]
+    checks += [
+        check_stuck(config, spool),
+        check_backlog(spool, s),
+        check_audit_chain(config, spool, s),
+        check_memory(s),
+    ]
     return Report(config.host, utcnow(), checks)
 
 
 def record(config: Config, report: Report) -> Check:
     """Audit the run, and alert when the node's state changed since the last run."""
-    from galaxy_fleet.node import outbox
     from galaxy_fleet.audit import open_audit
+    from galaxy_fleet.node import outbox
 
     spool = Spool(config.spool_dir)
     failing = [c.name for c in report.checks if not c.ok]
@@ -249,10 +285,17 @@ def record(config: Config, report: Report) -> Check:
         figures = {c.name: c.ok for c in report.checks}
         disks = [c.data["used_percent"] for c in report.checks if c.name.startswith("disk_")]
         opencode = next((c.ok for c in report.checks if c.name == "opencode"), None)
-        audit.append("health_check", severity="info" if report.healthy else "error",
-                     message="healthy" if report.healthy else f"failing: {', '.join(failing)}",
-                     healthy=report.healthy, failing=failing, checks=figures,
-                     disk_percent=max(disks) if disks else None, opencode=opencode, uptime_s=_uptime())
+        audit.append(
+            "health_check",
+            severity="info" if report.healthy else "error",
+            message="healthy" if report.healthy else f"failing: {', '.join(failing)}",
+            healthy=report.healthy,
+            failing=failing,
+            checks=figures,
+            disk_percent=max(disks) if disks else None,
+            opencode=opencode,
+            uptime_s=_uptime(),
+        )
         audit.close()
     except OSError as exc:
         return Check("audit", False, f"Audit trail is not writable: {exc.strerror or exc}")
@@ -263,16 +306,36 @@ def record(config: Config, report: Report) -> Check:
         before = {"healthy": True, "failing": []}
     if bool(before.get("healthy")) != report.healthy:
         if report.healthy:
-            outbox.post(spool, config.host, "health_recovered", f"{config.host} is healthy again",
-                        severity="info", recovered=before.get("failing", []))
+            outbox.post(
+                spool,
+                config.host,
+                "health_recovered",
+                f"{config.host} is healthy again",
+                severity="info",
+                recovered=before.get("failing", []),
+            )
         else:
             msgs = "; ".join(c.message for c in report.checks if not c.ok)
-            outbox.post(spool, config.host, "health_failing", f"{config.host} health check failed: {msgs}",
-                        severity="error", failing=failing)
+            outbox.post(
+                spool,
+                config.host,
+                "health_failing",
+                f"{config.host} health check failed: {msgs}",
+                severity="error",
+                failing=failing,
+            )
     chain = next((c.data for c in report.checks if c.name == "audit_chain"), {})
-    spool.write_json(state_file, {"healthy": report.healthy, "failing": failing, "ts": report.ts,
-                                  "audit_seq": chain.get("audit_seq"), "audit_hash": chain.get("audit_hash"),
-                                  "audit_full_ts": chain.get("audit_full_ts")})
+    spool.write_json(
+        state_file,
+        {
+            "healthy": report.healthy,
+            "failing": failing,
+            "ts": report.ts,
+            "audit_seq": chain.get("audit_seq"),
+            "audit_hash": chain.get("audit_hash"),
+            "audit_full_ts": chain.get("audit_full_ts"),
+        },
+    )
     return Check("audit", True, "Audit trail is writable")
 
 
@@ -280,8 +343,13 @@ def _unit_pid(unit: str) -> int | None:
     import subprocess
 
     try:
-        out = subprocess.run(["systemctl", "show", "--property=MainPID", "--value", unit], capture_output=True,
-                             text=True, timeout=10).stdout.strip()
+        out = subprocess.run(
+            ["systemctl", "show", "--property=MainPID", "--value", unit],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         return None
     return int(out) if out.isdigit() and int(out) > 0 else None
@@ -334,8 +402,13 @@ def recover(config: Config, report: Report) -> list[Check]:
     age = _age_s(pid) if pid is not None else None
     if not oc.ok and age is not None and age < s.opencode_start_grace:
         # Just (re)started, still loading: killing it now would only start it over.
-        return [Check("opencode_restart", True, f"opencode serve (pid {pid}) started {age:.0f}s ago; "
-                                                f"not restarted while it starts")]
+        return [
+            Check(
+                "opencode_restart",
+                True,
+                f"opencode serve (pid {pid}) started {age:.0f}s ago; not restarted while it starts",
+            )
+        ]
     if pid is None:
         return [Check("opencode_restart", False, f"cannot restart opencode serve: no running {s.opencode_unit}")]
     try:
@@ -346,16 +419,21 @@ def recover(config: Config, report: Report) -> list[Check]:
         else:
             os.kill(pid, signal.SIGKILL)
     except OSError as exc:
-        return [Check("opencode_restart", False,
-                      f"cannot restart opencode serve (pid {pid}): {exc.strerror or exc}")]
-    from galaxy_fleet.node import outbox
+        return [Check("opencode_restart", False, f"cannot restart opencode serve (pid {pid}): {exc.strerror or exc}")]
     from galaxy_fleet.audit import open_audit
+    from galaxy_fleet.node import outbox
 
     audit = open_audit(config)
     audit.append("opencode_restarted", severity="warning", message=reason, pid=pid)
     audit.close()
-    outbox.post(Spool(config.spool_dir), config.host, "opencode_restarted",
-                f"{config.host}: restarted opencode serve: {reason}", severity="warning", pid=pid)
+    outbox.post(
+        Spool(config.spool_dir),
+        config.host,
+        "opencode_restarted",
+        f"{config.host}: restarted opencode serve: {reason}",
+        severity="warning",
+        pid=pid,
+    )
     return [Check("opencode_restart", True, f"Restarted opencode serve (pid {pid}): {reason}")]
 
 

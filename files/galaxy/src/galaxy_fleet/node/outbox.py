@@ -8,16 +8,35 @@ from __future__ import annotations
 
 from typing import Any
 
-from galaxy_fleet.order import new_id, utcnow
 from galaxy_fleet.node.spool import Spool
+from galaxy_fleet.order import new_id, utcnow
 
 ALERT_TYPE = "galaxy_alert"
 
 
-def post(spool: Spool, host: str, kind: str, message: str, *, severity: str = "error",
-         order_id: str | None = None, user: str | None = None, **data: Any) -> dict[str, Any]:
-    alert = {"type": ALERT_TYPE, "id": new_id(), "ts": utcnow(), "host": host, "kind": kind,
-             "severity": severity, "message": message, "order_id": order_id, "user": user, **data}
+def post(
+    spool: Spool,
+    host: str,
+    kind: str,
+    message: str,
+    *,
+    severity: str = "error",
+    order_id: str | None = None,
+    user: str | None = None,
+    **data: Any,
+) -> dict[str, Any]:
+    alert = {
+        "type": ALERT_TYPE,
+        "id": new_id(),
+        "ts": utcnow(),
+        "host": host,
+        "kind": kind,
+        "severity": severity,
+        "message": message,
+        "order_id": order_id,
+        "user": user,
+        **data,
+    }
     spool.write_json(spool.outbox / f"{alert['id']}.json", alert)
     return alert
 

@@ -31,7 +31,7 @@ def start_time(pid: int) -> int | None:
     except OSError:
         return None
     try:  # the command name may hold spaces and parentheses: split after the last ")"
-        return int(raw[raw.rindex(b")") + 2:].split()[19])
+        return int(raw[raw.rindex(b")") + 2 :].split()[19])
     except (ValueError, IndexError):
         return None
 
@@ -43,7 +43,7 @@ def identity(pgid: int) -> dict[str, Any]:
 
 def members(pgid: int) -> list[int]:
     """The live processes in group ``pgid``."""
-    found = []
+    found: list[int] = []
     try:
         names = os.listdir("/proc")
     except OSError:

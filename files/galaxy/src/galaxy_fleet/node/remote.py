@@ -37,8 +37,8 @@ from typing import IO, Any
 
 from galaxy_fleet import __version__
 from galaxy_fleet.config import Config
-from galaxy_fleet.order import TERMINAL_EVENTS
 from galaxy_fleet.node.api import Busy as NodeBusy
+from galaxy_fleet.order import TERMINAL_EVENTS
 
 PROTOCOL = 1
 MAX_LINE = 1 << 20  # a request line longer than this is answered "bad request" and skipped
@@ -87,8 +87,16 @@ class RemoteServer:
         from galaxy_fleet.audit import log_identity, query
 
         newest = query(self.config.audit.path, limit=1)
-        self.send({"type": "hello", "protocol": PROTOCOL, "host": self.config.host, "version": __version__,
-                   "cursor": newest[-1]["seq"] if newest else 0, "log_id": log_identity(self.config.audit.path)})
+        self.send(
+            {
+                "type": "hello",
+                "protocol": PROTOCOL,
+                "host": self.config.host,
+                "version": __version__,
+                "cursor": newest[-1]["seq"] if newest else 0,
+                "log_id": log_identity(self.config.audit.path),
+            }
+        )
         try:
             while not self._stop.is_set():
                 line = self.rfile.readline(MAX_LINE + 1)
@@ -144,8 +152,11 @@ class RemoteServer:
             self._bad(None, "a request must be a JSON object")
             return None
         rid = req.get("id")
-        if not (rid is None or isinstance(rid, int) and not isinstance(rid, bool)
-                or isinstance(rid, str) and len(rid) <= 128):
+        if not (
+            rid is None
+            or (isinstance(rid, int) and not isinstance(rid, bool))
+            or (isinstance(rid, str) and len(rid) <= 128)
+        ):
             self._bad(None, "'id' must be an integer or a string of at most 128 characters")
             return None
         if not isinstance(req.get("op"), str):
@@ -171,8 +182,15 @@ class RemoteServer:
         except Busy as exc:
             reply = {"type": "result", "id": rid, "ok": False, "error": str(exc), "busy": True, **exc.figures}
         except NodeBusy as exc:
-            reply = {"type": "result", "id": rid, "ok": False, "error": str(exc), "busy": True,
-                     "queued": exc.queued, "limit": exc.limit}
+            reply = {
+                "type": "result",
+                "id": rid,
+                "ok": False,
+                "error": str(exc),
+                "busy": True,
+                "queued": exc.queued,
+                "limit": exc.limit,
+            }
         except RemoteError as exc:
             reply = {"type": "result", "id": rid, "ok": False, "error": str(exc)}
         except (ValueError, LookupError, TypeError) as exc:  # OrderError, NotFound, AuditError ...
@@ -180,8 +198,12 @@ class RemoteServer:
         except OSError as exc:
             reply = {"type": "result", "id": rid, "ok": False, "error": f"{op}: {exc.strerror or exc}"}
         except Exception as exc:  # never let a bad request end the session
-            reply = {"type": "result", "id": rid, "ok": False,
-                     "error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}"}
+            reply = {
+                "type": "result",
+                "id": rid,
+                "ok": False,
+                "error": f"internal error: {type(exc).__name__}: {str(exc)[:300]}",
+            }
         try:
             self.send(reply)
         except (BrokenPipeError, ValueError, OSError):
@@ -280,8 +302,7 @@ class RemoteServer:
     def op_status(self, req: dict[str, Any]) -> dict[str, Any]:
         from galaxy_fleet.order import check_name
 
-        return self.node.status(check_name("order id", _str(req, "order_id")),
-                                with_response=bool(req.get("response")))
+        return self.node.status(check_name("order id", _str(req, "order_id")), with_response=bool(req.get("response")))
 
     def op_list(self, req: dict[str, Any]) -> list[dict[str, Any]]:
         state = req.get("state")
@@ -297,8 +318,11 @@ class RemoteServer:
     def op_audit(self, req: dict[str, Any]) -> dict[str, Any]:
         from galaxy_fleet.audit import query, verify
 
-        filters = {k: req[k] for k in ("severity", "type", "order_id", "since", "until", "after", "user")
-                   if req.get(k) is not None}
+        filters = {
+            k: req[k]
+            for k in ("severity", "type", "order_id", "since", "until", "after", "user")
+            if req.get(k) is not None
+        }
         for key, value in filters.items():
             if not isinstance(value, (str, int)) or isinstance(value, bool) or len(str(value)) > 200:
                 raise RemoteError(f"bad request: {key!r} must be a short string or an integer")
@@ -317,8 +341,9 @@ class RemoteServer:
 
     def op_permission(self, req: dict[str, Any]) -> dict[str, Any]:
         """Answer a permission prompt of a running order: ``{order, permission, answer, by}``."""
-        return self.node.answer_permission(_str(req, "order"), _str(req, "permission"), _str(req, "answer"),
-                                           _str(req, "by"))
+        return self.node.answer_permission(
+            _str(req, "order"), _str(req, "permission"), _str(req, "answer"), _str(req, "by")
+        )
 
     def op_subscribe(self, req: dict[str, Any]) -> dict[str, Any]:
         after = req.get("after")
@@ -333,15 +358,14 @@ class RemoteServer:
 
             newest = query(self.config.audit.path, limit=1)
             after = newest[-1]["seq"] if newest else 0
-        self._stream = threading.Thread(target=self._stream_events, args=(after,), name="galaxy-stream",
-                                        daemon=True)
+        self._stream = threading.Thread(target=self._stream_events, args=(after,), name="galaxy-stream", daemon=True)
         self._stream.start()
         return {"subscribed": True, "after": after}
 
     # -- the event stream ----------------------------------------------------
     def _stream_events(self, after: int) -> None:
-        from galaxy_fleet.node import outbox
         from galaxy_fleet.audit import log_identity, query
+        from galaxy_fleet.node import outbox
 
         wake = threading.Event()
         outbox_dir = os.fspath(self.node.spool.outbox)
@@ -426,7 +450,6 @@ class RemoteServer:
             except LookupError:
                 pass
         self.send(msg)
-
 
 
 def _file_state(path: Any) -> tuple[int, int] | None:

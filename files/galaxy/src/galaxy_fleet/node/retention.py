@@ -27,8 +27,9 @@ def _old(path: Path, cutoff: float) -> bool:
         return False
 
 
-def cleanup(config: Config, *, dry_run: bool = False, now: float | None = None,
-            overrides: dict[str, float] | None = None) -> dict[str, Any]:
+def cleanup(
+    config: Config, *, dry_run: bool = False, now: float | None = None, overrides: dict[str, float] | None = None
+) -> dict[str, Any]:
     s = dataclasses.replace(config.retention, **(overrides or {}))
     now = time.time() if now is None else now
     spool = Spool(config.spool_dir)
@@ -66,8 +67,12 @@ def cleanup(config: Config, *, dry_run: bool = False, now: float | None = None,
         from galaxy_fleet.audit import open_audit
 
         audit = open_audit(config)
-        audit.append("cleanup", message=f"removed {removed['orders']} finished orders, {removed['quarantine']} "
-                     f"quarantined files, {removed['audit_segments']} audit segments", **removed,
-                     retention=dataclasses.asdict(s))
+        audit.append(
+            "cleanup",
+            message=f"removed {removed['orders']} finished orders, {removed['quarantine']} "
+            f"quarantined files, {removed['audit_segments']} audit segments",
+            **removed,
+            retention=dataclasses.asdict(s),
+        )
         audit.close()
     return {"dry_run": dry_run, "removed": removed, "retention": dataclasses.asdict(s), "pid": os.getpid()}

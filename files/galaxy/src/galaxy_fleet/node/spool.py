@@ -26,9 +26,10 @@ import json
 import os
 import secrets
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 DIRS = ("orders", "processing", "archive", "responses", "quarantine", "outbox", "state", "tmp")
 
@@ -41,8 +42,14 @@ class UnsafeFile(ValueError):
     """A spool entry that is not a regular file of a sane size: never read, never followed."""
 
 
-_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
-          (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 
 
 def file_kind(mode: int) -> str:
@@ -96,8 +103,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, tmp_dir: Path | None = None, *, durable: bool = True,
-                 mode: int = 0o640) -> None:
+def write_atomic(
+    path: Path, data: bytes, tmp_dir: Path | None = None, *, durable: bool = True, mode: int = 0o640
+) -> None:
     """Write ``data`` to ``path`` so that readers see all of it or nothing.
 
     The bytes go to a temporary file in ``tmp_dir`` (same file system), are
@@ -122,7 +130,7 @@ def _write_new(path: Path, data: bytes, sync: Callable[[int], None] | None, mode
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         if sync is not None:
             sync(fd)
     finally:
@@ -140,8 +148,7 @@ def _discard(tmp: Path, exc: OSError, name: str) -> None:
 
 
 def write_json(path: Path, obj: Any, tmp_dir: Path | None = None, *, durable: bool = True) -> None:
-    write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=1).encode() + b"\n",
-                 tmp_dir, durable=durable)
+    write_atomic(path, json.dumps(obj, ensure_ascii=False, indent=1).encode() + b"\n", tmp_dir, durable=durable)
 
 
 def read_json(path: Path) -> Any:
@@ -186,7 +193,7 @@ class Spool:
     state: Path
     tmp: Path
 
-    def ensure(self) -> "Spool":
+    def ensure(self) -> Spool:
         for name in DIRS:
             (self.root / name).mkdir(parents=True, exist_ok=True, mode=0o750)
         self.cancel_dir.mkdir(exist_ok=True, mode=0o750)

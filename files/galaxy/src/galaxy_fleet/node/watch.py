@@ -17,7 +17,7 @@ import logging
 import os
 import select
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from inotify_simple import INotify, flags, parse_events
 
@@ -52,7 +52,7 @@ class Watcher:
         wd = self._inotify.add_watch(path, mask)
         self._dirs[wd] = path
 
-    def start(self) -> "Watcher":
+    def start(self) -> Watcher:
         self._thread.start()
         return self
 
@@ -101,8 +101,15 @@ class Watcher:
                 continue
             if mask & (IN_IGNORED | IN_ISDIR) or event.wd not in self._dirs:
                 continue
-            kind = ("closed" if mask & IN_CLOSE_WRITE else "moved" if mask & IN_MOVED_TO
-                    else "modified" if mask & IN_MODIFY else "created")
+            kind = (
+                "closed"
+                if mask & IN_CLOSE_WRITE
+                else "moved"
+                if mask & IN_MOVED_TO
+                else "modified"
+                if mask & IN_MODIFY
+                else "created"
+            )
             self._call(self._dirs[event.wd], event.name, kind)
 
     def _call(self, directory: str, name: str | None, kind: str) -> None:

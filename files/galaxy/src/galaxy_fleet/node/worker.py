@@ -19,16 +19,26 @@ from pathlib import Path
 from typing import Any
 
 from galaxy_fleet import __version__, sdnotify
-from galaxy_fleet.node import outbox, procgroup
-from galaxy_fleet.node.answer import SEVERITY, finish
 from galaxy_fleet.audit import open_audit
 from galaxy_fleet.config import Config
+from galaxy_fleet.node import outbox, procgroup
+from galaxy_fleet.node.answer import SEVERITY, finish
 from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, build
+from galaxy_fleet.node.spool import Claim, Spool, SpoolFull, UnsafeFile, read_json, read_regular, write_json
 from galaxy_fleet.order import (
-    DELIVERED, DONE, FAILED, INTERRUPTED, Order, OrderError, from_dict, is_terminal, parse, pid_alive, sort_key,
+    DELIVERED,
+    DONE,
+    FAILED,
+    INTERRUPTED,
+    Order,
+    OrderError,
+    from_dict,
+    is_terminal,
+    parse,
+    pid_alive,
+    sort_key,
     utcnow,
 )
-from galaxy_fleet.node.spool import Claim, Spool, SpoolFull, UnsafeFile, read_json, read_regular, write_json
 
 log = logging.getLogger("galaxy.worker")
 
@@ -214,8 +224,9 @@ class Worker:
             return
         duplicate = self._duplicate_of(path, order)
         if duplicate:
-            self.reject(path, f"order id {order.id!r} is already known on this node ({duplicate}); "
-                              "it was not run again")
+            self.reject(
+                path, f"order id {order.id!r} is already known on this node ({duplicate}); it was not run again"
+            )
             return
         with self._cv:
             if path in self._queued or self._stopping.is_set():
@@ -271,10 +282,10 @@ class Worker:
         if dst is None:
             return  # another worker got there first
         log.warning("quarantined %s: %s", path.name, reason)
-        self.audit.append("order_quarantined", severity="error", message=reason, file=path.name,
-                          quarantine=dst.name)
-        outbox.post(self.spool, self.host, "order_quarantined", f"Order file {path.name} rejected: {reason}",
-                    file=path.name)
+        self.audit.append("order_quarantined", severity="error", message=reason, file=path.name, quarantine=dst.name)
+        outbox.post(
+            self.spool, self.host, "order_quarantined", f"Order file {path.name} rejected: {reason}", file=path.name
+        )
 
     def _set_aside_file(self, path: Path, reason: str, exc: OSError) -> None:
         """An entry that cannot be moved to quarantine (a mount point, a busy directory):
@@ -286,10 +297,14 @@ class Worker:
         self._set_aside.add((path.name, st.st_dev, st.st_ino))
         message = f"{reason}; it cannot be moved to quarantine ({exc.strerror or exc}) and is ignored"
         log.error("set aside %s: %s", path.name, message)
-        self.audit.append("order_quarantined", severity="error", message=message, file=path.name,
-                          quarantine=None)
-        outbox.post(self.spool, self.host, "order_quarantined",
-                    f"Order file {path.name} rejected: {message}; remove it by hand", file=path.name)
+        self.audit.append("order_quarantined", severity="error", message=message, file=path.name, quarantine=None)
+        outbox.post(
+            self.spool,
+            self.host,
+            "order_quarantined",
+            f"Order file {path.name} rejected: {message}; remove it by hand",
+            file=path.name,
+        )
 
     def scan(self) -> None:
         for path in sorted(self.spool.pending()):
@@ -324,8 +339,9 @@ class Worker:
             if ex is None:
                 spec = self.config.executors.get(name)
                 if spec is None:
-                    raise ExecutorError(f"unknown executor {name!r}; this node has: "
-                                        f"{', '.join(sorted(self.config.executors))}")
+                    raise ExecutorError(
+                        f"unknown executor {name!r}; this node has: {', '.join(sorted(self.config.executors))}"
+                    )
                 ex = self._executors[name] = build(name, spec, self.config)
             return ex
 
@@ -361,15 +377,22 @@ class Worker:
         # pickup latency: from the order file's last write to this claim
         pickup_s = max(0.0, time.time() - os.fstat(claim.fd).st_mtime)
         if not canonical:  # dropped straight into orders/: nobody has audited it yet
-            audit.append("order_received", order_id=order.id, user=user, message="order file found in spool",
-                         target=order.target, executor=order.executor, assigned_id=order.id_assigned, sync=False)
+            audit.append(
+                "order_received",
+                order_id=order.id,
+                user=user,
+                message="order file found in spool",
+                target=order.target,
+                executor=order.executor,
+                assigned_id=order.id_assigned,
+                sync=False,
+            )
             audit.append("order_queued", order_id=order.id, user=user, sync=False)
         # Intermediate events are not synced one by one: the final event of the
         # order (synced) flushes them, and a process crash cannot lose them.
         audit.append("order_delivered", order_id=order.id, user=user, worker=os.getpid(), sync=False)
         name = order.executor or self.config.worker.default_executor
-        timings: dict[str, Any] = {"received": order.timestamp, "claimed": claimed,
-                                   "pickup_s": round(pickup_s, 6)}
+        timings: dict[str, Any] = {"received": order.timestamp, "claimed": claimed, "pickup_s": round(pickup_s, 6)}
         t0 = time.monotonic()
 
         def fail(message: str) -> None:
@@ -385,21 +408,29 @@ class Worker:
         if project is not None:
             workdir = self.config.projects.get(project) if isinstance(project, str) else None
             if workdir is None:
-                return fail(f"unknown project {project!r}; this node has: "
-                            f"{', '.join(sorted(self.config.projects)) or '(none)'}")
+                return fail(
+                    f"unknown project {project!r}; this node has: {', '.join(sorted(self.config.projects)) or '(none)'}"
+                )
         timeout = order.timeout or self.config.worker.default_timeout
 
         def emit(line: str, extra: dict[str, Any]) -> None:
-            audit.append("order_progress", severity="debug", order_id=order.id, user=user,
-                         message=line, sync=False, **extra)
+            audit.append(
+                "order_progress", severity="debug", order_id=order.id, user=user, message=line, sync=False, **extra
+            )
 
         progress = _Progress(emit, self._timers)
 
         state_dir = spool.state / "executors" / name
         state_dir.mkdir(parents=True, exist_ok=True)
-        ctx = RunContext(order.id, deadline=t0 + timeout, max_output_bytes=self.config.worker.max_output_bytes,
-                         state_dir=state_dir, progress=progress, workdir=workdir,
-                         on_spawn=lambda pgid: self._record_group(order.id, pgid))
+        ctx = RunContext(
+            order.id,
+            deadline=t0 + timeout,
+            max_output_bytes=self.config.worker.max_output_bytes,
+            state_dir=state_dir,
+            progress=progress,
+            workdir=workdir,
+            on_spawn=lambda pgid: self._record_group(order.id, pgid),
+        )
         with self._cv:
             self._running[order.id] = ctx
         if spool.cancel_requested(order.id):
@@ -451,9 +482,14 @@ class Worker:
         killed = procgroup.kill_recorded(record)
         if killed:
             log.warning("killed %d leftover process(es) of order %s", killed, order_id)
-            self.audit.append("order_processes_killed", severity="warning", order_id=order_id,
-                              message=f"{killed} process(es) left by the dead worker killed",
-                              pgid=record.get("pgid") if isinstance(record, dict) else None, count=killed)
+            self.audit.append(
+                "order_processes_killed",
+                severity="warning",
+                order_id=order_id,
+                message=f"{killed} process(es) left by the dead worker killed",
+                pgid=record.get("pgid") if isinstance(record, dict) else None,
+                count=killed,
+            )
         path.unlink(missing_ok=True)
 
     # -- recovery --------------------------------------------------------
@@ -479,19 +515,32 @@ class Worker:
 
         if query(self.config.audit.path, order_id=oid, type="order_delivered", limit=1):
             return
-        self.audit.append("order_delivered", order_id=oid, user=order.sender or None, recovered=True,
-                          message="claimed by a worker that died before recording it", sync=False)
+        self.audit.append(
+            "order_delivered",
+            order_id=oid,
+            user=order.sender or None,
+            recovered=True,
+            message="claimed by a worker that died before recording it",
+            sync=False,
+        )
 
     def _complete_audit(self, oid: str, sidecar: dict[str, Any]) -> None:
         """A worker that died between an order's answer and its final audit event: add the event."""
         from galaxy_fleet.audit import query
 
-        state = sidecar.get("state")
+        state = str(sidecar.get("state"))
         if query(self.config.audit.path, order_id=oid, type=f"order_{state}", limit=1):
             return
-        self.audit.append(f"order_{state}", severity=SEVERITY.get(state, "error"), order_id=oid,
-                          user=sidecar.get("from") or None, message=sidecar.get("error") or "ok",
-                          executor=sidecar.get("executor"), exit_code=sidecar.get("exit_code"), recovered=True)
+        self.audit.append(
+            f"order_{state}",
+            severity=SEVERITY.get(state, "error"),
+            order_id=oid,
+            user=sidecar.get("from") or None,
+            message=sidecar.get("error") or "ok",
+            executor=sidecar.get("executor"),
+            exit_code=sidecar.get("exit_code"),
+            recovered=True,
+        )
 
     def _recover_one(self, claim: Claim) -> None:
         oid = claim.path.stem
@@ -514,14 +563,16 @@ class Worker:
             order = Order(id=oid, payload="(unreadable)")
         self._complete_delivery(oid, order)
         state = self.spool.read_state(oid) or {}
-        message = ("the worker stopped while this order was running; it was not re-run "
-                   "(retry it to run it again)")
-        result = Result(INTERRUPTED, error=message, output=f"Interrupted: {message}.",
-                        details={"retry": True, "was": state.get("state", DELIVERED)})
+        message = "the worker stopped while this order was running; it was not re-run (retry it to run it again)"
+        result = Result(
+            INTERRUPTED,
+            error=message,
+            output=f"Interrupted: {message}.",
+            details={"retry": True, "was": state.get("state", DELIVERED)},
+        )
         executor = order.executor or self.config.worker.default_executor
         # How long it ran before its runner died is not known: no run_s (not a made-up 0).
-        finish(self.spool, self.audit, self.host, claim.path, order, executor, result,
-               {"received": order.timestamp})
+        finish(self.spool, self.audit, self.host, claim.path, order, executor, result, {"received": order.timestamp})
         log.warning("order %s interrupted (its runner was gone)", oid)
 
     # -- life cycle ------------------------------------------------------
@@ -532,9 +583,17 @@ class Worker:
     def _beat(self, stopped: bool = False) -> None:
         with self._cv:
             running, queued = sorted(self._running), len(self._heap)
-        beat = {"pid": os.getpid(), "host": self.host, "ts": utcnow(), "time": time.time(),
-                "running": running, "queued": queued, "runners": self.runners, "version": __version__,
-                "stopped": stopped}
+        beat = {
+            "pid": os.getpid(),
+            "host": self.host,
+            "ts": utcnow(),
+            "time": time.time(),
+            "running": running,
+            "queued": queued,
+            "runners": self.runners,
+            "version": __version__,
+            "stopped": stopped,
+        }
         write_json(self.spool.state / "heartbeat.json", beat, self.spool.tmp, durable=stopped)
 
     def _previous_run(self) -> dict[str, Any] | None:
@@ -555,22 +614,41 @@ class Worker:
 
         previous = self._previous_run()
         recovered = self.recover()
-        self.audit.append("worker_started", message=f"galaxy {__version__}, {self.runners} runner(s)",
-                          pid=os.getpid(), runners=self.runners, recovered=recovered,
-                          unclean=previous is not None)
+        self.audit.append(
+            "worker_started",
+            message=f"galaxy {__version__}, {self.runners} runner(s)",
+            pid=os.getpid(),
+            runners=self.runners,
+            recovered=recovered,
+            unclean=previous is not None,
+        )
         if previous is not None:
             # The last worker died without a clean stop (kill -9, OOM, a crash)
             # and we are its replacement: say both, so the phone sees the
             # failure and the recovery.
-            self.audit.append("worker_died", severity="error", pid=previous.get("pid"),
-                              message=f"worker pid {previous.get('pid')} stopped without a clean shutdown; "
-                                      f"{recovered} order(s) interrupted")
-            outbox.post(self.spool, self.host, "worker_died",
-                        f"{self.host}: the order worker (pid {previous.get('pid')}) died; "
-                        f"{recovered} running order(s) marked interrupted", severity="error",
-                        interrupted=recovered)
-            outbox.post(self.spool, self.host, "worker_recovered",
-                        f"{self.host}: the order worker is running again (pid {os.getpid()})", severity="info")
+            self.audit.append(
+                "worker_died",
+                severity="error",
+                pid=previous.get("pid"),
+                message=f"worker pid {previous.get('pid')} stopped without a clean shutdown; "
+                f"{recovered} order(s) interrupted",
+            )
+            outbox.post(
+                self.spool,
+                self.host,
+                "worker_died",
+                f"{self.host}: the order worker (pid {previous.get('pid')}) died; "
+                f"{recovered} running order(s) marked interrupted",
+                severity="error",
+                interrupted=recovered,
+            )
+            outbox.post(
+                self.spool,
+                self.host,
+                "worker_recovered",
+                f"{self.host}: the order worker is running again (pid {os.getpid()})",
+                severity="info",
+            )
         self._timers.start()
         self._watcher = Watcher(self._on_event, name="galaxy-spool-watch")
         self._watcher.add(self.spool.orders)
@@ -609,8 +687,7 @@ class Worker:
         self._timers.stop()
         for ex in self._executors.values():
             ex.close()
-        self.audit.append("worker_stopped", message="clean shutdown", pid=os.getpid(),
-                          interrupted=len(leftover))
+        self.audit.append("worker_stopped", message="clean shutdown", pid=os.getpid(), interrupted=len(leftover))
         self.audit.close()
         self._beat(stopped=True)
 

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from galaxy_fleet.config import ConfigError, executor_spec
 
@@ -99,12 +100,12 @@ class Executor:
 
     type = ""
 
-    def __init__(self, name: str, spec: Any, config: "Config"):
+    def __init__(self, name: str, spec: Any, config: Config):
         self.name = name
         self.spec = spec
         self.config = config
 
-    def run(self, order: "Order", ctx: RunContext) -> Result:  # pragma: no cover - interface
+    def run(self, order: Order, ctx: RunContext) -> Result:  # pragma: no cover - interface
         raise NotImplementedError
 
     def close(self) -> None:
@@ -124,7 +125,7 @@ def _types() -> dict[str, type[Executor]]:
     return types
 
 
-def build(name: str, spec: Any, config: "Config") -> Executor:
+def build(name: str, spec: Any, config: Config) -> Executor:
     """The executor for a typed spec (a plain mapping is checked as the config loader would)."""
     if isinstance(spec, dict):
         try:

@@ -33,9 +33,23 @@ _PLACEHOLDERS = ("{payload}", "{order_id}", "{session}", "{target}")
 
 # The worker's environment minus what a child must never see: systemd's hand-over
 # of credentials and sockets, and anything named like a secret.
-_SERVICE_ENV = frozenset({"CREDENTIALS_DIRECTORY", "NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC", "LISTEN_FDS",
-                          "LISTEN_PID", "LISTEN_FDNAMES", "INVOCATION_ID", "JOURNAL_STREAM", "MAINPID",
-                          "MANAGERPID", "SYSTEMD_EXEC_PID", "GALAXY_CONFIG"})
+_SERVICE_ENV = frozenset(
+    {
+        "CREDENTIALS_DIRECTORY",
+        "NOTIFY_SOCKET",
+        "WATCHDOG_PID",
+        "WATCHDOG_USEC",
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+        "INVOCATION_ID",
+        "JOURNAL_STREAM",
+        "MAINPID",
+        "MANAGERPID",
+        "SYSTEMD_EXEC_PID",
+        "GALAXY_CONFIG",
+    }
+)
 _SECRET_NAME = re.compile(r"PASSWORD|PASSWD|TOKEN|SECRET|CREDENTIAL|API_?KEY|PRIVATE", re.IGNORECASE)
 
 
@@ -68,8 +82,16 @@ def _check_argv(name: str, argv: Any) -> list[str]:
     return argv
 
 
-def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cwd: str | None = None,
-             env: dict[str, str] | None = None, grace: float = 1.0, agent_socket: str = "") -> Result:
+def run_argv(
+    argv: list[str],
+    ctx: RunContext,
+    *,
+    stdin: bytes | None = None,
+    cwd: str | None = None,
+    env: dict[str, str] | None = None,
+    grace: float = 1.0,
+    agent_socket: str = "",
+) -> Result:
     """Run ``argv``, stream its stdout lines as progress, stop it on cancel.
 
     Output beyond ``ctx.max_output_bytes`` is counted but not kept. stderr is
@@ -80,13 +102,19 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
     proc: subprocess.Popen[bytes] | AgentProcess
     try:
         if agent_socket:
-            proc = spawn(agent_socket, argv, cwd=cwd, env=child_env(env), order_id=ctx.order_id,
-                         stdin=stdin is not None)
+            proc = spawn(
+                agent_socket, argv, cwd=cwd, env=child_env(env), order_id=ctx.order_id, stdin=stdin is not None
+            )
         else:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=child_env(env),
-                start_new_session=True, close_fds=True,
+                argv,
+                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=cwd,
+                env=child_env(env),
+                start_new_session=True,
+                close_fds=True,
             )
     except SandboxError as exc:
         return Result(FAILED, error=str(exc))
@@ -158,15 +186,23 @@ def run_argv(argv: list[str], ctx: RunContext, *, stdin: bytes | None = None, cw
     errtext = bytes(err).decode("utf-8", "replace").strip()
     details = {"duration_s": round(time.monotonic() - started, 6), "argv0": argv[0]}
     if ctx.cancelled.is_set():
-        return Result(ctx.stopped_status(), output=text, exit_code=code, bytes_out=total,
-                      truncated=truncated, error=f"stopped ({ctx.cancel_reason})", details=details)
+        return Result(
+            ctx.stopped_status(),
+            output=text,
+            exit_code=code,
+            bytes_out=total,
+            truncated=truncated,
+            error=f"stopped ({ctx.cancel_reason})",
+            details=details,
+        )
     if code != 0:
         reason = f"{argv[0]} exited with status {code}" if code > 0 else f"{argv[0]} killed by signal {-code}"
         if errtext:
             reason += f": {errtext.splitlines()[-1][:300]}"
             text = (text + "\n\n" if text else "") + f"stderr:\n{errtext}"
-        return Result(FAILED, output=text, exit_code=code, bytes_out=total, truncated=truncated,
-                      error=reason, details=details)
+        return Result(
+            FAILED, output=text, exit_code=code, bytes_out=total, truncated=truncated, error=reason, details=details
+        )
     return Result(DONE, output=text, exit_code=0, bytes_out=total, truncated=truncated, details=details)
 
 
@@ -234,22 +270,36 @@ class CommandExecutor(Executor):
             if "--" not in self.argv[1:first]:
                 self.argv = [*self.argv[:first], "--", *self.argv[first:]]
 
-    def run(self, order: "Order", ctx: RunContext) -> Result:
-        values = {"{payload}": order.payload, "{order_id}": order.id,
-                  "{session}": order.session or "", "{target}": order.target}
+    def run(self, order: Order, ctx: RunContext) -> Result:
+        values = {
+            "{payload}": order.payload,
+            "{order_id}": order.id,
+            "{session}": order.session or "",
+            "{target}": order.target,
+        }
         if not self.allow_options and not self.end_of_options:
             part = _option_like(self.argv, values)
             if part is not None:
                 what = part.strip("{}")
-                return Result(FAILED, error=f"refused: the {what} begins with '-' and would be an option of "
-                                            f"{self.argv[0]} (executor {self.name!r})",
-                              output=f"Not run: the {what} begins with '-', which {self.argv[0]} would read as an "
-                                     "option. Reword it, or ask the node's administrator to set "
-                                     "end_of_options: true (or allow_options: true) on this executor.")
+                return Result(
+                    FAILED,
+                    error=f"refused: the {what} begins with '-' and would be an option of "
+                    f"{self.argv[0]} (executor {self.name!r})",
+                    output=f"Not run: the {what} begins with '-', which {self.argv[0]} would read as an "
+                    "option. Reword it, or ask the node's administrator to set "
+                    "end_of_options: true (or allow_options: true) on this executor.",
+                )
         argv = _expand(self.argv, values)
         stdin = order.payload.encode() if self.stdin else None
-        return run_argv(argv, ctx, stdin=stdin, cwd=ctx.workdir or self.spec.cwd, env=self.env, grace=self.grace,
-                        agent_socket=self.config.worker.agent_socket)
+        return run_argv(
+            argv,
+            ctx,
+            stdin=stdin,
+            cwd=ctx.workdir or self.spec.cwd,
+            env=self.env,
+            grace=self.grace,
+            agent_socket=self.config.worker.agent_socket,
+        )
 
 
 class ShellExecutor(Executor):
@@ -267,12 +317,16 @@ class ShellExecutor(Executor):
         self.commands = spec.commands
         self.grace = spec.grace if spec.grace is not None else config.worker.cancel_grace
 
-    def run(self, order: "Order", ctx: RunContext) -> Result:
+    def run(self, order: Order, ctx: RunContext) -> Result:
         wanted = order.payload.strip()
         cspec = self.commands.get(wanted)
         if cspec is None:
             allowed = ", ".join(sorted(self.commands)) or "(none)"
-            return Result(FAILED, error=f"{wanted[:60]!r} is not an allowed command; allowed: {allowed}",
-                          output=f"Not an allowed command. This node allows: {allowed}")
-        return run_argv(list(cspec.argv), ctx, cwd=cspec.cwd, grace=self.grace,
-                        agent_socket=self.config.worker.agent_socket)
+            return Result(
+                FAILED,
+                error=f"{wanted[:60]!r} is not an allowed command; allowed: {allowed}",
+                output=f"Not an allowed command. This node allows: {allowed}",
+            )
+        return run_argv(
+            list(cspec.argv), ctx, cwd=cspec.cwd, grace=self.grace, agent_socket=self.config.worker.agent_socket
+        )

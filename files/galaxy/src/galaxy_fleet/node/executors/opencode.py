@@ -54,7 +54,7 @@ import threading
 import time
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from galaxy_fleet.config import OpenCodeSpec
 from galaxy_fleet.node.executors import Executor, ExecutorError, Result, RunContext, cap_text
@@ -105,8 +105,14 @@ class _Client:
         q = {k: v for k, v in (query or {}).items() if v is not None}
         return self.base + path + ("?" + urllib.parse.urlencode(q) if q else "")
 
-    def call(self, method: str, path: str, body: Any = None, query: dict[str, Any] | None = None,
-             timeout: float | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, Any] | None = None,
+        timeout: float | None = None,
+    ) -> Any:
         data = None if body is None else json.dumps(body).encode()
         headers = self.headers({"Content-Type": "application/json"} if data is not None else None)
         conn = self.connect(timeout or self.timeout)
@@ -139,19 +145,18 @@ def _unreachable(url: str, exc: BaseException) -> str:
 
 def _http_error(status: int, raw: bytes, method: str, path: str) -> str:
     if status == 401:
-        return ("opencode server refused the credentials (HTTP 401); "
-                "check OPENCODE_SERVER_PASSWORD / the password file")
+        return "opencode server refused the credentials (HTTP 401); check OPENCODE_SERVER_PASSWORD / the password file"
     detail = ""
     try:
         data = json.loads(raw)
         if isinstance(data, dict):
-            inner = data.get("data") if isinstance(data.get("data"), dict) else data
+            inner: dict[str, Any] = data["data"] if isinstance(data.get("data"), dict) else data
             detail = inner.get("message") or data.get("name") or ""
             if not detail and isinstance(data.get("errors"), list):
                 detail = "; ".join(str(e.get("message", e)) for e in data["errors"][:3])
     except ValueError:
         detail = raw.decode("utf-8", "replace")[:200]
-    route = path.split("?")[0]
+    route = path.split("?", maxsplit=1)[0]
     return f"opencode {method} {route} failed with HTTP {status}" + (f": {_first_line(detail)}" if detail else "")
 
 
@@ -173,7 +178,7 @@ def _error_text(err: Any) -> str:
     if not isinstance(err, dict):
         return _first_line(err) or "unknown error"
     name = err.get("name") or "Error"
-    data = err.get("data") if isinstance(err.get("data"), dict) else {}
+    data: dict[str, Any] = err["data"] if isinstance(err.get("data"), dict) else {}
     message = _first_line(data.get("message")) or name
     status = data.get("statusCode")
     if name == "APIError":
@@ -219,8 +224,11 @@ class _EventStream:
     def _run(self) -> None:
         try:
             conn = self._conn = self.client.connect(self.client.timeout)
-            conn.request("GET", self.client.path("/event", {"directory": self.directory}),
-                         headers=self.client.headers({"Accept": "text/event-stream"}))
+            conn.request(
+                "GET",
+                self.client.path("/event", {"directory": self.directory}),
+                headers=self.client.headers({"Accept": "text/event-stream"}),
+            )
             resp = conn.getresponse()
             if resp.status != 200:
                 self.error = _http_error(resp.status, resp.read(), "GET", "/event")
@@ -271,7 +279,7 @@ class _EventStream:
 class SessionStore:
     """Session key -> opencode session, in one JSON file written atomically."""
 
-    _locks: dict[Path, threading.Lock] = {}
+    _locks: ClassVar[dict[Path, threading.Lock]] = {}
     _locks_guard = threading.Lock()
 
     def __init__(self, path: Path):
@@ -297,8 +305,11 @@ class SessionStore:
     def put(self, key: str, session_id: str, directory: str | None) -> None:
         with self.lock:
             sessions = self._read()
-            sessions[key] = {"id": session_id, "directory": directory,
-                             "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            sessions[key] = {
+                "id": session_id,
+                "directory": directory,
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=".sessions-", dir=self.path.parent)
             try:
@@ -361,12 +372,20 @@ def _number(value: Any) -> float:
 
 def _tool_summary(part: dict[str, Any], directory: str | None) -> str:
     state = part.get("state") or {}
-    args = state.get("input") if isinstance(state.get("input"), dict) else {}
-    target = (args.get("command") or args.get("filePath") or args.get("path") or args.get("pattern")
-              or args.get("url") or args.get("description") or state.get("title") or "")
+    args: dict[str, Any] = state["input"] if isinstance(state.get("input"), dict) else {}
+    target = (
+        args.get("command")
+        or args.get("filePath")
+        or args.get("path")
+        or args.get("pattern")
+        or args.get("url")
+        or args.get("description")
+        or state.get("title")
+        or ""
+    )
     target = str(target)
     if directory and target.startswith(directory.rstrip("/") + "/"):
-        target = target[len(directory.rstrip("/")) + 1:]
+        target = target[len(directory.rstrip("/")) + 1 :]
     line = f"{part.get('tool', 'tool')} {target}".strip()
     return _first_line(line, 160)
 
@@ -374,8 +393,9 @@ def _tool_summary(part: dict[str, Any], directory: str | None) -> str:
 class _Run:
     """The state of one order while it runs: progress, errors, the reply."""
 
-    def __init__(self, executor: "OpenCodeExecutor", ctx: RunContext, session_id: str,
-                 directory: str | None, marker: str):
+    def __init__(
+        self, executor: OpenCodeExecutor, ctx: RunContext, session_id: str, directory: str | None, marker: str
+    ):
         self.ex = executor
         self.ctx = ctx
         self.sid = session_id
@@ -423,7 +443,7 @@ class _Run:
         if kind == "message.part.updated":
             self._part(props.get("part") or {})
         elif kind == "message.part.delta":
-            pid = props.get("partID")
+            pid = str(props.get("partID"))
             if props.get("field") == "text" and self.parts.get(pid) == "text" and self.ours(props.get("messageID")):
                 self.text[pid] = self.text.get(pid, "") + str(props.get("delta") or "")
                 self._text_progress()
@@ -455,8 +475,11 @@ class _Run:
 
     def _part(self, part: dict[str, Any], prefix: str = "") -> None:
         pid, ptype = part.get("id"), part.get("type")
-        if (not isinstance(pid, str) or not self.ours(part.get("messageID"))
-                or part.get("messageID") in self.user_messages):
+        if (
+            not isinstance(pid, str)
+            or not self.ours(part.get("messageID"))
+            or part.get("messageID") in self.user_messages
+        ):
             return
         self.parts[pid] = str(ptype)
         if ptype == "text" and not part.get("synthetic"):
@@ -477,8 +500,10 @@ class _Run:
                 if previous is None:
                     self.tool_names.append(str(part.get("tool")))
                 self.tools_seen[call] = "error"
-                self.ctx.progress(f"{prefix}[tool] {_tool_summary(part, self.directory)} failed: "
-                                  f"{_first_line(state.get('error'), 200)}")
+                self.ctx.progress(
+                    f"{prefix}[tool] {_tool_summary(part, self.directory)} failed: "
+                    f"{_first_line(state.get('error'), 200)}"
+                )
 
     def _text_progress(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -494,7 +519,7 @@ class _Run:
             if not fresh.strip():
                 continue
             cut = fresh.rfind("\n") + 1
-            if final or len(fresh) >= 300 and cut == 0:
+            if final or (len(fresh) >= 300 and cut == 0):
                 chunk = fresh
             elif cut:
                 chunk = fresh[:cut]
@@ -512,8 +537,9 @@ class _Run:
         self.ctx.progress(f"[retry] provider error: {message} (attempt {attempt})")
         limit = self.ex.provider_retries
         if limit >= 0 and attempt > limit:
-            self.session_error = (f"provider error: {message} (gave up after {limit} "
-                                  f"{'retry' if limit == 1 else 'retries'})")
+            self.session_error = (
+                f"provider error: {message} (gave up after {limit} {'retry' if limit == 1 else 'retries'})"
+            )
             self.gave_up = True
             return "check"
         return ""
@@ -523,13 +549,17 @@ class _Run:
         what = props.get("permission") or "a question"
         self.ctx.progress(f"[refused] opencode asked for {what}; headless runs never answer asks")
         if self.session_error is None:
-            self.session_error = (f"opencode asked for permission '{what}'; set its permissions so that "
-                                  "headless runs never ask")
+            self.session_error = (
+                f"opencode asked for permission '{what}'; set its permissions so that headless runs never ask"
+            )
         try:
             if kind == "permission.asked":
-                self.ex.client().call("POST", f"/permission/{rid}/reply",
-                                      {"reply": "reject", "message": "Galaxy runs headless: no one can approve."},
-                                      {"directory": self.directory})
+                self.ex.client().call(
+                    "POST",
+                    f"/permission/{rid}/reply",
+                    {"reply": "reject", "message": "Galaxy runs headless: no one can approve."},
+                    {"directory": self.directory},
+                )
             else:
                 self.ex.client().call("POST", f"/question/{rid}/reject", None, {"directory": self.directory})
         except ServerError:
@@ -541,8 +571,15 @@ def _ask_detail(props: dict[str, Any]) -> str:
     raw_meta, raw_patterns = props.get("metadata"), props.get("patterns")
     meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
     patterns: list[Any] = raw_patterns if isinstance(raw_patterns, list) else []
-    detail = (meta.get("command") or meta.get("filepath") or meta.get("filePath") or meta.get("path")
-              or ", ".join(str(p) for p in patterns[:5]) or meta.get("description") or "")
+    detail = (
+        meta.get("command")
+        or meta.get("filepath")
+        or meta.get("filePath")
+        or meta.get("path")
+        or ", ".join(str(p) for p in patterns[:5])
+        or meta.get("description")
+        or ""
+    )
     return _first_line(" ".join(str(detail).split()), 300)
 
 
@@ -587,24 +624,45 @@ class _Asks:
         detail = _ask_detail(props)
         raw_patterns = props.get("patterns")
         patterns = [str(p)[:300] for p in raw_patterns[:10]] if isinstance(raw_patterns, list) else []
-        prompt = {"permission": pid, "tool": tool, "detail": detail, "patterns": patterns,
-                  "subagent": subagent, "from": self.order.sender or None}
+        prompt = {
+            "permission": pid,
+            "tool": tool,
+            "detail": detail,
+            "patterns": patterns,
+            "subagent": subagent,
+            "from": self.order.sender or None,
+        }
         if tool in self.always:
             self._apply(prompt, "always", self.always[tool], auto=True)
             return
-        written = self.ex.audit("permission_asked", severity="warning", order_id=self.order.id,
-                                user=self.order.sender or None, message=f"{tool}: {detail}", permission=pid,
-                                tool=tool, detail=detail, patterns=patterns, subagent=subagent,
-                                interactive=self.interactive,
-                                timeout=self.ex.permission_timeout if self.interactive else None)
+        written = self.ex.audit(
+            "permission_asked",
+            severity="warning",
+            order_id=self.order.id,
+            user=self.order.sender or None,
+            message=f"{tool}: {detail}",
+            permission=pid,
+            tool=tool,
+            detail=detail,
+            patterns=patterns,
+            subagent=subagent,
+            interactive=self.interactive,
+            timeout=self.ex.permission_timeout if self.interactive else None,
+        )
         if not written:
-            self._apply(prompt, "deny", "node", reason="the prompt could not be written to the audit trail",
-                        person=False)
+            self._apply(
+                prompt, "deny", "node", reason="the prompt could not be written to the audit trail", person=False
+            )
             return
         if not self.interactive:
             answer = "once" if self.ex.permission_unanswered == "allow" else "deny"
-            self._apply(prompt, answer, "policy", person=False,
-                        reason=f"nobody can answer prompts of this order; node policy: {self.ex.permission_unanswered}")
+            self._apply(
+                prompt,
+                answer,
+                "policy",
+                person=False,
+                reason=f"nobody can answer prompts of this order; node policy: {self.ex.permission_unanswered}",
+            )
             return
         try:
             self.prompts.ask(self.order.id, pid, {**prompt, "timeout": self.ex.permission_timeout})
@@ -613,8 +671,9 @@ class _Asks:
             self._apply(prompt, "deny", "node", reason=f"the prompt could not be recorded: {exc}", person=False)
             return
         self.waiting[pid] = {**prompt, "deadline": time.monotonic() + self.ex.permission_timeout}
-        self.ctx.progress(f"[permission] {tool} {detail}: waiting for an answer "
-                          f"(denied after {self.ex.permission_timeout:g} s)")
+        self.ctx.progress(
+            f"[permission] {tool} {detail}: waiting for an answer (denied after {self.ex.permission_timeout:g} s)"
+        )
 
     def catch_up(self, client: _Client, run: _Run) -> None:
         """After the event stream broke: the prompts of this run that were asked meanwhile."""
@@ -639,43 +698,89 @@ class _Asks:
                 continue
             del self.waiting[pid]
             if decision.get("expired"):
-                self._apply(prompt, "deny", "timeout", expired=True,
-                            reason=f"no answer within {self.ex.permission_timeout:g} s")
+                self._apply(
+                    prompt, "deny", "timeout", expired=True, reason=f"no answer within {self.ex.permission_timeout:g} s"
+                )
             else:
                 self._apply(prompt, str(decision["answer"]), str(decision.get("by") or "?"))
 
-    def _apply(self, prompt: dict[str, Any], answer: str, by: str, *, reason: str | None = None,
-               expired: bool = False, auto: bool = False, person: bool = True) -> None:
+    def _apply(
+        self,
+        prompt: dict[str, Any],
+        answer: str,
+        by: str,
+        *,
+        reason: str | None = None,
+        expired: bool = False,
+        auto: bool = False,
+        person: bool = True,
+    ) -> None:
         pid, tool, detail = prompt["permission"], prompt["tool"], prompt["detail"]
         if answer == "always":
             self.always.setdefault(tool, by)
         body: dict[str, Any] = {"reply": "reject" if answer == "deny" else "once"}
         if answer == "deny":
-            body["message"] = (f"Permission to use {tool} was denied: {reason}." if reason
-                               else f"Permission to use {tool} was denied by {by}.")
+            body["message"] = (
+                f"Permission to use {tool} was denied: {reason}."
+                if reason
+                else f"Permission to use {tool} was denied by {by}."
+            )
         failure = None
         try:
-            self.ex.client().call("POST", f"/permission/{urllib.parse.quote(pid)}/reply", body,
-                                  {"directory": self.directory})
+            self.ex.client().call(
+                "POST", f"/permission/{urllib.parse.quote(pid)}/reply", body, {"directory": self.directory}
+            )
         except ServerError as exc:
             failure = str(exc)  # e.g. the run was aborted and the prompt is gone
-        fields: dict[str, Any] = {"order_id": self.order.id, "permission": pid, "tool": tool, "detail": detail,
-                                  "answer": answer}
+        fields: dict[str, Any] = {
+            "order_id": self.order.id,
+            "permission": pid,
+            "tool": tool,
+            "detail": detail,
+            "answer": answer,
+        }
         if expired:
-            self.ex.audit("permission_expired", severity="warning", user=self.order.sender or None,
-                          message=f"{tool}: {reason}; denied", after=self.ex.permission_timeout, **fields)
+            self.ex.audit(
+                "permission_expired",
+                severity="warning",
+                user=self.order.sender or None,
+                message=f"{tool}: {reason}; denied",
+                after=self.ex.permission_timeout,
+                **fields,
+            )
         else:
             # ``user`` is who decided when a person did; the order's sender when the node's policy did.
             user = by if person else self.order.sender or None
-            self.ex.audit("permission_answered", severity="warning" if answer == "deny" else "info", user=user,
-                          message=f"{tool}: {answer} by {by}" + (f" ({reason})" if reason else ""), by=by,
-                          auto=auto, reason=reason, forwarded=failure is None, **fields)
-        self.decisions.append({"permission": pid, "tool": tool, "detail": detail, "answer": answer, "by": by,
-                               "expired": expired, "auto": auto, "reason": reason})
+            self.ex.audit(
+                "permission_answered",
+                severity="warning" if answer == "deny" else "info",
+                user=user,
+                message=f"{tool}: {answer} by {by}" + (f" ({reason})" if reason else ""),
+                by=by,
+                auto=auto,
+                reason=reason,
+                forwarded=failure is None,
+                **fields,
+            )
+        self.decisions.append(
+            {
+                "permission": pid,
+                "tool": tool,
+                "detail": detail,
+                "answer": answer,
+                "by": by,
+                "expired": expired,
+                "auto": auto,
+                "reason": reason,
+            }
+        )
         verb = {"once": "allowed once", "always": "allowed for this order", "deny": "denied"}[answer]
         why = reason or ("earlier answer" if auto else None)
-        self.ctx.progress(f"[permission] {tool} {detail}: {verb} by {by}" + (f" ({why})" if why else "")
-                          + (f"; opencode did not take the answer: {failure}" if failure else ""))
+        self.ctx.progress(
+            f"[permission] {tool} {detail}: {verb} by {by}"
+            + (f" ({why})" if why else "")
+            + (f"; opencode did not take the answer: {failure}" if failure else "")
+        )
 
     def annotate(self, result: Result) -> None:
         """The decisions go into the result; denied prompts are named in the answer."""
@@ -690,10 +795,17 @@ class _Asks:
 
     def close(self) -> None:
         for prompt in self.waiting.values():  # the run ended (cancel, timeout) before an answer came
-            self.ex.audit("permission_expired", severity="warning", order_id=self.order.id,
-                          user=self.order.sender or None, permission=prompt["permission"], tool=prompt["tool"],
-                          detail=prompt["detail"], answer="deny",
-                          message=f"{prompt['tool']}: the order ended before an answer came")
+            self.ex.audit(
+                "permission_expired",
+                severity="warning",
+                order_id=self.order.id,
+                user=self.order.sender or None,
+                permission=prompt["permission"],
+                tool=prompt["tool"],
+                detail=prompt["detail"],
+                answer="deny",
+                message=f"{prompt['tool']}: the order ended before an answer came",
+            )
         self.waiting.clear()
         if self.recorded:
             try:
@@ -705,7 +817,7 @@ class _Asks:
 class OpenCodeExecutor(Executor):
     type = "opencode"
 
-    def __init__(self, name: str, spec: OpenCodeSpec, config: "Config"):
+    def __init__(self, name: str, spec: OpenCodeSpec, config: Config):
         super().__init__(name, spec, config)
         self.url = spec.url
         self.username = spec.username or os.environ.get("OPENCODE_SERVER_USERNAME") or "opencode"
@@ -778,7 +890,7 @@ class OpenCodeExecutor(Executor):
         return SessionStore(Path(ctx.state_dir) / f"opencode-sessions-{self.name}.json")
 
     # -- the run -------------------------------------------------------------
-    def run(self, order: "Order", ctx: RunContext) -> Result:
+    def run(self, order: Order, ctx: RunContext) -> Result:
         options = order.options or {}
         details: dict[str, Any] = {"session_key": order.session}
         try:
@@ -792,11 +904,15 @@ class OpenCodeExecutor(Executor):
             # One order at a time per session key: a second prompt would interleave.
             key = f"{self.name}:{order.session}"
             if not _session_locks.acquire(key, ctx.cancelled):
-                return Result(status=ctx.stopped_status(), details=details,
-                              error=f"stopped ({ctx.cancel_reason}) while waiting for session {order.session}")
+                return Result(
+                    status=ctx.stopped_status(),
+                    details=details,
+                    error=f"stopped ({ctx.cancel_reason}) while waiting for session {order.session}",
+                )
             try:
-                return self._run(order, ctx, client, agent, model_ref, directory,
-                                 bool(options.get("new_session")), details)
+                return self._run(
+                    order, ctx, client, agent, model_ref, directory, bool(options.get("new_session")), details
+                )
             finally:
                 _session_locks.release(key)
         except ServerError as exc:
@@ -810,19 +926,34 @@ class OpenCodeExecutor(Executor):
         if value is None or value == getattr(self.spec, key) or value in self.choices[key]:
             return value
         allowed = ", ".join(sorted(self.choices[key])) or "none"
-        raise ExecutorError(f"refused: this node does not let an order choose the {key} {value!r} "
-                            f"(allowed: {allowed}; executors.{self.name}.{key}s lists more)")
+        raise ExecutorError(
+            f"refused: this node does not let an order choose the {key} {value!r} "
+            f"(allowed: {allowed}; executors.{self.name}.{key}s lists more)"
+        )
 
-    def _session(self, client: _Client, order: "Order", ctx: RunContext, directory: str | None,
-                 fresh: bool, details: dict[str, Any]) -> tuple[str, str]:
+    def _session(
+        self,
+        client: _Client,
+        order: Order,
+        ctx: RunContext,
+        directory: str | None,
+        fresh: bool,
+        details: dict[str, Any],
+    ) -> tuple[str, str]:
         """The order's session id and the newest message id in it before the prompt."""
         store = self.sessions(ctx) if order.session else None
         entry = store.get(order.session) if store and order.session and not fresh else None
         if entry and (entry.get("directory") or None) == directory:
             try:
                 # One call checks that the session still exists and finds the marker.
-                newest = client.call("GET", f"/session/{urllib.parse.quote(entry['id'])}/message",
-                                     query={"directory": directory, "limit": 1}) or []
+                newest = (
+                    client.call(
+                        "GET",
+                        f"/session/{urllib.parse.quote(entry['id'])}/message",
+                        query={"directory": directory, "limit": 1},
+                    )
+                    or []
+                )
                 details["session_new"] = False
                 ctx.progress(f"continuing opencode session {entry['id']}")
                 return entry["id"], newest[-1]["info"]["id"] if newest else ""
@@ -843,9 +974,17 @@ class OpenCodeExecutor(Executor):
         ctx.progress(f"new opencode session {sid}" + (f" in {directory}" if directory else ""))
         return sid, ""
 
-    def _run(self, order: "Order", ctx: RunContext, client: _Client, agent: str | None,
-             model_ref: tuple[str, str] | None, directory: str | None, fresh: bool,
-             details: dict[str, Any]) -> Result:
+    def _run(
+        self,
+        order: Order,
+        ctx: RunContext,
+        client: _Client,
+        agent: str | None,
+        model_ref: tuple[str, str] | None,
+        directory: str | None,
+        fresh: bool,
+        details: dict[str, Any],
+    ) -> Result:
         # Subscribe first (it needs only the directory) while the session is looked up.
         asks = _Asks(self, ctx, order, directory)
         stream = _EventStream(client, directory)
@@ -869,16 +1008,32 @@ class OpenCodeExecutor(Executor):
             stream.close()
             asks.close()
 
-    def _follow(self, ctx: RunContext, client: _Client, stream: _EventStream, run: _Run, path: str,
-                q: dict[str, Any], details: dict[str, Any]) -> Result:
+    def _follow(
+        self,
+        ctx: RunContext,
+        client: _Client,
+        stream: _EventStream,
+        run: _Run,
+        path: str,
+        q: dict[str, Any],
+        details: dict[str, Any],
+    ) -> Result:
         streams = [stream]
         try:
             return self._wait(ctx, client, streams, run, path, q, details)
         finally:
             streams[-1].close()
 
-    def _wait(self, ctx: RunContext, client: _Client, streams: list[_EventStream], run: _Run, path: str,
-              q: dict[str, Any], details: dict[str, Any]) -> Result:
+    def _wait(
+        self,
+        ctx: RunContext,
+        client: _Client,
+        streams: list[_EventStream],
+        run: _Run,
+        path: str,
+        q: dict[str, Any],
+        details: dict[str, Any],
+    ) -> Result:
         stream = streams[-1]
         sent = time.monotonic()
         last_check = sent
@@ -938,11 +1093,11 @@ class OpenCodeExecutor(Executor):
                 # Idle is announced before the last message update lands; look again soon.
                 check, last_check = "", now - 4.8
             if not messages and time.monotonic() - sent > 30:
-                return Result(status=FAILED, details=details,
-                              error="opencode accepted the prompt but never started it")
+                return Result(status=FAILED, details=details, error="opencode accepted the prompt but never started it")
 
-    def _messages(self, client: _Client, run: _Run, path: str, q: dict[str, Any],
-                  timeout: float | None = None) -> list[dict[str, Any]]:
+    def _messages(
+        self, client: _Client, run: _Run, path: str, q: dict[str, Any], timeout: float | None = None
+    ) -> list[dict[str, Any]]:
         # The newest messages are enough unless the run made more than a page of them.
         page = client.call("GET", path + "/message", query={**q, "limit": 64}, timeout=timeout) or []
         ids = [(m.get("info") or {}).get("id") or "" for m in page]
@@ -957,22 +1112,33 @@ class OpenCodeExecutor(Executor):
         except ServerError as exc:
             return str(exc)
 
-    def _stop(self, ctx: RunContext, client: _Client, run: _Run, path: str, q: dict[str, Any],
-              details: dict[str, Any]) -> Result:
+    def _stop(
+        self, ctx: RunContext, client: _Client, run: _Run, path: str, q: dict[str, Any], details: dict[str, Any]
+    ) -> Result:
         # Bounded so that a cancelled order is answered within two seconds even
         # when opencode is slow: the abort is sent at once, whatever happens after.
         begun = time.monotonic()
         failure = self._abort(client, path, q, timeout=1.2)
-        result = self._finish(ctx, client, run, path, q, details, tolerate=True,
-                              timeout=max(0.2, 1.7 - (time.monotonic() - begun)))
+        result = self._finish(
+            ctx, client, run, path, q, details, tolerate=True, timeout=max(0.2, 1.7 - (time.monotonic() - begun))
+        )
         result.status = ctx.stopped_status()
         what = "timed out" if ctx.cancel_reason == "timeout" else "cancelled"
         result.error = f"{what}; opencode run aborted" if failure is None else f"{what}; abort failed: {failure}"
         return result
 
-    def _finish(self, ctx: RunContext, client: _Client, run: _Run, path: str, q: dict[str, Any],
-                details: dict[str, Any], messages: list[dict[str, Any]] | None = None,
-                tolerate: bool = False, timeout: float | None = None) -> Result:
+    def _finish(
+        self,
+        ctx: RunContext,
+        client: _Client,
+        run: _Run,
+        path: str,
+        q: dict[str, Any],
+        details: dict[str, Any],
+        messages: list[dict[str, Any]] | None = None,
+        tolerate: bool = False,
+        timeout: float | None = None,
+    ) -> Result:
         run._flush_text(final=True)
         if messages is None:
             try:
@@ -1003,8 +1169,9 @@ class OpenCodeExecutor(Executor):
             if err and not (isinstance(err, dict) and err.get("name") == ABORTED):
                 error = _error_text(err)
         output, truncated = cap_text(answer.encode("utf-8"), ctx.max_output_bytes)
-        result = Result(status=DONE, output=output, bytes_out=len(answer.encode("utf-8")),
-                        truncated=truncated, details=details)
+        result = Result(
+            status=DONE, output=output, bytes_out=len(answer.encode("utf-8")), truncated=truncated, details=details
+        )
         if error:
             result.status, result.error = FAILED, error
         elif not answer.strip():
@@ -1040,8 +1207,11 @@ def _settled(message: dict[str, Any]) -> bool:
 
 
 def _text_of(message: dict[str, Any]) -> str:
-    texts = [str(p.get("text") or "") for p in message.get("parts") or []
-             if p.get("type") == "text" and not p.get("synthetic") and not p.get("ignored")]
+    texts = [
+        str(p.get("text") or "")
+        for p in message.get("parts") or []
+        if p.get("type") == "text" and not p.get("synthetic") and not p.get("ignored")
+    ]
     return "\n\n".join(t.strip() for t in texts if t.strip())
 
 
@@ -1071,7 +1241,13 @@ def _figures(assistants: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if last:
         provider, model_id = last.get("providerID"), last.get("modelID")
-        out.update({"provider": provider, "model_id": model_id,
-                    "model": f"{provider}/{model_id}" if provider and model_id else model_id,
-                    "agent": last.get("agent") or last.get("mode"), "finish": last.get("finish")})
+        out.update(
+            {
+                "provider": provider,
+                "model_id": model_id,
+                "model": f"{provider}/{model_id}" if provider and model_id else model_id,
+                "agent": last.get("agent") or last.get("mode"),
+                "finish": last.get("finish"),
+            }
+        )
     return out

@@ -50,8 +50,15 @@ class SandboxError(OSError):
 class AgentProcess:
     """A program running in the agent's sandbox, with the parts of Popen that run_argv uses."""
 
-    def __init__(self, conn: socket.socket, pid: int, stdin: IO[bytes] | None, stdout: IO[bytes],
-                 stderr: IO[bytes], reader: IO[bytes]):
+    def __init__(
+        self,
+        conn: socket.socket,
+        pid: int,
+        stdin: IO[bytes] | None,
+        stdout: IO[bytes],
+        stderr: IO[bytes],
+        reader: IO[bytes],
+    ):
         self.pid = pid  # in the sandbox's pid space: for logs only, never to be signalled from here
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.returncode: int | None = None
@@ -84,8 +91,9 @@ class AgentProcess:
         return self.returncode
 
 
-def spawn(socket_path: str, argv: list[str], *, cwd: str | None, env: dict[str, str], order_id: str,
-          stdin: bool) -> AgentProcess:
+def spawn(
+    socket_path: str, argv: list[str], *, cwd: str | None, env: dict[str, str], order_id: str, stdin: bool
+) -> AgentProcess:
     """Start ``argv`` in the agent's sandbox; raises SandboxError with the reason when it cannot."""
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -106,8 +114,7 @@ def spawn(socket_path: str, argv: list[str], *, cwd: str | None, env: dict[str, 
         except SandboxError:
             raise
         except OSError as exc:
-            raise SandboxError(f"the agent's sandbox ({socket_path}) is not available: {exc.strerror or exc}") \
-                from None
+            raise SandboxError(f"the agent's sandbox ({socket_path}) is not available: {exc.strerror or exc}") from None
         finally:
             for fd in (in_r, out_w, err_w):
                 os.close(fd)
@@ -125,15 +132,27 @@ def spawn(socket_path: str, argv: list[str], *, cwd: str | None, env: dict[str, 
             if fd >= 0:
                 os.close(fd)
         raise
-    return AgentProcess(conn, int(reply["pid"]), os.fdopen(in_w, "wb") if in_w >= 0 else None,
-                        os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb"), reader)
+    return AgentProcess(
+        conn,
+        int(reply["pid"]),
+        os.fdopen(in_w, "wb") if in_w >= 0 else None,
+        os.fdopen(out_r, "rb"),
+        os.fdopen(err_r, "rb"),
+        reader,
+    )
 
 
 def signal_as_agent(socket_path: str, pid: int, sig: int) -> None:
     """Send ``sig`` to ``pid`` from the agent's account (opencode serve runs as it, so only it
     may signal it: the health check restarts a wedged server this way, holding no CAP_KILL)."""
-    argv = [sys.executable, "-I", "-c", "import os, sys; os.kill(int(sys.argv[1]), int(sys.argv[2]))",
-            str(pid), str(int(sig))]
+    argv = [
+        sys.executable,
+        "-I",
+        "-c",
+        "import os, sys; os.kill(int(sys.argv[1]), int(sys.argv[2]))",
+        str(pid),
+        str(int(sig)),
+    ]
     proc = spawn(socket_path, argv, cwd="/", env={"PATH": "/usr/bin:/bin"}, order_id=f"signal-{pid}", stdin=False)
     try:
         proc.stdout.read()
@@ -209,8 +228,16 @@ def serve(conn: socket.socket, scratch_root: Path) -> int:
         env = dict(request["env"])
         account = pwd.getpwuid(os.getuid()).pw_name
         env.update(HOME=str(scratch), USER=account, LOGNAME=account)
-        proc = subprocess.Popen(request["argv"], stdin=fds[0], stdout=fds[1], stderr=fds[2],
-                                cwd=request["cwd"] or str(scratch), env=env, start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            request["argv"],
+            stdin=fds[0],
+            stdout=fds[1],
+            stderr=fds[2],
+            cwd=request["cwd"] or str(scratch),
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
     except FileNotFoundError as exc:
         missing = request["cwd"] if exc.filename == request["cwd"] else request["argv"][0]
         _reply(conn, error=f"not found: {missing}")
