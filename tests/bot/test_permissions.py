@@ -7,12 +7,12 @@ audits who decided."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
-
 from botlab import ALICE, BOB, CAROL, GROUP, BotLab, is_answer, new_token, wait_for
 from support.llm_server import ScriptedLLM, Text, ToolCall
 from support.opencode_server import OpenCodeServer
