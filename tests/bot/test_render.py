@@ -202,3 +202,12 @@ def test_help_and_the_command_menu_come_from_the_command_table() -> None:
     assert "the machine you pick" in r.help_text(COMMANDS, None)
     menu = {c.name: c.menu for c in COMMANDS}
     assert menu["order"] == "send an order: /order [target] text" and menu["status"] == "fleet summary"
+
+
+def test_permission_prompt_texts_escape_what_the_agent_asks() -> None:
+    asked = r.permission_text("web1", "o1", "bash", "echo <b>hi</b> > x", 300)
+    assert "<pre>echo &lt;b&gt;hi&lt;/b&gt; &gt; x</pre>" in asked and "within 5:00" in asked
+    decided = r.permission_decided_text("web1", "o1", "bash", "ls", answer="always", by="telegram:1(@a<b)")
+    assert decided.endswith("✅ allowed for this order by telegram:1(@a&lt;b)")
+    assert r.permission_expired_text("web1", "o1", "bash", "ls").endswith("⌛ expired — denied")
+    assert len(r.permission_failed("x" * 500)) <= 190

@@ -399,3 +399,33 @@ def test_group_order_reports_the_busy_nodes(local_fleet):
     assert proc.returncode == 1
     assert "=== web1: failed: web1 is busy" in proc.stdout
     assert "refused, queue full (try again later): web1" in proc.stderr
+
+
+def test_permission_answers_only_from_the_sender_or_an_admin(local_fleet):
+    from galaxy_fleet.control.fleet import NodeError, PermissionRefused, same_person
+
+    lf = local_fleet(["web1"])
+    lf.start_workers()
+    fleet = lf.fleet()
+    assert fleet.wait_connected(20)
+    [rec] = fleet.submit("web1", "hello", sender="telegram:7(@ann)", chat_id=7)
+    fleet.wait([rec.id], timeout=20)
+    # Someone else: refused in the control plane, audited there, the node never asked.
+    with pytest.raises(PermissionRefused, match="telegram:8"):
+        fleet.answer_permission(rec.id, "per_1", "once", "telegram:8(@mallory)")
+    [refused] = fleet.store.events(host="control", type="permission_answer_refused")
+    assert (refused["order_id"], refused["user"], refused["node"], refused["reason"]) == (
+        rec.id, "telegram:8(@mallory)", "web1", "not_sender")
+    assert not fleet.audit("web1", type="permission_answer_refused")
+    # The sender (under a new username) and an admin reach the node, which refuses: nothing waits.
+    with pytest.raises(NodeError, match="no permission prompt"):
+        fleet.answer_permission(rec.id, "per_1", "once", "telegram:7(@ann_renamed)")
+    with pytest.raises(NodeError, match="no permission prompt"):
+        fleet.answer_permission(rec.id, "per_1", "deny", "telegram:9(@admin)", is_admin=True)
+    on_node = wait_for(lambda: len(fleet.audit("web1", type="permission_answer_refused")) == 2
+                       and fleet.audit("web1", type="permission_answer_refused"), what="the node's refusals")
+    assert [e["user"] for e in on_node] == ["telegram:7(@ann_renamed)", "telegram:9(@admin)"]
+    with pytest.raises(KeyError):
+        fleet.answer_permission("20990101T000000.000000Z-abcdef", "per_1", "once", "telegram:7")
+    assert same_person("telegram:7(@a)", "telegram:7") and not same_person("telegram:7", "telegram:70")
+    assert not same_person("", "") and not same_person(None, "telegram:7")

@@ -318,6 +318,7 @@ class BotConfig:
     api_base_url: str = "https://api.telegram.org/bot"
     authorized_users: set[int] = setting(factory=set, ids=True)
     users: dict[int, UserPolicy] = setting(factory=dict, ids=True)  # listed users are authorized too
+    admins: set[int] = setting(factory=set, ids=True)  # authorized; may answer any order's permission prompts
     default_machine: str | None = None  # where /order without a target and plain text go
     alert_chats: list[int] = setting(factory=list, ids=True)  # unset: the authorized users' private chats
     rate_per_minute: int = setting(20, min=0)
@@ -343,7 +344,7 @@ class BotConfig:
             errors.append(f"{path}.api_base_url: expected an http(s) URL, got {self.api_base_url!r}")
         if self.default_machine == "":
             errors.append(f"{path}.default_machine: expected a host or group name")
-        self.authorized_users = self.authorized_users | set(self.users)
+        self.authorized_users = self.authorized_users | set(self.users) | self.admins
         if "alert_chats" not in raw:
             self.alert_chats = sorted(self.authorized_users)
         if self.mode == "webhook" and not self.webhook.public_url:

@@ -6,6 +6,8 @@
 ``no:TOKEN``       drop the waiting order TOKEN (not sent)
 ``c:ORDER_ID``     cancel an order (every unfinished part of a fan-out)
 ``r:ORDER_ID``     send an order again
+``p:TOKEN:A``      answer the permission prompt TOKEN (permissions.py maps it to order and prompt):
+                   A is ``o`` allow once, ``a`` allow for this order, ``d`` deny
 =================  ====================================================
 
 ``commands.Commands.on_button`` answers them.
@@ -18,7 +20,9 @@ from typing import Any
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
-CHOOSE, CONFIRM, DROP, CANCEL, RETRY = "t", "ok", "no", "c", "r"
+CHOOSE, CONFIRM, DROP, CANCEL, RETRY, PERMISSION = "t", "ok", "no", "c", "r", "p"
+# The answers of a permission prompt's buttons (node/permissions.py's names).
+PERMISSION_ANSWERS = {"o": "once", "a": "always", "d": "deny"}
 
 
 def parse(data: str | None) -> tuple[str, str]:
@@ -54,9 +58,13 @@ def cancel(order_id: str, *, several: bool) -> InlineKeyboardMarkup:
 
 def retry(records: Sequence[Any], *, with_host: bool) -> InlineKeyboardMarkup:
     """One Retry button per order (``records``: OrderRecord-like, ``id`` and ``host``)."""
-    return InlineKeyboardMarkup(
-        [
-            [InlineKeyboardButton("🔁 Retry" + (f" {r.host}" if with_host else ""), callback_data=f"{RETRY}:{r.id}")]
-            for r in records
-        ]
-    )
+    return InlineKeyboardMarkup([[InlineKeyboardButton("🔁 Retry" + (f" {r.host}" if with_host else ""),
+                                                       callback_data=f"{RETRY}:{r.id}")] for r in records])
+
+
+def permission(token: str) -> InlineKeyboardMarkup:
+    """Under an agent's permission prompt (callback data stays far below Telegram's 64 bytes)."""
+    return InlineKeyboardMarkup([
+        [InlineKeyboardButton("✅ Allow once", callback_data=f"{PERMISSION}:{token}:o"),
+         InlineKeyboardButton("✅ Allow for this order", callback_data=f"{PERMISSION}:{token}:a")],
+        [InlineKeyboardButton("⛔ Deny", callback_data=f"{PERMISSION}:{token}:d")]])

@@ -342,6 +342,9 @@ class Commands:
         chat_id = query.message.chat.id if query.message else user.id
         reply_to = query.message.message_id if query.message else None
         kind, rest = buttons.parse(query.data)
+        if kind == buttons.PERMISSION:
+            await self.follow.permissions.press(query, user, rest)
+            return
         if kind in (buttons.CHOOSE, buttons.CONFIRM, buttons.DROP):
             token, _, index = rest.partition(":")
             pending = self.submit.waiting(token)

@@ -35,6 +35,7 @@ from telegram.ext import ContextTypes, JobQueue
 from galaxy_fleet.bot import buttons, render
 from galaxy_fleet.bot.access import BotSettings
 from galaxy_fleet.bot.messenger import Messenger
+from galaxy_fleet.bot.permissions import PermissionRelay
 from galaxy_fleet.control.fleet import Fleet, FleetEvent
 from galaxy_fleet.order import DONE, RETRYABLE, TERMINAL, event_type
 
@@ -103,6 +104,7 @@ class Follower:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pump: asyncio.Task[None] | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.permissions = PermissionRelay(fleet, settings, tg, jobs)  # the agents' prompts (permissions.py)
 
     # -- start and stop -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -199,6 +201,8 @@ class Follower:
             await self._alert(ev)
         elif ev.kind in ("node_down", "node_up"):
             await self._node_state(ev)
+        elif ev.kind == "permission":
+            await self.permissions.on_event(ev)
 
     def _track(self, rec: Any) -> Tracker:
         key = (rec.chat_id, rec.message_id)

@@ -710,3 +710,35 @@ def node_down_text(host: str, reason: str | None) -> str:
 
 def node_up_text(host: str, since: float | None) -> str:
     return f"🟢 <b>{esc(host)}</b> is reachable again (unreachable since {ago(since)})"
+
+
+# -- permission prompts of running orders ---------------------------------------------------------
+PERMISSION_VERBS = {"once": "✅ allowed once", "always": "✅ allowed for this order", "deny": "⛔ denied"}
+# Plain texts: a button's pop-up.
+PERMISSION_GONE = "This prompt is no longer waiting."
+PERMISSION_NOT_YOURS = "Only the person who placed the order (or an admin) can answer this."
+
+
+def permission_head(host: str, order_id: str, tool: str, detail: str) -> str:
+    return (f"🔐 <b>{esc(host)}</b> · the agent asks to use <b>{esc(tool)}</b>\n"
+            f"<pre>{esc(preview(detail, 600) or '-')}</pre>\norder <code>{esc(order_id)}</code>")
+
+
+def permission_text(host: str, order_id: str, tool: str, detail: str, timeout: float | None) -> str:
+    """The prompt, waiting for a button."""
+    wait = f"denied if nobody answers within {duration(timeout)}" if timeout else "waiting for an answer"
+    return f"{permission_head(host, order_id, tool, detail)}\n<i>{esc(wait)}</i>"
+
+
+def permission_decided_text(host: str, order_id: str, tool: str, detail: str, *, answer: str, by: str) -> str:
+    verb = PERMISSION_VERBS.get(answer, esc(answer))
+    return f"{permission_head(host, order_id, tool, detail)}\n{verb} by {esc(by)}"
+
+
+def permission_expired_text(host: str, order_id: str, tool: str, detail: str, why: str = "") -> str:
+    return f"{permission_head(host, order_id, tool, detail)}\n⌛ expired — denied" + (f" ({esc(why)})" if why else "")
+
+
+def permission_failed(error: Any) -> str:
+    """A button's pop-up when the node would not take the answer (plain text, short)."""
+    return preview(f"Not taken: {error}", 190)

@@ -211,6 +211,9 @@ class Submitter:
         else:
             await self.tg.edit(chat_id, status_message_id, render.sending_text(spec, payload), None)
         extra = dict(extra or {})
+        # Someone in this chat can answer the agent's permission prompts (follow.py relays them as
+        # buttons). Only the opencode executor reads the option; the others ignore options they do not know.
+        extra["options"] = {**(extra.get("options") or {}), "interactive": True}
         try:
             records = await asyncio.to_thread(
                 self.fleet.submit, spec, payload, sender=user, chat_id=chat_id, message_id=status_message_id, **extra

@@ -40,14 +40,30 @@ from galaxy_fleet.order import (
     utcnow,
 )
 
-__all__ = ["Fleet", "FleetEvent", "NodeError", "NodeUnavailable", "OrderRecord", "TargetError"]
+__all__ = ["Fleet", "FleetEvent", "OrderRecord", "PermissionRefused", "TargetError", "NodeUnavailable", "NodeError"]
 
 log = logging.getLogger("galaxy.control")
+
+# A running order's agent asks before a guarded tool (node/permissions.py); these events of the
+# node become FleetEvent("permission") for the order's chat.
+PERMISSION_EVENTS = ("permission_asked", "permission_answered", "permission_expired")
+
+
+class PermissionRefused(PermissionError):
+    """Who answered a permission prompt may not (neither the order's sender nor an admin)."""
+
+
+def same_person(a: str | None, b: str | None) -> bool:
+    """Whether two sender names are one person: ``telegram:123(@old)`` and ``telegram:123(@new)`` are."""
+    def who(name: str) -> str:
+        return name.split("(", 1)[0].strip() if name.startswith("telegram:") else name.strip()
+
+    return bool(a and b and who(a) and who(a) == who(b))
 
 
 @dataclass
 class FleetEvent:
-    kind: str  # "order", "alert", "node_down", "node_up"
+    kind: str  # "order", "alert", "node_down", "node_up", "permission" (event: the node's permission_* event)
     host: str
     record: OrderRecord | None = None
     alert: dict[str, Any] | None = None
@@ -299,6 +315,31 @@ class Fleet:
             session=rec.session,
             timeout=rec.timeout,
         )
+
+    def answer_permission(self, order_id: str, permission_id: str, answer: str, by: str, *,
+                          is_admin: bool = False) -> dict[str, Any]:
+        """Answer a permission prompt of a running order (once, always, deny) on its node.
+
+        Only the order's sender (``by`` names the same person as the order's ``sender``) or an admin
+        may: anyone else is refused here (PermissionRefused) and the refusal is audited in the
+        control node's trail as ``permission_answer_refused``; the node is not asked. The node
+        records the decision with ``by`` and refuses a prompt that is gone or already decided
+        (NodeError)."""
+        rec = self.store.order(order_id)
+        if rec is None:
+            raise KeyError(f"no order {order_id!r}")
+        if not is_admin and not same_person(by, rec.sender):
+            why = f"{by} may not answer the permission prompts of order {order_id}, placed by {rec.sender or 'nobody'}"
+            try:
+                self.audit_event("permission_answer_refused", severity="warning", message=why, user=by,
+                                 order_id=order_id, node=rec.host, permission=permission_id, answer=answer,
+                                 reason="not_sender")
+            except (OSError, ValueError) as exc:
+                log.error("cannot record a refused permission answer in the control trail: %s", exc)
+            raise PermissionRefused(why)
+        result = self.router.request(rec.host, "permission", order=order_id, permission=permission_id,
+                                     answer=answer, by=by)
+        return result if isinstance(result, dict) else {"answer": answer, "by": by}
 
     def wait(self, order_ids: list[str], timeout: float | None = None) -> list[OrderRecord]:
         """Block until every order is finished (or ``timeout``); returns their records."""
@@ -569,6 +610,9 @@ class Fleet:
         if not oid:
             return
         if not self._owns(host, str(oid), etype):
+            return
+        if etype in PERMISSION_EVENTS:
+            self._emit(FleetEvent("permission", host, record=self.store.order(oid), event=event))
             return
         state = state_of_event(etype)
         if etype == "order_progress":
