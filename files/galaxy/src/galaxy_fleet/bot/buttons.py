@@ -58,13 +58,22 @@ def cancel(order_id: str, *, several: bool) -> InlineKeyboardMarkup:
 
 def retry(records: Sequence[Any], *, with_host: bool) -> InlineKeyboardMarkup:
     """One Retry button per order (``records``: OrderRecord-like, ``id`` and ``host``)."""
-    return InlineKeyboardMarkup([[InlineKeyboardButton("🔁 Retry" + (f" {r.host}" if with_host else ""),
-                                                       callback_data=f"{RETRY}:{r.id}")] for r in records])
+    return InlineKeyboardMarkup(
+        [
+            [InlineKeyboardButton("🔁 Retry" + (f" {r.host}" if with_host else ""), callback_data=f"{RETRY}:{r.id}")]
+            for r in records
+        ]
+    )
 
 
 def permission(token: str) -> InlineKeyboardMarkup:
     """Under an agent's permission prompt (callback data stays far below Telegram's 64 bytes)."""
-    return InlineKeyboardMarkup([
-        [InlineKeyboardButton("✅ Allow once", callback_data=f"{PERMISSION}:{token}:o"),
-         InlineKeyboardButton("✅ Allow for this order", callback_data=f"{PERMISSION}:{token}:a")],
-        [InlineKeyboardButton("⛔ Deny", callback_data=f"{PERMISSION}:{token}:d")]])
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton("✅ Allow once", callback_data=f"{PERMISSION}:{token}:o"),
+                InlineKeyboardButton("✅ Allow for this order", callback_data=f"{PERMISSION}:{token}:a"),
+            ],
+            [InlineKeyboardButton("⛔ Deny", callback_data=f"{PERMISSION}:{token}:d")],
+        ]
+    )

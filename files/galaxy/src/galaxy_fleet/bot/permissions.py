@@ -45,6 +45,7 @@ EXPIRY_GRACE = 5.0
 @dataclass
 class Prompt:
     """One relayed prompt and the message that shows it."""
+
     token: str
     order_id: str
     permission: str
@@ -90,19 +91,35 @@ class PermissionRelay:
         if etype == "permission_expired":
             await self._close(prompt, render.permission_expired_text(*prompt.head()))
         elif etype == "permission_answered":
-            await self._close(prompt, render.permission_decided_text(
-                *prompt.head(), answer=str(event.get("answer") or "?"), by=str(event.get("by") or "?")))
+            await self._close(
+                prompt,
+                render.permission_decided_text(
+                    *prompt.head(), answer=str(event.get("answer") or "?"), by=str(event.get("by") or "?")
+                ),
+            )
 
     async def _ask(self, rec: Any, pid: str, event: dict[str, Any]) -> None:
         token = secrets.token_urlsafe(6)  # 8 characters: "p:" + token + ":o" is 12 bytes of callback data
         timeout = event.get("timeout")
         timeout = float(timeout) if isinstance(timeout, (int, float)) and timeout > 0 else None
-        prompt = Prompt(token, rec.id, pid, rec.host, rec.chat_id, str(event.get("tool") or "?"),
-                        str(event.get("detail") or ""), timeout)
+        prompt = Prompt(
+            token,
+            rec.id,
+            pid,
+            rec.host,
+            rec.chat_id,
+            str(event.get("tool") or "?"),
+            str(event.get("detail") or ""),
+            timeout,
+        )
         self.prompts[token] = prompt
         self.tokens[(rec.id, pid)] = token
-        sent = await self.tg.send(rec.chat_id, render.permission_text(*prompt.head(), timeout),
-                                  reply_to=rec.message_id, reply_markup=buttons.permission(token))
+        sent = await self.tg.send(
+            rec.chat_id,
+            render.permission_text(*prompt.head(), timeout),
+            reply_to=rec.message_id,
+            reply_markup=buttons.permission(token),
+        )
         prompt.message_id = sent.message_id
         if timeout is not None:
             self.jobs.run_once(self._expire, timeout + EXPIRY_GRACE, data=token, name=f"permission:{token}")
@@ -137,8 +154,14 @@ class PermissionRelay:
             return
         by = user_name(user)
         try:
-            decision = await asyncio.to_thread(self.fleet.answer_permission, prompt.order_id, prompt.permission,
-                                               answer, by, is_admin=user.id in self.settings.admins)
+            decision = await asyncio.to_thread(
+                self.fleet.answer_permission,
+                prompt.order_id,
+                prompt.permission,
+                answer,
+                by,
+                is_admin=user.id in self.settings.admins,
+            )
         except PermissionRefused:
             await query.answer(render.PERMISSION_NOT_YOURS, show_alert=True)
             return

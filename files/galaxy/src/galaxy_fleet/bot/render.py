@@ -720,8 +720,10 @@ PERMISSION_NOT_YOURS = "Only the person who placed the order (or an admin) can a
 
 
 def permission_head(host: str, order_id: str, tool: str, detail: str) -> str:
-    return (f"🔐 <b>{esc(host)}</b> · the agent asks to use <b>{esc(tool)}</b>\n"
-            f"<pre>{esc(preview(detail, 600) or '-')}</pre>\norder <code>{esc(order_id)}</code>")
+    return (
+        f"🔐 <b>{esc(host)}</b> · the agent asks to use <b>{esc(tool)}</b>\n"
+        f"<pre>{esc(preview(detail, 600) or '-')}</pre>\norder <code>{esc(order_id)}</code>"
+    )
 
 
 def permission_text(host: str, order_id: str, tool: str, detail: str, timeout: float | None) -> str:

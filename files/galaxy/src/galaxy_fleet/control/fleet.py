@@ -40,7 +40,7 @@ from galaxy_fleet.order import (
     utcnow,
 )
 
-__all__ = ["Fleet", "FleetEvent", "OrderRecord", "PermissionRefused", "TargetError", "NodeUnavailable", "NodeError"]
+__all__ = ["Fleet", "FleetEvent", "NodeError", "NodeUnavailable", "OrderRecord", "PermissionRefused", "TargetError"]
 
 log = logging.getLogger("galaxy.control")
 
@@ -55,6 +55,7 @@ class PermissionRefused(PermissionError):
 
 def same_person(a: str | None, b: str | None) -> bool:
     """Whether two sender names are one person: ``telegram:123(@old)`` and ``telegram:123(@new)`` are."""
+
     def who(name: str) -> str:
         return name.split("(", 1)[0].strip() if name.startswith("telegram:") else name.strip()
 
@@ -316,8 +317,9 @@ class Fleet:
             timeout=rec.timeout,
         )
 
-    def answer_permission(self, order_id: str, permission_id: str, answer: str, by: str, *,
-                          is_admin: bool = False) -> dict[str, Any]:
+    def answer_permission(
+        self, order_id: str, permission_id: str, answer: str, by: str, *, is_admin: bool = False
+    ) -> dict[str, Any]:
         """Answer a permission prompt of a running order (once, always, deny) on its node.
 
         Only the order's sender (``by`` names the same person as the order's ``sender``) or an admin
@@ -331,14 +333,23 @@ class Fleet:
         if not is_admin and not same_person(by, rec.sender):
             why = f"{by} may not answer the permission prompts of order {order_id}, placed by {rec.sender or 'nobody'}"
             try:
-                self.audit_event("permission_answer_refused", severity="warning", message=why, user=by,
-                                 order_id=order_id, node=rec.host, permission=permission_id, answer=answer,
-                                 reason="not_sender")
+                self.audit_event(
+                    "permission_answer_refused",
+                    severity="warning",
+                    message=why,
+                    user=by,
+                    order_id=order_id,
+                    node=rec.host,
+                    permission=permission_id,
+                    answer=answer,
+                    reason="not_sender",
+                )
             except (OSError, ValueError) as exc:
                 log.error("cannot record a refused permission answer in the control trail: %s", exc)
             raise PermissionRefused(why)
-        result = self.router.request(rec.host, "permission", order=order_id, permission=permission_id,
-                                     answer=answer, by=by)
+        result = self.router.request(
+            rec.host, "permission", order=order_id, permission=permission_id, answer=answer, by=by
+        )
         return result if isinstance(result, dict) else {"answer": answer, "by": by}
 
     def wait(self, order_ids: list[str], timeout: float | None = None) -> list[OrderRecord]:
