@@ -142,7 +142,7 @@ class BotLab:
         self.control_dir.mkdir(parents=True, exist_ok=True)
         self.config_path = self.control_dir / "config.yml"
         self.store_path = self.control_dir / "galaxy.db"
-        self.audit_path = self.control_dir / "spool" / "audit" / "audit.jsonl"
+        self.audit_path = self.control_dir / "audit" / "audit.jsonl"  # the control node's own trail
 
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> "BotLab":

@@ -117,7 +117,7 @@ def test_reset_or_rewrite_is_an_alert_and_streaming_goes_on(local_fleet, attack:
     assert [ev.alert["id"] for ev in fleet.pending() if ev.kind == "alert"
             and ev.alert["kind"] == "audit_reset"] == [alert["id"]]
     # recorded in the control node's own hash-chained trail, and in the central one
-    control_log = load(lf.control_config).audit.path
+    control_log = load(lf.control_config).control.audit_path
     [own] = audit.query(control_log, type="audit_reset")
     assert own["node"] == "web1" and own["severity"] == "critical" and own["old_log"] == old_log
     assert own["new_log"] == audit.log_identity(path)

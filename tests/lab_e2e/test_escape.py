@@ -35,7 +35,7 @@ class Attack:
 
     def run(self, host: str, script: str) -> Any:
         """The script as an order on ``host``; returns the finished order record."""
-        rec = self.fleet.submit(host, script, user="mallory", executor="hostile", timeout=60)[0]
+        rec = self.fleet.submit(host, script, sender="mallory", executor="hostile", timeout=60)[0]
         done = self.fleet.wait([rec.id], timeout=90)
         assert done and done[0].terminal, f"order {rec.id} on {host} did not finish: {done}"
         return done[0]

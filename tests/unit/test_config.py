@@ -30,8 +30,8 @@ FULL: dict[str, Any] = {
     "audit": {"path": "/srv/audit/audit.jsonl", "rotate_bytes": 1048576},
     "executors": {"claude": {"type": "command", "argv": ["claude", "-p", "{payload}"], "stdin": False,
                              "env": {"HOME": "/srv"}, "grace": 2},
-                  "shell": {"commands": {"uptime": ["uptime"], "git-status": {"argv": ["git", "status"],
-                                                                             "cwd": "/srv/app"}}},
+                  "shell": {"commands": {"uptime": ["uptime"],
+                                         "git-status": {"argv": ["git", "status"], "cwd": "/srv/app"}}},
                   "opencode": {"url": "http://127.0.0.1:4096", "model": "p/m", "request_timeout": 5}},
     "projects": {"web": "/srv/app"},
     "health": {"disk_max_percent": 80, "heartbeat_max_age": 20, "opencode": False},
@@ -191,7 +191,7 @@ def test_the_readme_lists_every_setting_and_its_example_loads() -> None:
 
 
 def galaxy(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*GALAXY, *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run([*GALAXY, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_galaxy_config_check_accepts_a_full_file(tmp_path: Path) -> None:

@@ -215,6 +215,10 @@ class ControlConfig:
     inventory: str | None = None  # an Ansible YAML/JSON inventory; required by the bot, send, mcp
     nodes_group: str = "galaxy_nodes"
     store: Path = Path("/var/lib/galaxy/control/galaxy.db")
+    # The control node's own trail (refusals, confirmations, policy decisions), apart from any
+    # node's: unset, <the store's directory>/audit/audit.jsonl; its events carry the host
+    # name control@<host>, so a host that is control and node keeps two separate chains.
+    audit: Path = Path("")
     known_hosts: str = "/etc/galaxy/known_hosts"
     ssh_key: str | None = None  # the routing key (default for every node)
     remote_command: str = "galaxy remote"
@@ -225,6 +229,10 @@ class ControlConfig:
     backoff_max: float = setting(30.0, min=0.1)
     lost_after: float = setting(30.0, min=0)  # running orders of a node gone this long are reported lost
     health_every: float = setting(60.0, min=0)  # fleet health polls; 0: only on request
+
+    @property
+    def audit_path(self) -> Path:
+        return self.audit if self.audit != Path("") else self.store.parent / "audit" / "audit.jsonl"
     # The longest line a node may send (an event with its answer, JSON-escaped); a longer one drops the
     # link, so a compromised node cannot make the control node buffer without end.
     max_line_bytes: int = setting(16 * MiB, min=4096)

@@ -112,6 +112,8 @@ class Fleet:
         self._heartbeats: dict[str, tuple[float, float, dict[str, Any]]] = {}
         self._silent: set[str] = self._silent_at_start()
         self._audit: Any = None
+        # The control node's own trail is a chain of its own, under this name (see ControlConfig.audit).
+        self.trail_name = f"control@{config.host}"
         self._lost_marked: set[str] = set()
         self._forged: set[str] = set()  # nodes that reported another node's order (alerted once)
         self.router = Router(
@@ -401,11 +403,13 @@ class Fleet:
         its own hash-chained log and into the central store, so fleet-wide queries
         and the dashboard see it."""
         if self._audit is None:
-            from galaxy_fleet.audit import open_audit
+            from galaxy_fleet.audit import AuditLog
 
-            self._audit = open_audit(self.config)
+            self._audit = AuditLog(
+                self.config.control.audit_path, self.trail_name, rotate_bytes=self.config.audit.rotate_bytes
+            )
         event = self._audit.append(type, **fields)
-        self.store.add_events(self.config.host, [event], advance_cursor=False)
+        self.store.add_events(self.trail_name, [event], advance_cursor=False)
         return event
 
     # -- delivery bookkeeping ------------------------------------------------------
