@@ -229,13 +229,13 @@ class ControlConfig:
     backoff_max: float = setting(30.0, min=0.1)
     lost_after: float = setting(30.0, min=0)  # running orders of a node gone this long are reported lost
     health_every: float = setting(60.0, min=0)  # fleet health polls; 0: only on request
+    # The longest line a node may send (an event with its answer, JSON-escaped); a longer one drops the
+    # link, so a compromised node cannot make the control node buffer without end.
+    max_line_bytes: int = setting(16 * MiB, min=4096)
 
     @property
     def audit_path(self) -> Path:
         return self.audit if self.audit != Path("") else self.store.parent / "audit" / "audit.jsonl"
-    # The longest line a node may send (an event with its answer, JSON-escaped); a longer one drops the
-    # link, so a compromised node cannot make the control node buffer without end.
-    max_line_bytes: int = setting(16 * MiB, min=4096)
 
 
 @dataclass
