@@ -309,11 +309,12 @@ def test_control_events_reach_the_central_trail_without_moving_cursors(local_fle
     lf.start_workers()
     fleet = lf.fleet()
     assert fleet.wait_connected(20)
-    cursor = fleet.store.cursor("control")
+    cursor = fleet.store.cursor(fleet.trail_name)
     ev = fleet.audit_event("bot_refused", severity="warning", user="666", message="not authorized")
-    assert ev["host"] == "control" and ev["hash"]
+    # the control node's own chain, apart from any node's (a host may be both)
+    assert fleet.trail_name == "control@control" and ev["host"] == fleet.trail_name and ev["hash"]
     assert [e["type"] for e in fleet.audit(None, type="bot_refused")] == ["bot_refused"]
-    assert fleet.store.cursor("control") == cursor
+    assert fleet.store.cursor(fleet.trail_name) == cursor
 
 
 def test_remote_submit_reports_a_duplicate_id(local_fleet):
@@ -413,7 +414,7 @@ def test_permission_answers_only_from_the_sender_or_an_admin(local_fleet):
     # Someone else: refused in the control plane, audited there, the node never asked.
     with pytest.raises(PermissionRefused, match="telegram:8"):
         fleet.answer_permission(rec.id, "per_1", "once", "telegram:8(@mallory)")
-    [refused] = fleet.store.events(host="control", type="permission_answer_refused")
+    [refused] = fleet.store.events(host=fleet.trail_name, type="permission_answer_refused")
     assert (refused["order_id"], refused["user"], refused["node"], refused["reason"]) == (
         rec.id, "telegram:8(@mallory)", "web1", "not_sender")
     assert not fleet.audit("web1", type="permission_answer_refused")

@@ -73,7 +73,7 @@ def test_mcp_refuses_dangerous_orders_and_targets_outside_its_policy(local_fleet
     refused = _refusals(lf)
     assert [(e["user"], e["reason"], e["entry"]) for e in refused] == [
         ("mcp:agent", "dangerous", "mcp"), ("mcp:agent", "target_not_allowed", "mcp")]
-    assert all(e["host"] == "control" for e in refused)
+    assert all(e["host"] == "control@control" for e in refused)
     # neither refused order reached a node
     assert all("rm -rf" not in p.read_text() for env_ in lf.nodes.values()
                for p in env_.spool.rglob("*.json") if p.is_file())
