@@ -136,10 +136,10 @@ def allowed_hosts(
     settings: BotSettings, user_id: int, machines: list[str], resolve: Callable[[str], list[str]]
 ) -> list[str] | None:
     """The machines among ``machines`` this user may use; None: every one."""
-    policy = settings.users.get(user_id)
-    if policy is None or policy.targets is None:
+    limits = settings.users.get(user_id)
+    if limits is None or limits.targets is None:
         return None
-    return [h for h in machines if not settings.forbidden_hosts(user_id, [h], resolve)]
+    return settings.visible_hosts(user_id, machines, resolve)  # one pass, not one resolution per machine
 
 
 def may_touch(settings: BotSettings, user_id: int, chat_id: int, rec: Any, resolve: Callable[[str], list[str]]) -> bool:
